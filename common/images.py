@@ -1,0 +1,25 @@
+"""Image grids: saved as PNG in the run directory and logged to W&B when that logger is on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, padding: int = 1) -> Path:
+    """Save images in [-1, 1] (N x 3 x H x W) as one PNG grid with ``nrow`` images a row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = torchvision.utils.make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5,
+                                       nrow=nrow, padding=padding, pad_value=0.5)
+    torchvision.utils.save_image(grid, path)
+    return path
+
+
+def log_image(loggers, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
+    """Send a saved PNG to every W&B logger among ``loggers`` (others keep the file only)."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.log_image(key=key, images=[str(path)], step=step,
+                             caption=[caption] if caption else None)

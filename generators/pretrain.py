@@ -1,0 +1,124 @@
+"""GAN pretraining of the built-in generator on the procedural world.
+
+Hinge loss (Lim & Ye 2017; Miyato et al. 2018) with a spectral-norm discriminator, one
+discriminator step per generator step, and an exponential moving average of the generator's
+weights (the EMA generator is what gets exported and shipped: it draws cleaner samples).
+
+    L_D = E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))],    L_G = -E[D(G(z))]
+
+At the end of fit the EMA generator and the discriminator are written as ``generator.pt`` in the
+run directory, in the format ``generators.load_generator`` reads.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from common.images import log_image, save_grid
+from common.io import atomic_torch_save
+from common.training import batches_done
+from generators.dcgan import DCGANGenerator, SNDiscriminator
+from generators.weights import WEIGHTS_FORMAT
+
+
+class GANPretraining(pl.LightningModule):
+    """Trains a DCGAN generator and discriminator on batches of ``{"images": ...}``.
+
+    Args:
+        generator: the (trainable) generator to train.
+        discriminator: the spectral-norm discriminator.
+        lr_g, lr_d: Adam learning rates; betas: Adam betas for both.
+        ema_decay: decay of the generator's weight average.
+        sample_every_n_steps: how often to save and log a grid of EMA samples (fixed latents).
+        num_samples: images in that grid.
+    """
+
+    def __init__(self, generator: DCGANGenerator, discriminator: SNDiscriminator,
+                 lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
+                 ema_decay: float = 0.999, sample_every_n_steps: int = 1000,
+                 num_samples: int = 64) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
+        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        self.generator, self.discriminator = generator, discriminator
+        self.ema = copy.deepcopy(generator).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("fixed_latents",
+                             torch.randn(num_samples, generator.latent_dim,
+                                         generator=torch.Generator().manual_seed(1234)))
+
+    def configure_optimizers(self):
+        betas = tuple(self.hparams.betas)
+        return (torch.optim.Adam(self.generator.parameters(), self.hparams.lr_g, betas=betas),
+                torch.optim.Adam(self.discriminator.parameters(), self.hparams.lr_d, betas=betas))
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        real = batch["images"]
+        rng = torch.Generator().manual_seed(int(batch["seed"]))
+        z = torch.randn(real.shape[0], self.generator.latent_dim, generator=rng).to(real.device)
+
+        fake = self.generator(z)
+        loss_d = (torch.relu(1 - self.discriminator(real)).mean()
+                  + torch.relu(1 + self.discriminator(fake.detach())).mean())
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+
+        loss_g = -self.discriminator(fake).mean()
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()
+        if not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
+            raise FloatingPointError(f"GAN loss is not finite at batch {batch_idx} "
+                                     f"(D {loss_d.item()}, G {loss_g.item()}); the last good "
+                                     "checkpoint is kept: lower the learning rates and resume")
+        self._update_ema(batch_idx)
+        self.log_dict({"train/loss_d": loss_d, "train/loss_g": loss_g}, prog_bar=True)
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        # Short warm-up so the average is not dominated by the random initial weights.
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
+        for avg, cur in zip(self.ema.parameters(), self.generator.parameters()):
+            avg.lerp_(cur, 1 - decay)
+        for avg, cur in zip(self.ema.buffers(), self.generator.buffers()):
+            avg.copy_(cur)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.hparams.sample_every_n_steps
+        if every and (batch_idx + 1) % every == 0:
+            self.save_samples(f"step_{batch_idx + 1:06d}")
+
+    @torch.no_grad()
+    def save_samples(self, tag: str) -> Path | None:
+        if self.trainer.global_rank != 0:
+            return None
+        images = self.ema(self.fixed_latents)
+        path = save_grid(images, Path(self.trainer.default_root_dir) / "samples" / f"{tag}.png",
+                         nrow=int(math.sqrt(len(images))))
+        log_image(self.loggers, "samples", path, step=self.trainer.global_step, caption=tag)
+        return path
+
+    def export(self, path: str | Path, info: dict | None = None) -> Path:
+        """Write the EMA generator and the discriminator in the shipped-weights format."""
+        return atomic_torch_save({
+            "format": WEIGHTS_FORMAT,
+            "architecture": "dcgan",
+            "generator_config": self.ema.config(),
+            "discriminator_config": self.discriminator.config(),
+            "generator": self.ema.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "info": dict(info or {}, batches=batches_done(self._trainer)),
+        }, path)
+
+    def on_fit_end(self) -> None:
+        if self.trainer.global_rank == 0:
+            self.save_samples("final")
+            self.export(Path(self.trainer.default_root_dir) / "generator.pt")

@@ -1,0 +1,160 @@
+"""DirectionModule: the LightningModule base of every learnable direction method.
+
+What all methods share lives here: the frozen generator (kept out of checkpoints, which record
+its identity and hash instead), per-batch random draws from the batch's own seed (so that
+resumed and distributed runs are deterministic), NaN checks, traversal grids for a fixed set
+of seeds every N steps and at the end, and the export of the Directions artifact.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+
+from common.images import log_image, save_grid
+from common.training import batches_done
+from generators.base import Generator
+from lightning_modules.directions import Directions, DirectionSet
+
+GENERATOR_PREFIX = "generator."
+
+
+class DirectionModule(pl.LightningModule):
+    """Base class. A subclass sets ``self.directions`` (a DirectionSet) and implements
+    ``training_step``; it may override ``final_evaluation`` to add metrics to the artifact.
+
+    Args:
+        generator: the frozen generator (frozen here again, whatever it was).
+        optimizer: a partial optimizer (``_partial_: true`` in config) taking the parameters.
+        traversal: ``every_n_steps`` (0: only at the end), ``num_seeds``, ``max_directions``
+            (rows), ``alpha`` (the grid spans -alpha..alpha), ``steps`` (columns per seed).
+    """
+
+    method_name: str = "base"
+
+    def __init__(self, generator: Generator, optimizer: Callable | None = None,
+                 traversal: dict | None = None) -> None:
+        super().__init__()
+        self.generator = generator.freeze()
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)
+        self.traversal = {"every_n_steps": 500, "num_seeds": 3, "max_directions": 8,
+                          "alpha": 3.0, "steps": 7, **(traversal or {})}
+        # The generator's weights are not in checkpoints: loading must not ask for them.
+        self.strict_loading = False
+        self.final_metrics: dict[str, float] = {}
+        self.directions: DirectionSet
+
+    # ---- checkpoints without the generator ----------------------------------------------
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        state = super().state_dict(*args, destination=destination, prefix=prefix,
+                                   keep_vars=keep_vars)
+        for key in [k for k in state if k.startswith(prefix + GENERATOR_PREFIX)]:
+            del state[key]
+        return state
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["generator_identity"] = self.generator.identity()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("generator_identity")
+        if saved is None:
+            raise ValueError("this checkpoint records no generator identity: it was not written "
+                             "by a direction method of this project")
+        current = self.generator.identity()
+        mismatch = {k: (saved.get(k), current.get(k)) for k in ("sha256", "latent_dim", "name")
+                    if saved.get(k) != current.get(k)}
+        if mismatch:
+            raise ValueError(f"the checkpoint was made with another generator: "
+                             + ", ".join(f"{k} {a!r} in the checkpoint vs {b!r} now"
+                                         for k, (a, b) in mismatch.items())
+                             + "; resume with the generator the run started with")
+
+    # ---- shared helpers -----------------------------------------------------------------
+    @staticmethod
+    def batch_rng(batch: dict, salt: int = 0) -> torch.Generator:
+        """A CPU generator for this batch's own random draws (directions, shifts)."""
+        return torch.Generator().manual_seed((int(batch["seed"]) + salt) % (2**63 - 1))
+
+    def check_finite(self, loss: torch.Tensor, what: str = "loss") -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"{what} is not finite at batch {batches_done(self.trainer)}: training stopped; "
+                "the last good checkpoint and directions file are kept. Lower the learning rate "
+                "or the shift range, then resume with ckpt_path=last or start a new run.")
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(params=self.trainable_parameters())
+
+    # ---- traversal grids ----------------------------------------------------------------
+    @torch.no_grad()
+    def rank_directions(self, latents: torch.Tensor, alpha: float) -> list[int]:
+        """Directions ordered by how much they change the image (mean L1 between +-alpha)."""
+        change = []
+        for k in range(self.directions.num_directions):
+            plus = self.generator(self.directions.shift(latents, k, alpha))
+            minus = self.generator(self.directions.shift(latents, k, -alpha))
+            change.append((plus - minus).abs().mean().item())
+        return sorted(range(len(change)), key=lambda k: -change[k])
+
+    @torch.no_grad()
+    def traversal_grid(self, tag: str) -> Path | None:
+        if self.trainer is not None and self.trainer.global_rank != 0:
+            return None
+        cfg = self.traversal
+        was_training = self.directions.training
+        self.directions.eval()
+        seeds = torch.Generator().manual_seed(20201)  # the same seeds in every run and step
+        latents = self.generator.sample(cfg["num_seeds"], generator=seeds)
+        alphas = torch.linspace(-cfg["alpha"], cfg["alpha"], cfg["steps"]).tolist()
+        order = self.rank_directions(latents, cfg["alpha"])[: cfg["max_directions"]]
+        rows = []
+        for k in order:
+            row = torch.stack([self.directions.shift(latents, k, a) for a in alphas], dim=1)
+            rows.append(self.generator(row.flatten(0, 1)))  # seed-major: seed 0's alphas first
+        self.directions.train(was_training)
+        root = Path(self.trainer.default_root_dir) if self.trainer is not None else Path(".")
+        path = root / ("traversal.png" if tag == "final" else f"traversals/{tag}.png")
+        save_grid(torch.cat(rows), path, nrow=cfg["num_seeds"] * cfg["steps"])
+        if self.trainer is not None:
+            caption = f"{tag}: rows = directions {order}; columns = {cfg['num_seeds']} seeds x alpha " \
+                      f"{-cfg['alpha']:g}..{cfg['alpha']:g}"
+            log_image(self.loggers, "traversal", path, step=self.trainer.global_step, caption=caption)
+        return path
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.traversal["every_n_steps"]
+        done = batches_done(self.trainer)
+        if every and done % every == 0:
+            self.traversal_grid(f"step_{done:06d}")
+
+    # ---- the end of fit -----------------------------------------------------------------
+    def final_evaluation(self) -> dict[str, float]:
+        """Metrics computed once at the end of fit (every rank calls it; reduce across ranks)."""
+        return {}
+
+    def export(self) -> Directions:
+        meta = {
+            "method": self.method_name,
+            "generator": self.generator.identity(),
+            "space": self.generator.space,
+            "layers": None,
+            "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
+                           else repr(v)) for k, v in self.hparams.items()},
+            "metrics": dict(self.final_metrics),
+            "batches": batches_done(self.trainer) if self.trainer is not None else None,
+        }
+        return Directions(self.directions, meta)
+
+    def on_fit_end(self) -> None:
+        self.final_metrics.update(self.final_evaluation())
+        if self.trainer.global_rank != 0:
+            return
+        self.traversal_grid("final")
+        self.export().save(Path(self.trainer.default_root_dir) / "directions.pt")

@@ -1,0 +1,218 @@
+"""The Directions artifact and the direction parametrisations it can hold.
+
+Every method ends with a ``Directions`` object saved as ``directions.pt``: a parametrisation
+(an ``nn.Module`` that knows how to ``shift(latent, index, alpha)``) plus metadata (method,
+generator identity and hash, latent space, layers, config, metrics). Loading one never needs a
+method's training code: the parametrisations live here, and a LightningModule imports its
+parametrisation from this file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.io import atomic_torch_save
+
+DIRECTIONS_FORMAT = "latent-directions/directions/v1"
+
+
+def _as_batch(value, n: int, device, dtype) -> torch.Tensor:
+    tensor = torch.as_tensor(value, device=device, dtype=dtype)
+    return tensor.expand(n) if tensor.ndim == 0 else tensor
+
+
+class DirectionSet(nn.Module):
+    """Base of the parametrisations: ``num_directions`` directions in a ``latent_dim`` space.
+
+    ``shift(latent, index, alpha)`` moves each latent ``N x d`` along direction ``index`` (an int
+    or ``N`` ints) by ``alpha`` (a float or ``N`` floats). Linear sets add ``alpha * v``.
+    """
+
+    kind: str = "base"
+
+    def __init__(self, latent_dim: int, num_directions: int) -> None:
+        super().__init__()
+        self.latent_dim, self.num_directions = latent_dim, num_directions
+
+    def config(self) -> dict[str, Any]:
+        return {"latent_dim": self.latent_dim, "num_directions": self.num_directions}
+
+    def vectors(self) -> torch.Tensor:  # pragma: no cover - abstract
+        """Unit directions ``K x d`` (linear sets)."""
+        raise NotImplementedError
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)
+        return latent + alpha[:, None] * self.vectors()[index]
+
+
+class LinearDirections(DirectionSet):
+    """Free directions, each normalised to unit length (Voynov's "linear").
+
+    Args:
+        latent_dim: size of the latent space.
+        num_directions: K.
+        init: ``"randn"`` (Gaussian columns) or ``"identity"`` (the first K coordinate axes).
+        trainable: False keeps the directions fixed (the "random" and "id" baselines).
+        init_seed: seed of the random initialisation (kept so a baseline is reproducible).
+    """
+
+    kind = "linear"
+
+    def __init__(self, latent_dim: int, num_directions: int, init: str = "randn",
+                 trainable: bool = True, init_seed: int | None = None) -> None:
+        super().__init__(latent_dim, num_directions)
+        if init == "identity":
+            if num_directions > latent_dim:
+                raise ValueError(f"coordinate-axis directions: num_directions ({num_directions}) "
+                                 f"cannot exceed the latent size ({latent_dim})")
+            weight = torch.eye(latent_dim)[:num_directions]
+        elif init == "randn":
+            gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
+            weight = torch.randn(num_directions, latent_dim, generator=gen)
+        else:
+            raise ValueError(f"unknown init {init!r}: use 'randn' or 'identity'")
+        self.init, self.trainable, self.init_seed = init, trainable, init_seed
+        self.weight = nn.Parameter(weight, requires_grad=trainable)
+
+    def config(self) -> dict[str, Any]:
+        return dict(super().config(), init=self.init, trainable=self.trainable,
+                    init_seed=self.init_seed)
+
+    def vectors(self) -> torch.Tensor:
+        return self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+class OrthoDirections(DirectionSet):
+    """An orthonormal basis ``expm(S - S^T)`` (Voynov's "ortho"): K equals the latent size.
+
+    Uses ``torch.linalg.matrix_exp``; the reference implementation's custom expm built on the
+    removed ``torch.solve`` is neither needed nor kept.
+    """
+
+    kind = "ortho"
+
+    def __init__(self, latent_dim: int, num_directions: int | None = None) -> None:
+        num_directions = latent_dim if num_directions is None else num_directions
+        if num_directions != latent_dim:
+            raise ValueError(f"ortho directions form a basis: num_directions must equal the "
+                             f"latent size {latent_dim}, got {num_directions}; use "
+                             "directions_type=linear for another count")
+        super().__init__(latent_dim, num_directions)
+        self.skew = nn.Parameter(torch.zeros(latent_dim, latent_dim))
+
+    def vectors(self) -> torch.Tensor:
+        return torch.linalg.matrix_exp(self.skew - self.skew.T)
+
+
+class ProjDirections(DirectionSet):
+    """Voynov's "proj": a free linear map with bias, its output rescaled to the shift's size.
+
+    ``shift(z, k, a) = z + |a| * u / ||u||`` with ``u = a * W[k] + b``: with a zero bias it is a
+    linear direction; the bias lets the two signs of a shift point in different directions.
+    """
+
+    kind = "proj"
+
+    def __init__(self, latent_dim: int, num_directions: int) -> None:
+        super().__init__(latent_dim, num_directions)
+        self.weight = nn.Parameter(torch.randn(num_directions, latent_dim))
+        self.bias = nn.Parameter(torch.zeros(latent_dim))
+
+    def vectors(self) -> torch.Tensor:
+        return self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)[:, None]
+        u = alpha * self.weight[index] + self.bias
+        return latent + alpha.abs() * u / u.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
+    cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections)
+}
+
+
+class Directions:
+    """The artifact every method produces; load it with ``Directions.load``.
+
+    Args:
+        directions: the parametrisation.
+        meta: method, generator identity, latent space, layers, config, metrics.
+    """
+
+    def __init__(self, directions: DirectionSet, meta: dict[str, Any] | None = None) -> None:
+        self.directions = directions.eval()
+        self.meta = dict(meta or {})
+
+    @property
+    def num_directions(self) -> int:
+        return self.directions.num_directions
+
+    @property
+    def latent_dim(self) -> int:
+        return self.directions.latent_dim
+
+    def to(self, device) -> "Directions":
+        self.directions.to(device)
+        return self
+
+    @torch.no_grad()
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        return self.directions.shift(latent, index, alpha)
+
+    @torch.no_grad()
+    def traverse(self, latent: torch.Tensor, index: int, alphas) -> torch.Tensor:
+        """Latents ``N x len(alphas) x d`` along direction ``index``."""
+        return torch.stack([self.shift(latent, index, float(a)) for a in alphas], dim=1)
+
+    def save(self, path: str | Path) -> Path:
+        """Atomic write (temporary file, then rename): a failure keeps the previous file."""
+        return atomic_torch_save({
+            "format": DIRECTIONS_FORMAT,
+            "kind": self.directions.kind,
+            "config": self.directions.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.directions.state_dict().items()},
+            "meta": self.meta,
+        }, path)
+
+    @classmethod
+    def load(cls, path: str | Path, generator=None, map_location: str = "cpu") -> "Directions":
+        """Load a directions file; with ``generator``, refuse one made for another generator."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"directions file not found: {path} (a run writes "
+                                    "outputs/<run_name>/directions.pt at the end of training)")
+        blob = torch.load(path, map_location=map_location, weights_only=False)
+        expected = {"format", "kind", "config", "state_dict", "meta"}
+        if not isinstance(blob, dict) or blob.get("format") != DIRECTIONS_FORMAT:
+            keys = set(blob) if isinstance(blob, dict) else set()
+            raise ValueError(f"{path} is not a directions file ({DIRECTIONS_FORMAT}): missing "
+                             f"keys {sorted(expected - keys)}, unexpected keys {sorted(keys - expected)}")
+        if blob["kind"] not in PARAMETRISATIONS:
+            raise ValueError(f"{path}: unknown direction kind {blob['kind']!r}; "
+                             f"known: {sorted(PARAMETRISATIONS)}")
+        directions = PARAMETRISATIONS[blob["kind"]](**blob["config"])
+        directions.load_state_dict(blob["state_dict"])
+        loaded = cls(directions, blob["meta"])
+        if generator is not None:
+            loaded.check_generator(generator, source=str(path))
+        return loaded
+
+    def check_generator(self, generator, source: str = "these directions") -> None:
+        made_for = self.meta.get("generator", {})
+        if self.latent_dim != generator.latent_dim:
+            raise ValueError(f"{source} has directions in a {self.latent_dim}-d latent space, but "
+                             f"generator {generator.name!r} takes {generator.latent_dim}-d latents")
+        sha = made_for.get("sha256")
+        if sha and generator.sha256 and sha != generator.sha256:
+            raise ValueError(f"{source} was made for generator {made_for.get('name')!r} "
+                             f"(sha256 {sha[:12]}...), not for {generator.name!r} "
+                             f"(sha256 {generator.sha256[:12]}...): use the generator it was made for")

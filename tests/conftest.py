@@ -1,0 +1,56 @@
+"""Shared fixtures: Hydra configs composed the way train.py composes them, on tiny settings."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A tiny random generator and a handful of batches: the machinery, not the results.
+TINY = [
+    "generator=dcgan_random",
+    "logger=none",
+    "data.batch_size=8",
+    "data.val_batches=2",
+    "method.max_steps=4",
+    "method.val_every=2",
+    "method.module.traversal.every_n_steps=2",
+    "method.module.traversal.num_seeds=2",
+    "method.module.traversal.max_directions=3",
+    "method.module.traversal.steps=3",
+    "callbacks.checkpoint.every_n_train_steps=2",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path | None = None):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
+        return compose("train", overrides=list(overrides) + extra)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """``tiny_cfg(*overrides)``: the tiny Voynov config writing under tmp_path."""
+    def make(*overrides: str, method: str = "voynov"):
+        return compose_cfg([f"method={method}", "run_name=test", *TINY, *overrides], tmp_path)
+    return make
+
+
+def run_script(args: list[str], cwd: Path, timeout: int = 300):
+    """Run train.py in a subprocess (real Hydra CLI), returning the CompletedProcess."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline")
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

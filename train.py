@@ -1,0 +1,155 @@
+"""Train any method (or pretrain the built-in GAN) with one command.
+
+    python train.py method=voynov
+    python train.py method=voynov run_name=exp1 ckpt_path=last      # resume
+    python train.py -m method=voynov seed=0,1                        # one run directory a job
+    python train.py experiment=pretrain_dcgan                        # the built-in generator
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from common.io import atomic_write_json
+
+log = logging.getLogger("train")
+
+
+class RunSetupError(ValueError):
+    """A mistake in how the run was asked for, found before any work starts."""
+
+
+def _is_launcher_child() -> bool:
+    # DDP processes started by Lightning re-run this script with LOCAL_RANK / NODE_RANK set.
+    return int(os.environ.get("LOCAL_RANK", 0)) != 0 or int(os.environ.get("NODE_RANK", 0)) != 0
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """The run directory: Hydra's output directory when launched through Hydra (so that DDP
+    processes and multirun jobs agree on it), else ``paths.run_dir``."""
+    run_dir = None
+    if HydraConfig.initialized():
+        run_dir = HydraConfig.get().runtime.get("output_dir")
+    run_dir = Path(run_dir or cfg.paths.run_dir).resolve()
+    with open_dict(cfg):
+        cfg.run_name = run_dir.name
+        cfg.paths.run_dir = str(run_dir)
+    return run_dir
+
+
+def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Checks what to resume from (or that a new run will not clobber an old one)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, "", "null"):
+        if not _is_launcher_child() and (last.exists() or (run_dir / "directions.pt").exists()):
+            raise RunSetupError(
+                f"{run_dir} already holds a run (checkpoints/last.ckpt or directions.pt). Resume it "
+                f"with `ckpt_path=last run_name={run_dir.name}`, or start a new run with another "
+                "run_name; nothing there was changed.")
+        return None
+    if ckpt == "last":
+        if not last.exists():
+            others = sorted(p.parent.parent.name for p in run_dir.parent.glob("*/checkpoints/last.ckpt"))
+            raise RunSetupError(
+                f"ckpt_path=last: nothing to resume, {last} does not exist. Runs that can be "
+                f"resumed in {run_dir.parent}: {', '.join(others) or 'none'} (pass run_name=<one of "
+                "them>); drop ckpt_path to start a new run.")
+        return check_checkpoint(last)
+    path = Path(ckpt)
+    if not path.is_file():
+        raise RunSetupError(f"ckpt_path={ckpt}: no such checkpoint file; use ckpt_path=last to "
+                            "resume this run's last checkpoint, or drop it to start a new run")
+    return check_checkpoint(path.resolve())
+
+
+_CKPT_KEYS = {"state_dict", "global_step", "loops", "optimizer_states", "pytorch-lightning_version"}
+_CKPT_OPTIONAL = {"epoch", "callbacks", "lr_schedulers", "hparams_name", "hyper_parameters",
+                  "generator_identity", "datamodule_hparams_name", "datamodule_hyper_parameters"}
+
+
+def check_checkpoint(path: Path) -> str:
+    """A resumable Lightning checkpoint of this project, or a RunSetupError naming the keys."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise RunSetupError(f"{path} is not a readable checkpoint ({err})") from err
+    keys = set(blob) if isinstance(blob, dict) else set()
+    missing = sorted(_CKPT_KEYS - keys)
+    if missing:
+        raise RunSetupError(
+            f"{path} is not a training checkpoint of this project: missing keys {missing}, "
+            f"unexpected keys {sorted(keys - _CKPT_KEYS - _CKPT_OPTIONAL)}. Pass the "
+            "checkpoints/last.ckpt of a run (or ckpt_path=last).")
+    return str(path)
+
+
+def instantiate_all(cfg: DictConfig) -> dict[str, Any]:
+    """Builds generator, data, method module, loggers and callbacks from the config."""
+    generator = instantiate(cfg.generator) if cfg.method.get("frozen_generator", True) else None
+    data_kwargs = {"generator": generator} if "generator" in cfg.data else {}
+    datamodule = instantiate(cfg.data, **data_kwargs)
+    module_kwargs = {"generator": generator} if generator is not None else {}
+    # _convert_="all": plain dicts and lists reach the modules (and their checkpoints).
+    module = instantiate(cfg.method.module, _convert_="all", **module_kwargs)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    return {"generator": generator, "datamodule": datamodule, "module": module,
+            "loggers": loggers, "callbacks": callbacks}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Runs one training job as configured; returns its final metrics."""
+    run_dir = resolve_run_dir(cfg)
+    ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+    parts = instantiate_all(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+                                      logger=parts["loggers"] or False,
+                                      callbacks=parts["callbacks"], enable_checkpointing=False)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        for logger in parts["loggers"]:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    module = parts["module"]
+    trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=ckpt_path)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics.update(getattr(module, "final_metrics", {}) or {})
+    if trainer.is_global_zero:
+        atomic_write_json({"run_name": cfg.run_name, "method": cfg.method.name,
+                           "batches": trainer.global_step, "metrics": metrics},
+                          run_dir / "metrics.json")
+        _print_wandb_sync(parts["loggers"], run_dir)
+    return metrics
+
+
+def _print_wandb_sync(loggers, run_dir: Path) -> None:
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            run = logger.experiment
+            if getattr(run, "settings", None) is not None and run.settings.mode == "offline":
+                log.info("W&B ran offline; upload this run with:  wandb sync %s",
+                         Path(run.dir).parent)
+            import wandb
+            wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
