@@ -49,6 +49,8 @@ _POSITION_RANGE = 0.4  # the centre stays within +-0.4 of the half-canvas
 # close to equal areas, so that scale means the same amount of colour for every shape.
 _SQUARE_HALF_SIDE = 0.89
 _TRIANGLE_CIRCUMRADIUS = 1.25
+# Keeps square roots differentiable at 0 (inverse rendering); 1e-5 px of distance at most.
+_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class ShapesWorld:
 
         dist = torch.where(
             (shape == 1)[:, None, None],
-            torch.sqrt(pu**2 + pv**2) - r,
+            torch.sqrt(pu**2 + pv**2 + _EPS) - r,
             torch.where((shape == 0)[:, None, None],
                         _box_sdf(pu, pv, r * _SQUARE_HALF_SIDE),
                         _triangle_sdf(pu, pv, r * _TRIANGLE_CIRCUMRADIUS)),
@@ -113,10 +115,61 @@ class ShapesWorld:
         pixel = 2.0 / res
         return (0.5 - dist / pixel).clamp(0.0, 1.0)
 
+    def fit_factors(self, images: torch.Tensor, steps: int = 60, lr: float = 0.03,
+                    rotations: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse rendering: the factors whose render best matches each image, and its error.
+
+        For every shape kind and ``rotations`` starting angles, the continuous factors start
+        from the image's own statistics (centroid, area, mean colour) and are refined by Adam
+        on the mean L1 error through this (differentiable) renderer; the best candidate wins.
+        Returns ``(factors N x 6, error N)`` with the error in [-1, 1] units: near 0 for real
+        renders, so a generator's samples that "look like the world" score near 0 too.
+        """
+        n, res = images.shape[0], self.resolution
+        images = images.detach().float()
+        with torch.no_grad():
+            value = (images * 0.5 + 0.5).clamp(0, 1)
+            fg = value.max(dim=1).values  # coverage: the world's colours have full value
+            area = fg.sum((1, 2)).clamp_min(1.0)
+            coords = (torch.arange(res, dtype=torch.float32, device=images.device) + 0.5) / res
+            x = (fg.sum(1) * coords).sum(1) / area
+            y = (fg.sum(2) * coords).sum(1) / area
+            radius = torch.sqrt(area / math.pi) / (res / 2)
+            scale = (radius - _MIN_RADIUS) / (_MAX_RADIUS - _MIN_RADIUS)
+            mean_rgb = (value * fg[:, None]).sum((2, 3)) / area[:, None]
+            hue = rgb_to_hue(mean_rgb)
+        candidates = len(SHAPES) * rotations
+        shape = torch.arange(len(SHAPES), device=images.device).repeat_interleave(rotations)
+        rotation = (torch.arange(rotations, device=images.device) / rotations).repeat(len(SHAPES))
+        start = torch.stack([scale.clamp(0, 1), x, y, hue], 1)  # N x 4
+        params = start[:, None].expand(n, candidates, 4).clone()
+        params = torch.cat([params[..., :1], rotation[None, :, None].expand(n, -1, 1),
+                            params[..., 1:]], dim=2).reshape(n * candidates, 5)
+        params.requires_grad_(True)
+        kinds = shape[None].expand(n, -1).reshape(-1, 1).float()
+        target = images.repeat_interleave(candidates, dim=0)
+        optimizer = torch.optim.Adam([params], lr=lr)
+        for _ in range(steps):
+            error = (self.render(torch.cat([kinds, params], 1)) - target).abs().mean((1, 2, 3))
+            optimizer.zero_grad()
+            error.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                params[:, 0].clamp_(-0.2, 1.2)
+                params[:, 2:4].clamp_(-0.2, 1.2)
+        with torch.no_grad():
+            fitted = torch.cat([kinds, params], 1)
+            error = (self.render(fitted) - target).abs().mean((1, 2, 3)).view(n, candidates)
+            best = error.argmin(1)
+            fitted = fitted.view(n, candidates, -1)[torch.arange(n), best]
+            fitted[:, 2] = fitted[:, 2] % 1.0
+            fitted[:, 5] = fitted[:, 5] % 1.0
+        return fitted, error[torch.arange(n), best]
+
 
 def _box_sdf(pu: torch.Tensor, pv: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
     qu, qv = pu.abs() - half, pv.abs() - half
-    outside = torch.sqrt(qu.clamp(min=0) ** 2 + qv.clamp(min=0) ** 2)
+    outside = torch.sqrt(qu.clamp(min=0) ** 2 + qv.clamp(min=0) ** 2 + _EPS)
     return outside + torch.maximum(qu, qv).clamp(max=0)
 
 
@@ -130,7 +183,7 @@ def _triangle_sdf(pu: torch.Tensor, pv: torch.Tensor, circumradius: torch.Tensor
     fold = (x + k * y) > 0
     x, y = torch.where(fold, (x - k * y) / 2, x), torch.where(fold, (-k * x - y) / 2, y)
     x = x - torch.minimum(torch.maximum(x, -2 * half_side), torch.zeros_like(x))
-    return -torch.sqrt(x**2 + y**2) * torch.sign(y)
+    return -torch.sqrt(x**2 + y**2 + _EPS) * torch.sign(y)
 
 
 def hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:
@@ -157,3 +210,13 @@ class WorldDataModule(SeededStreamDataModule):
     def make_batch(self, n: int, rng: torch.Generator) -> dict:
         factors = self.world.sample_factors(n, generator=rng)
         return {"images": self.world.render(factors), "factors": factors}
+
+
+def rgb_to_hue(rgb: torch.Tensor) -> torch.Tensor:
+    """Hue in [0, 1) of RGB colours ``N x 3`` in [0, 1] (grey gets hue 0)."""
+    r, g, b = rgb.unbind(1)
+    high, low = rgb.max(1).values, rgb.min(1).values
+    delta = (high - low).clamp_min(1e-8)
+    hue = torch.where(high == r, ((g - b) / delta) % 6,
+                      torch.where(high == g, (b - r) / delta + 2, (r - g) / delta + 4))
+    return (hue / 6.0) % 1.0

@@ -12,6 +12,7 @@ run directory, in the format ``generators.load_generator`` reads.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -118,7 +119,44 @@ class GANPretraining(pl.LightningModule):
             "info": dict(info or {}, batches=batches_done(self._trainer)),
         }, path)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # What export_checkpoint needs to rebuild the networks from a checkpoint alone.
+        checkpoint["generator_config"] = self.ema.config()
+        checkpoint["discriminator_config"] = self.discriminator.config()
+
     def on_fit_end(self) -> None:
         if self.trainer.global_rank == 0:
             self.save_samples("final")
             self.export(Path(self.trainer.default_root_dir) / "generator.pt")
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
+    """Write the weights file of a pretraining checkpoint (e.g. a run stopped early).
+
+    ``python -m generators.pretrain outputs/pretrain_dcgan/checkpoints/last.ckpt out.pt``
+    """
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hparams = ckpt.get("hyper_parameters", {})
+    state = ckpt["state_dict"]
+    ema = {k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")}
+    disc = {k[len("discriminator."):]: v for k, v in state.items() if k.startswith("discriminator.")}
+    # Checkpoints record the configs; older ones are read off the weights' shapes.
+    blocks = len({k.split(".")[1] for k in ema if k.startswith("blocks.")})
+    gen_cfg = ckpt.get("generator_config") or {
+        "latent_dim": ema["project.weight"].shape[1], "resolution": 4 * 2**blocks,
+        "width": 2 * ema["to_rgb.weight"].shape[1], "name": Path(out_path).stem}
+    disc_cfg = ckpt.get("discriminator_config") or {
+        "resolution": gen_cfg["resolution"], "width": disc["features.0.parametrizations.weight.original"].shape[0]}
+    return atomic_torch_save({
+        "format": WEIGHTS_FORMAT, "architecture": "dcgan",
+        "generator_config": gen_cfg, "discriminator_config": disc_cfg,
+        "generator": ema, "discriminator": disc,
+        "info": {"batches": ckpt["global_step"] // 2, "from_checkpoint": str(ckpt_path),
+                 "hyper_parameters": json.loads(json.dumps(dict(hparams), default=list))},
+    }, out_path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(export_checkpoint(sys.argv[1], sys.argv[2]))

@@ -82,3 +82,17 @@ def test_world_datamodule_batches():
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape == (5, 3, 32, 32) and batch["factors"].shape == (5, 6)
     assert torch.allclose(ShapesWorld(32).render(batch["factors"]), batch["images"])
+
+
+def test_inverse_rendering_recovers_factors():
+    world = ShapesWorld(32)
+    truth = world.sample_factors(12, torch.Generator().manual_seed(1))
+    fitted, error = world.fit_factors(world.render(truth))
+    assert error.max() < 0.02
+    assert torch.equal(fitted[:, 0], truth[:, 0])
+    assert (fitted[:, [1, 3, 4]] - truth[:, [1, 3, 4]]).abs().max() < 0.05
+    hue_gap = (fitted[:, 5] - truth[:, 5]).abs()
+    assert torch.minimum(hue_gap, 1 - hue_gap).max() < 0.02
+    # noise is not a shape: its best explanation is poor
+    _, noise_error = world.fit_factors(torch.rand(4, 3, 32, 32) * 2 - 1)
+    assert noise_error.min() > 0.3
