@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,15 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.io import atomic_write_json
 
 log = logging.getLogger("train")
+# The frozen generator is in eval mode on purpose; Lightning warns about any such module.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 class RunSetupError(ValueError):
@@ -148,7 +153,13 @@ def _print_wandb_sync(loggers, run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except (RunSetupError, InstantiationException) as err:
+        # A mistake in the command, found before any work: one clear message, no traceback.
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        log.error("%s: %s", type(cause).__name__, cause)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

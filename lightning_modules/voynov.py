@@ -65,6 +65,7 @@ class Voynov(DirectionModule):
         min_shift: smallest |eps|.
         shift_weight: weight of the L1 term on eps (0.25 in the paper).
         reconstructor: ``"auto"`` (LeNet up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
+        reconstructor_kwargs: passed to the reconstructor (LeNet: ``width``, ``hidden``).
         init_seed: seed of the initial directions (the run's seed in configs).
         optimizer, traversal: see DirectionModule.
     """
@@ -74,7 +75,8 @@ class Voynov(DirectionModule):
     def __init__(self, generator: Generator, num_directions: int | None = 16,
                  directions_type: str = "linear", shift_scale: float = 6.0,
                  min_shift: float = 0.5, shift_weight: float = 0.25,
-                 reconstructor: str = "auto", init_seed: int | None = 0,
+                 reconstructor: str = "auto", reconstructor_kwargs: dict | None = None,
+                 init_seed: int | None = 0,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         if num_directions is None:  # one per latent dimension
             num_directions = generator.latent_dim
@@ -88,7 +90,8 @@ class Voynov(DirectionModule):
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.directions = make_directions(directions_type, generator.latent_dim, num_directions,
                                           init_seed)
-        self.reconstructor = build_reconstructor(num_directions, generator.resolution, reconstructor)
+        self.reconstructor = build_reconstructor(num_directions, generator.resolution, reconstructor,
+                                                 **(reconstructor_kwargs or {}))
 
     def step(self, batch: dict, salt: int = 0) -> dict[str, torch.Tensor]:
         z = batch["latent"]

@@ -143,3 +143,9 @@ def test_nan_loss_stops_without_writing(tiny_cfg, tmp_path):
         train(cfg)
     assert not (run_dir(cfg) / "checkpoints/last.ckpt").exists()
     assert not (run_dir(cfg) / "directions.pt").exists()
+
+
+def test_fast_dev_run(tiny_cfg):
+    cfg = tiny_cfg("trainer.fast_dev_run=true")
+    train(cfg)
+    assert Directions.load(run_dir(cfg) / "directions.pt").meta["batches"] == 1
