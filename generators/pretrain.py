@@ -77,10 +77,10 @@ class GANPretraining(pl.LightningModule):
         self.manual_backward(loss_g)
         opt_g.step()
         if not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
-            raise FloatingPointError(f"GAN loss is not finite at batch {batch_idx} "
+            raise FloatingPointError(f"GAN loss is not finite at batch {batches_done(self.trainer)} "
                                      f"(D {loss_d.item()}, G {loss_g.item()}); the last good "
                                      "checkpoint is kept: lower the learning rates and resume")
-        self._update_ema(batch_idx)
+        self._update_ema(batches_done(self.trainer))
         self.log_dict({"train/loss_d": loss_d, "train/loss_g": loss_g}, prog_bar=True)
 
     @torch.no_grad()
@@ -93,9 +93,9 @@ class GANPretraining(pl.LightningModule):
             avg.copy_(cur)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = self.hparams.sample_every_n_steps
-        if every and (batch_idx + 1) % every == 0:
-            self.save_samples(f"step_{batch_idx + 1:06d}")
+        every, done = self.hparams.sample_every_n_steps, batches_done(self.trainer)
+        if every and done % every == 0:
+            self.save_samples(f"step_{done:06d}")
 
     @torch.no_grad()
     def save_samples(self, tag: str) -> Path | None:
