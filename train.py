@@ -128,7 +128,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in parts["loggers"]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     module = parts["module"]
-    trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=ckpt_path)
+    # weights_only=False: checkpoints are the run's own, and hold plain Python hyperparameters.
+    trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=ckpt_path, weights_only=False)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(getattr(module, "final_metrics", {}) or {})
