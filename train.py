@@ -131,6 +131,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # weights_only=False: checkpoints are the run's own, and hold plain Python hyperparameters.
     trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=ckpt_path, weights_only=False)
 
+    if trainer.interrupted:  # Ctrl-C: Lightning stops gracefully; the last checkpoint stands
+        log.warning("interrupted: resume with the same command and  run_name=%s ckpt_path=last",
+                    cfg.run_name)
+        return {}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(getattr(module, "final_metrics", {}) or {})
     if trainer.is_global_zero:
