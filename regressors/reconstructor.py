@@ -30,7 +30,7 @@ class LeNetReconstructor(Reconstructor):
         hidden: size of the fully connected layer.
     """
 
-    def __init__(self, num_directions: int, resolution: int = 32, width: int = 32,
+    def __init__(self, num_directions: int, resolution: int = 32, width: int = 16,
                  hidden: int = 256) -> None:
         trunk = nn.Sequential(
             nn.Conv2d(6, width, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
