@@ -7,7 +7,6 @@ of seeds every N steps and at the end, and the export of the Directions artifact
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -68,7 +67,7 @@ class DirectionModule(pl.LightningModule):
         mismatch = {k: (saved.get(k), current.get(k)) for k in ("sha256", "latent_dim", "name")
                     if saved.get(k) != current.get(k)}
         if mismatch:
-            raise ValueError(f"the checkpoint was made with another generator: "
+            raise ValueError("the checkpoint was made with another generator: "
                              + ", ".join(f"{k} {a!r} in the checkpoint vs {b!r} now"
                                          for k, (a, b) in mismatch.items())
                              + "; resume with the generator the run started with")

@@ -1,9 +1,9 @@
 """train.py as users run it: the Hydra command line, DDP on two CPU processes, multirun."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import CONFIGS, TINY, compose_cfg, run_script
 from lightning_modules.directions import Directions
@@ -18,12 +18,8 @@ def test_every_config_of_every_group_composes(group, tmp_path):
     assert options, group
     for option in options:
         base = [] if group == "method" else ["method=voynov"]
-        key = f"{group}={option}" if group != "experiment" else f"+experiment={option}"
-        if group == "experiment":
-            key = f"experiment={option}"
-        cfg = compose_cfg(base + [key], tmp_path)
+        cfg = compose_cfg(base + [f"{group}={option}"], tmp_path)
         # resolving every interpolation catches typos in any config
-        from omegaconf import OmegaConf
         container = OmegaConf.to_container(cfg, resolve=True)
         assert container["run_name"]
         if group == "method":

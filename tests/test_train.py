@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import compose_cfg, run_script
+from conftest import compose_cfg
 from lightning_modules.directions import Directions
 from train import RunSetupError, train
 
