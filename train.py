@@ -141,11 +141,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         atomic_write_json({"run_name": cfg.run_name, "method": cfg.method.name,
                            "batches": trainer.global_step, "metrics": metrics},
                           run_dir / "metrics.json")
-        _print_wandb_sync(parts["loggers"], run_dir)
+        _print_wandb_sync(parts["loggers"])
     return metrics
 
 
-def _print_wandb_sync(loggers, run_dir: Path) -> None:
+def _print_wandb_sync(loggers) -> None:
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             run = logger.experiment

@@ -12,7 +12,6 @@ run directory, in the format ``generators.load_generator`` reads.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -38,13 +37,14 @@ class GANPretraining(pl.LightningModule):
         num_samples: images in that grid.
     """
 
+    optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
+
     def __init__(self, generator: DCGANGenerator, discriminator: SNDiscriminator,
                  lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, sample_every_n_steps: int = 1000,
                  num_samples: int = 64) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
         self.save_hyperparameters(ignore=["generator", "discriminator"])
         self.generator, self.discriminator = generator, discriminator
         self.ema = copy.deepcopy(generator).eval()
@@ -109,15 +109,9 @@ class GANPretraining(pl.LightningModule):
 
     def export(self, path: str | Path, info: dict | None = None) -> Path:
         """Write the EMA generator and the discriminator in the shipped-weights format."""
-        return atomic_torch_save({
-            "format": WEIGHTS_FORMAT,
-            "architecture": "dcgan",
-            "generator_config": self.ema.config(),
-            "discriminator_config": self.discriminator.config(),
-            "generator": self.ema.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "info": dict(info or {}, batches=batches_done(self._trainer)),
-        }, path)
+        return save_weights(path, self.ema.config(), self.discriminator.config(),
+                            self.ema.state_dict(), self.discriminator.state_dict(),
+                            dict(info or {}, batches=batches_done(self._trainer)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What export_checkpoint needs to rebuild the networks from a checkpoint alone.
@@ -130,30 +124,32 @@ class GANPretraining(pl.LightningModule):
             self.export(Path(self.trainer.default_root_dir) / "generator.pt")
 
 
+def save_weights(path: str | Path, generator_config: dict, discriminator_config: dict,
+                 generator_state: dict, discriminator_state: dict, info: dict) -> Path:
+    """The one writer of the weights format that ``generators.load_generator`` reads."""
+    return atomic_torch_save({
+        "format": WEIGHTS_FORMAT, "architecture": "dcgan",
+        "generator_config": generator_config, "discriminator_config": discriminator_config,
+        "generator": generator_state, "discriminator": discriminator_state, "info": info,
+    }, path)
+
+
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     """Write the weights file of a pretraining checkpoint (e.g. a run stopped early).
 
     ``python -m generators.pretrain outputs/pretrain_dcgan/checkpoints/last.ckpt out.pt``
     """
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hparams = ckpt.get("hyper_parameters", {})
+    if "generator_config" not in ckpt:
+        raise ValueError(f"{ckpt_path} is not a checkpoint of GAN pretraining "
+                         "(it records no generator_config)")
     state = ckpt["state_dict"]
     ema = {k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")}
     disc = {k[len("discriminator."):]: v for k, v in state.items() if k.startswith("discriminator.")}
-    # Checkpoints record the configs; older ones are read off the weights' shapes.
-    blocks = len({k.split(".")[1] for k in ema if k.startswith("blocks.")})
-    gen_cfg = ckpt.get("generator_config") or {
-        "latent_dim": ema["project.weight"].shape[1], "resolution": 4 * 2**blocks,
-        "width": 2 * ema["to_rgb.weight"].shape[1], "name": Path(out_path).stem}
-    disc_cfg = ckpt.get("discriminator_config") or {
-        "resolution": gen_cfg["resolution"], "width": disc["features.0.parametrizations.weight.original"].shape[0]}
-    return atomic_torch_save({
-        "format": WEIGHTS_FORMAT, "architecture": "dcgan",
-        "generator_config": gen_cfg, "discriminator_config": disc_cfg,
-        "generator": ema, "discriminator": disc,
-        "info": {"batches": ckpt["global_step"] // 2, "from_checkpoint": str(ckpt_path),
-                 "hyper_parameters": json.loads(json.dumps(dict(hparams), default=list))},
-    }, out_path)
+    info = {"batches": ckpt["global_step"] // GANPretraining.optimizer_steps_per_batch,
+            "from_checkpoint": str(ckpt_path)}
+    return save_weights(out_path, ckpt["generator_config"], ckpt["discriminator_config"],
+                        ema, disc, info)
 
 
 if __name__ == "__main__":
