@@ -23,6 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.io import atomic_write_json
+from common.loggers import finish_wandb
+from evaluate import EvaluationSetupError, prepare_evaluation, run_evaluation
 
 log = logging.getLogger("train")
 # The frozen generator is in eval mode on purpose; Lightning warns about any such module.
@@ -116,6 +118,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Runs one training job as configured; returns its final metrics."""
     run_dir = resolve_run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    evaluation = cfg.get("evaluation")
+    evaluate_at_end = bool(evaluation is not None and evaluation.enabled
+                           and cfg.method.get("frozen_generator", True))
+    prepared = prepare_evaluation(evaluation) if evaluate_at_end else None
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     parts = instantiate_all(cfg)
@@ -137,30 +143,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return {}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(getattr(module, "final_metrics", {}) or {})
+    directions = run_dir / "directions.pt"
+    trainer.strategy.barrier("directions_written")  # rank 0 wrote them at the end of fit
+    if evaluate_at_end and directions.is_file():
+        report = run_evaluation(evaluation, directions, parts["generator"], parts["loggers"],
+                                prepared=prepared)
+        metrics.update({f"eval/{k}": v for k, v in report["results"][report["label"]]["metrics"].items()})
     if trainer.is_global_zero:
         atomic_write_json({"run_name": cfg.run_name, "method": cfg.method.name,
                            "batches": trainer.global_step, "metrics": metrics},
                           run_dir / "metrics.json")
-        _print_wandb_sync(parts["loggers"])
+    finish_wandb(parts["loggers"], log)
     return metrics
-
-
-def _print_wandb_sync(loggers) -> None:
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            run = logger.experiment
-            if getattr(run, "settings", None) is not None and run.settings.mode == "offline":
-                log.info("W&B ran offline; upload this run with:  wandb sync %s",
-                         Path(run.dir).parent)
-            import wandb
-            wandb.finish()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except (RunSetupError, InstantiationException) as err:
+    except (RunSetupError, EvaluationSetupError, InstantiationException) as err:
         # A mistake in the command, found before any work: one clear message, no traceback.
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         log.error("%s: %s", type(cause).__name__, cause)

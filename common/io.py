@@ -32,6 +32,11 @@ def _atomic_write(path: str | Path, write) -> Path:
     return path
 
 
+def atomic_write(path: str | Path, write) -> Path:
+    """``write(handle)`` into a temporary file in the same folder, then rename over ``path``."""
+    return _atomic_write(path, write)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
     return _atomic_write(path, lambda handle: torch.save(obj, handle))

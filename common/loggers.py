@@ -42,3 +42,15 @@ def wandb_logger(project: str, run_dir: str, name: str, mode: str | None = None,
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(project=project, name=name, id=run_id, resume="allow",
                        save_dir=str(run_dir), mode=wandb_mode(mode), **kwargs)
+
+
+def finish_wandb(loggers, log) -> None:
+    """Close the W&B run of any WandbLogger; when offline, say how to upload it."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            run = logger.experiment
+            if getattr(run, "settings", None) is not None and run.settings.mode == "offline":
+                log.info("W&B ran offline; upload this run with:  wandb sync %s",
+                         Path(run.dir).parent)
+            import wandb
+            wandb.finish()

@@ -25,7 +25,7 @@ from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import (DirectionSet, LinearDirections, OrthoDirections,
                                           ProjDirections)
-from regressors.reconstructor import build_reconstructor
+from regressors.reconstructor import build_reconstructor, sample_shifts
 
 DIRECTION_TYPES = ("linear", "ortho", "proj", "random", "id")
 
@@ -45,13 +45,6 @@ def make_directions(kind: str, latent_dim: int, num_directions: int,
     if kind == "id":
         return LinearDirections(latent_dim, num_directions, init="identity", trainable=False)
     raise ValueError(f"unknown directions_type {kind!r}; choose one of {', '.join(DIRECTION_TYPES)}")
-
-
-def sample_shifts(n: int, rng: torch.Generator, shift_scale: float, min_shift: float) -> torch.Tensor:
-    """eps ~ shift_scale * U(-1, 1) with |eps| < min_shift pushed out to +-min_shift."""
-    eps = shift_scale * (2 * torch.rand(n, generator=rng) - 1)
-    small = eps.abs() < min_shift
-    return torch.where(small, torch.where(eps < 0, -min_shift, min_shift), eps)
 
 
 class Voynov(DirectionModule):

@@ -67,3 +67,10 @@ def build_reconstructor(num_directions: int, resolution: int, kind: str = "auto"
     if kind == "lenet":
         return LeNetReconstructor(num_directions, resolution, **kwargs)
     return TimmReconstructor(num_directions, backbone=kind, **kwargs)
+
+
+def sample_shifts(n: int, rng: torch.Generator, shift_scale: float, min_shift: float) -> torch.Tensor:
+    """eps ~ shift_scale * U(-1, 1) with |eps| < min_shift pushed out to +-min_shift."""
+    eps = shift_scale * (2 * torch.rand(n, generator=rng) - 1)
+    small = eps.abs() < min_shift
+    return torch.where(small, torch.where(eps < 0, -min_shift, min_shift), eps)

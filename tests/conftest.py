@@ -29,6 +29,20 @@ TINY = [
     "method.module.traversal.steps=3",
     "callbacks.checkpoint.every_n_train_steps=2",
     "trainer.enable_progress_bar=false",
+    "evaluation.enabled=false",
+]
+
+# The end-of-run evaluation on a handful of samples (with EVAL_TINY appended to TINY).
+EVAL_TINY = [
+    "evaluation.enabled=true",
+    "evaluation.settings.samples=8",
+    "evaluation.settings.batch_size=8",
+    "evaluation.settings.rca.steps=2",
+    "evaluation.settings.rca.batch_size=8",
+    "evaluation.settings.rca.eval_samples=8",
+    "evaluation.traversal.max_directions=2",
+    "evaluation.traversal.num_seeds=1",
+    "evaluation.traversal.steps=3",
 ]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import CONFIGS, TINY, compose_cfg, run_script
+from conftest import CONFIGS, EVAL_TINY, TINY, compose_cfg, run_script
 from lightning_modules.directions import Directions
 
 GROUPS = ["method", "generator", "data", "trainer", "logger", "callbacks", "paths", "hydra",
@@ -48,7 +48,7 @@ def test_unknown_method_and_generator(tmp_path):
 
 
 def test_ddp_two_cpu_processes(tmp_path):
-    args = ["method=voynov", "trainer=ddp_cpu", "run_name=ddp", *TINY]
+    args = ["method=voynov", "trainer=ddp_cpu", "run_name=ddp", *TINY, *EVAL_TINY]
     result = run_script(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "outputs" / "ddp"
@@ -57,6 +57,10 @@ def test_ddp_two_cpu_processes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     # each process evaluates its own held-out batches: 2 processes x 2 batches x 8 latents
     assert metrics["eval_samples"] == 32
+    # the end-of-run evaluation: each process scores 4 of the 8 samples; the metrics sum them
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert all(r["metrics"]["samples"] == 8 for r in evaluation["results"].values())
+    assert metrics["eval/samples"] == 8
     assert torch.load(out / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
     assert not list(tmp_path.glob("outputs/*-*"))  # the processes shared one run directory
 

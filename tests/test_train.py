@@ -53,7 +53,8 @@ def test_direction_types(tiny_cfg, kind):
 def test_resume_matches_one_go(tmp_path):
     base = ["method=voynov", "generator=dcgan_random", "logger=none", "data.batch_size=8",
             "data.val_batches=1", "method.val_every=100", "method.module.traversal.every_n_steps=0",
-            "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=3"]
+            "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=3",
+            "evaluation.enabled=false"]
     one = compose_cfg(base + ["run_name=one", "method.max_steps=6"], tmp_path)
     train(one)
     half = compose_cfg(base + ["run_name=two", "method.max_steps=3"], tmp_path)
@@ -157,7 +158,7 @@ def test_voynov_learns_on_the_shipped_generator(tmp_path):
     cfg = compose_cfg(["method=voynov", "run_name=learn", "logger=none", "data.batch_size=32",
                        "data.val_batches=4", "method.max_steps=150", "method.val_every=1000",
                        "method.module.traversal.every_n_steps=0",
-                       "trainer.enable_progress_bar=false"], tmp_path)
+                       "trainer.enable_progress_bar=false", "evaluation.enabled=false"], tmp_path)
     metrics = train(cfg)
     assert metrics["rca"] > 0.2
     assert metrics["shift_error"] < 2.8  # predicting eps = 0 scores E|eps| = 3.1

@@ -1,0 +1,33 @@
+"""What the scripts that read a finished run share: where its files are, which generator it
+used, and the config resolvers that turn a file's path into its run directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+def register_resolvers() -> None:
+    """``${parent_dir:path}`` and ``${base_name:path}`` for configs that start from a file."""
+    OmegaConf.register_new_resolver("parent_dir", lambda p: str(Path(p).resolve().parent), replace=True)
+    OmegaConf.register_new_resolver("base_name", lambda p: Path(p).name, replace=True)
+
+
+def run_config(run_dir: str | Path) -> DictConfig | None:
+    path = Path(run_dir) / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def run_method_name(run_dir: str | Path) -> str | None:
+    config = run_config(run_dir)
+    return config.get("method", {}).get("name") if config is not None else None
+
+
+def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, from_run: bool = True):
+    """The generator of the run a directions file belongs to (its config.yaml), or
+    ``generator_cfg`` when there is no run config beside the file (or ``from_run`` is false)."""
+    config = run_config(Path(directions_path).parent) if from_run else None
+    if config is not None and "generator" in config:
+        generator_cfg = config.generator
+    return instantiate(generator_cfg)

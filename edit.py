@@ -1,0 +1,120 @@
+"""Apply any directions file: a traversal of chosen directions from chosen seeds or latents,
+as an image grid or an animated GIF.
+
+    python edit.py directions=outputs/<run>/directions.pt direction=3 seeds=[1,2,3]
+    python edit.py directions=... direction=[0,3] alphas=[-6,-3,0,3,6] format=gif
+    python edit.py directions=... latents=my_latents.pt direction=5
+
+Non-linear directions (warps, walks) are applied by their own ``shift``, like linear ones.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from common.images import save_grid
+from common.io import atomic_write
+from common.runs import load_run_generator, register_resolvers
+from lightning_modules.directions import Directions
+
+log = logging.getLogger("edit")
+register_resolvers()
+
+
+class EditSetupError(ValueError):
+    """A mistake in what was asked for, found before any image is made."""
+
+
+def _indices(value, count: int) -> list[int]:
+    indices = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < count]
+    if bad or not indices:
+        raise EditSetupError(f"direction={value}: the file has {count} directions, so pass an index "
+                             f"from 0 to {count - 1} (or a list of them)")
+    return indices
+
+
+def _latents(cfg: DictConfig, generator) -> torch.Tensor:
+    if cfg.latents:
+        path = Path(cfg.latents)
+        if not path.is_file():
+            raise EditSetupError(f"latents={path}: no such file (a .pt file with an N x d tensor)")
+        latents = torch.load(path, map_location="cpu", weights_only=True)
+        if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != generator.latent_dim:
+            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
+            raise EditSetupError(f"latents={path} holds {shape}; expected an N x "
+                                 f"{generator.latent_dim} tensor for generator {generator.name!r}")
+        return latents.float().to(generator.device)
+    seeds = list(cfg.seeds) if isinstance(cfg.seeds, (list, ListConfig)) else [cfg.seeds]
+    if not seeds:
+        raise EditSetupError("seeds=[] gives nothing to edit: pass seeds=[0,1,2] or latents=<file>")
+    return torch.cat([generator.sample(1, generator=torch.Generator().manual_seed(int(s)))
+                      for s in seeds])
+
+
+def edit(cfg: DictConfig) -> Path:
+    """Renders the traversal; returns the path written."""
+    path = Path(cfg.directions)
+    if not path.is_file():
+        raise EditSetupError(f"directions file not found: {path}")
+    if cfg.format not in ("png", "gif"):
+        raise EditSetupError(f"format={cfg.format}: use png or gif")
+    alphas = [float(a) for a in (cfg.alphas if isinstance(cfg.alphas, (list, ListConfig)) else [cfg.alphas])]
+    if not alphas:
+        raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6]")
+    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run)
+    try:
+        directions = Directions.load(path, generator=generator).to(generator.device)
+    except ValueError as err:
+        raise EditSetupError(str(err)) from err
+    indices = _indices(cfg.direction, directions.num_directions)
+    latents = _latents(cfg, generator)
+    name = "direction" + "-".join(f"{k:02d}" for k in indices)
+    out = Path(cfg.out) if cfg.out else path.parent / "edits" / f"{name}.{cfg.format}"
+    with torch.no_grad():
+        # frames[a]: images of every (direction, latent) at alpha a, direction-major.
+        frames = torch.stack([generator(torch.cat([directions.shift(latents, k, a) for k in indices]))
+                              for a in alphas])
+    rows = len(indices) * latents.shape[0]
+    if cfg.format == "png":
+        grid = frames.permute(1, 0, 2, 3, 4).flatten(0, 1)  # each row: one latent's alphas
+        save_grid(grid, out, nrow=len(alphas))
+    else:
+        _save_gif(frames, out, columns=latents.shape[0], fps=cfg.fps)
+    log.info("wrote %s (%d rows of %s, alphas %s)", out, rows,
+             "direction x latent" if len(indices) > 1 else "latents", alphas)
+    return out
+
+
+def _save_gif(frames: torch.Tensor, path: Path, columns: int, fps: int) -> None:
+    import torchvision
+    from PIL import Image
+
+    images = []
+    for frame in list(frames) + list(frames.flip(0))[1:-1]:  # there and back
+        grid = torchvision.utils.make_grid(frame.cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=columns,
+                                           padding=1, pad_value=0.5)
+        array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        images.append(Image.fromarray(array).resize((array.shape[1] * 2, array.shape[0] * 2),
+                                                    Image.NEAREST))
+    atomic_write(path, lambda handle: images[0].save(handle, format="GIF", save_all=True,
+                                                     append_images=images[1:],
+                                                     duration=int(1000 / fps), loop=0))
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="edit")
+def main(cfg: DictConfig) -> None:
+    try:
+        edit(cfg)
+    except (EditSetupError, FileNotFoundError) as err:
+        log.error("%s: %s", type(err).__name__, err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""What each direction does to each factor: the effect matrix and the scores read from it.
+
+    E[k, f] = E_{z, s = +-1} | f(G(shift(z, k, s * alpha))) - f(G(z)) | / alpha
+
+with f measured by an attribute regressor, in units of the factor's range: the value for
+continuous factors in [0, 1], the distance on the circle for angles (period 1), the total
+variation between class probabilities for categorical ones, the probability for binary ones.
+A factor that is undefined in either image (the rotation of a circle) does not count there.
+
+From E, with purity P[k, f] = E[k, f] / sum_f' E[k, f']:
+- coverage: the number of factors f that some direction controls alone: P[k, f] >= threshold
+  (0.6) with an effect of at least ``min_effect`` per unit step;
+- purity: the mean over factors of the best P[k, f] (over directions with that least effect);
+- gap (MIG-like): the mean over factors of (E_(1) - E_(2)) / E_(1), the top two effects on f.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torchmetrics import Metric
+
+from regressors.attributes import circular_distance
+
+
+def factor_change(kind: str, before: torch.Tensor, after: torch.Tensor,
+                  probs_before: torch.Tensor | None = None,
+                  probs_after: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample change of one factor, in units of its range."""
+    if kind == "categorical":
+        return 0.5 * (probs_after - probs_before).abs().sum(1)
+    if kind == "circular":
+        return circular_distance(before, after)
+    return (after - before).abs()
+
+
+class EffectMatrix(Metric):
+    """Accumulates E[k, f] over batches (and processes: the sums reduce across DDP ranks).
+
+    Args:
+        num_directions: K.
+        names, kinds: the regressor's factors (``regressors.attributes.Target`` kinds).
+        threshold: purity a direction needs to count as controlling a factor alone.
+        min_effect: least effect per unit step for a direction to count at all.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_directions: int, names: Sequence[str], kinds: Sequence[str],
+                 threshold: float = 0.6, min_effect: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.names, self.kinds = list(names), list(kinds)
+        self.threshold, self.min_effect = threshold, min_effect
+        shape = (num_directions, len(self.names))
+        self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, index: int, before: dict[str, Any], after: dict[str, Any], alpha: float) -> None:
+        """``before`` / ``after``: the regressor's decoded predictions (``values``, ``valid``,
+        ``probs``) for G(z) and for the shifted latents."""
+        for f, (name, kind) in enumerate(zip(self.names, self.kinds)):
+            change = factor_change(kind, before["values"][:, f], after["values"][:, f],
+                                   before["probs"].get(name), after["probs"].get(name))
+            valid = before["valid"][:, f] & after["valid"][:, f]
+            self.total[index, f] += (change[valid].double() / abs(alpha)).sum()
+            self.count[index, f] += valid.sum()
+
+    def matrix(self) -> torch.Tensor:
+        return (self.total / self.count.clamp_min(1)).float()
+
+    def compute(self) -> dict[str, Any]:
+        return summarise(self.matrix(), self.threshold, self.min_effect)
+
+
+def summarise(effects: torch.Tensor, threshold: float = 0.6, min_effect: float = 0.01) -> dict[str, Any]:
+    """Coverage, purity and gap of an effect matrix ``K x F`` (see the module docstring)."""
+    purity = effects / effects.sum(1, keepdim=True).clamp_min(1e-12)
+    strong = effects >= min_effect
+    masked = torch.where(strong, purity, torch.zeros_like(purity))
+    best_purity, best_direction = masked.max(0)
+    controlled = best_purity >= threshold
+    top = effects.topk(min(2, effects.shape[0]), dim=0).values
+    second = top[1] if top.shape[0] > 1 else torch.zeros_like(top[0])
+    gap = torch.where(top[0] > 0, (top[0] - second) / top[0].clamp_min(1e-12), torch.zeros_like(top[0]))
+    return {
+        "coverage": int(controlled.sum()),
+        "num_factors": int(effects.shape[1]),
+        "purity": float(best_purity.mean()),
+        "gap": float(gap.mean()),
+        "best_direction": [int(k) if c else None for k, c in zip(best_direction, controlled)],
+        "per_factor_purity": [float(p) for p in best_purity],
+        "per_factor_gap": [float(g) for g in gap],
+        "dominant_factor": [int(f) for f in effects.argmax(1)],
+    }

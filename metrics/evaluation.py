@@ -1,0 +1,128 @@
+"""One evaluation for every method: RCA, the effect matrix (coverage, purity, gap), content
+preservation and realism of a direction set on its generator, measured by an attribute
+regressor. Takes any object with ``num_directions`` and ``shift(latent, index, alpha)``
+(linear, warped or walked directions alike), never a method's training code.
+
+Each process scores its share of the samples; the torchmetrics Metrics sum the shares, so the
+same call works in one process and in every process of a DDP run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from datamodules.streams import batch_seed
+from metrics.content import ContentPreservation
+from metrics.effects import EffectMatrix
+from metrics.rca import RCASettings, reconstructor_accuracy
+from metrics.realism import DiscriminatorScore, feature_fid
+
+
+@dataclass
+class EvaluationSettings:
+    """What one evaluation costs and measures.
+
+    Args:
+        samples: latents z; each direction is taken from each of them both ways.
+        alpha: the step, in latent units, of effect, content and realism measurements.
+        batch_size: latents per generator pass.
+        threshold: purity for a direction to control a factor alone (coverage).
+        min_effect: least change per unit step (in units of the factor's range) that counts.
+        seed: seeds the latents (and, through ``rca.seed``, the reconstructor).
+        lpips: ``None`` or the LPIPS network (``alex``, ``vgg``) when its weights are on disk.
+        fid: compute the Frechet distance on regressor features (needs ``samples`` above the
+            regressor's feature size, 256 for the shipped one; left out otherwise).
+        rca: the reconstructor protocol's budget (``rca.steps=0`` leaves RCA out).
+    """
+
+    samples: int = 512
+    alpha: float = 3.0
+    batch_size: int = 128
+    threshold: float = 0.6
+    min_effect: float = 0.01
+    seed: int = 0
+    lpips: str | None = None
+    fid: bool = True
+    rca: RCASettings = field(default_factory=RCASettings)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EvaluationSettings":
+        values = dict(values)
+        rca = RCASettings(**dict(values.pop("rca", {}) or {}))
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(rca=rca, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_directions(directions, generator, regressor, settings: EvaluationSettings,
+                        rank: int = 0, world_size: int = 1, progress: bool = True,
+                        lpips: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Scores one direction set; returns flat ``metrics`` and the ``effect_matrix`` details."""
+    start = time.perf_counter()
+    device = generator.device
+    regressor = regressor.to(device)
+    kinds = [t.kind for t in regressor.targets]
+    effect = EffectMatrix(directions.num_directions, regressor.factor_names, kinds,
+                          settings.threshold, settings.min_effect).to(device)
+    content = ContentPreservation(lpips).to(device)
+    disc = getattr(generator, "discriminator", None)
+    d_score = DiscriminatorScore().to(device) if disc is not None else None
+    # A Frechet distance needs more samples than feature dimensions (a full-rank covariance).
+    fid = feature_fid(regressor.num_features).to(device) \
+        if settings.fid and settings.samples > regressor.num_features else None
+
+    share = -(-settings.samples // world_size)
+    batches = list(range(0, share, settings.batch_size))
+    with torch.no_grad():
+        for i, first in enumerate(tqdm(batches, desc="evaluation: effects, content, realism",
+                                       leave=False, disable=not progress or rank != 0)):
+            rng = torch.Generator().manual_seed(batch_seed(settings.seed, -100 - i, rank))
+            z = generator.sample(min(settings.batch_size, share - first), generator=rng)
+            x0 = generator(z)
+            features0, before = regressor.features_and_predictions(x0)
+            if fid is not None:
+                fid.update(features0, real=True)
+            if d_score is not None:
+                d_score.update(disc(x0).flatten(), real=True)
+            for k in range(directions.num_directions):
+                for sign in (1.0, -1.0):
+                    x1 = generator(directions.shift(z, k, sign * settings.alpha))
+                    features1, after = regressor.features_and_predictions(x1)
+                    effect.update(k, before, after, settings.alpha)
+                    content.update(x0, x1)
+                    if fid is not None:
+                        fid.update(features1, real=False)
+                    if d_score is not None:
+                        d_score.update(disc(x1).flatten(), real=False)
+    summary = effect.compute()
+    metrics: dict[str, float] = {k: summary[k] for k in ("coverage", "purity", "gap")}
+    metrics.update(content.compute())
+    # Counted by the reduced metric: every process's share is in.
+    metrics["samples"] = metrics.pop("edits") // (2 * directions.num_directions)
+    if d_score is not None:
+        metrics.update(d_score.compute())
+    if fid is not None:
+        metrics["fid"] = float(fid.compute())
+    if settings.rca.steps > 0:
+        metrics.update(reconstructor_accuracy(directions, generator, settings.rca, rank,
+                                              world_size, progress))
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    return {
+        "metrics": metrics,
+        "factors": regressor.factor_names,
+        "effect_matrix": effect.matrix().tolist(),
+        "num_factors": summary["num_factors"],
+        "best_direction": summary["best_direction"],
+        "per_factor_purity": summary["per_factor_purity"],
+        "per_factor_gap": summary["per_factor_gap"],
+        "dominant_factor": summary["dominant_factor"],
+    }

@@ -1,0 +1,110 @@
+"""Reconstructor Classification Accuracy by the protocol of Voynov & Babenko (ICML 2020).
+
+A fresh reconstructor R is trained on a *fixed* set of K directions to tell, from G(z) and
+G(shift(z, k, eps)), which direction k was taken (cross-entropy + 0.25 |eps_hat - eps|, eps as
+in training: shift_scale * U(-1, 1), pushed out of (-min_shift, min_shift)); RCA is its accuracy
+on held-out shifts. Directions that change the image in distinct ways score high; K copies of
+one direction score 1/K (chance). Every direction set gets the same R, budget and seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+from tqdm.auto import tqdm
+
+from datamodules.streams import batch_seed
+from regressors.reconstructor import build_reconstructor, sample_shifts
+
+
+@dataclass
+class RCASettings:
+    """Budget of the protocol.
+
+    Args:
+        steps: training batches of the fresh reconstructor.
+        batch_size: latents per training batch.
+        eval_samples: held-out shifts scored (split across processes).
+        shift_scale, min_shift: the range of eps.
+        lr: Adam's learning rate for R.
+        reconstructor: ``auto``, ``lenet`` or a timm name (see regressors/reconstructor.py).
+        seed: seeds R's initialisation, the training batches and the held-out shifts.
+    """
+
+    steps: int = 500
+    batch_size: int = 64
+    eval_samples: int = 1024
+    shift_scale: float = 6.0
+    min_shift: float = 0.5
+    lr: float = 1e-3
+    reconstructor: str = "auto"
+    seed: int = 0
+
+
+class RCAAccuracy(Metric):
+    """Accuracy of the reconstructor's direction guess, and its mean |eps_hat - eps|."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for state in ("correct", "count", "shift_error"):
+            self.add_state(state, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, index: torch.Tensor, eps_hat: torch.Tensor,
+               eps: torch.Tensor) -> None:
+        self.correct += (logits.argmax(1) == index).sum()
+        self.count += index.numel()
+        self.shift_error += (eps_hat - eps).abs().sum()
+
+    def compute(self) -> dict[str, float]:
+        n = float(self.count.clamp_min(1))
+        return {"rca": float(self.correct) / n, "rca_shift_error": float(self.shift_error) / n}
+
+
+def _shifted_pair(directions, generator, n: int, rng: torch.Generator, settings: RCASettings):
+    z = generator.sample(n, generator=rng)
+    k = torch.randint(directions.num_directions, (n,), generator=rng).to(z.device)
+    eps = sample_shifts(n, rng, settings.shift_scale, settings.min_shift).to(z.device)
+    with torch.no_grad():
+        return generator(z), generator(directions.shift(z, k, eps)), k, eps
+
+
+def reconstructor_accuracy(directions, generator, settings: RCASettings | None = None,
+                           rank: int = 0, world_size: int = 1, progress: bool = True,
+                           **metric_kwargs) -> dict[str, float]:
+    """RCA of a fixed direction set (any object with ``num_directions`` and ``shift``).
+
+    Every process trains the same reconstructor (same seeds) and scores its share of the
+    held-out shifts; the metric sums the shares.
+    """
+    settings = settings or RCASettings()
+    device = generator.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = build_reconstructor(directions.num_directions, generator.resolution,
+                                    settings.reconstructor).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    steps = range(settings.steps)
+    for step in tqdm(steps, desc="RCA: training a fresh reconstructor", leave=False,
+                     disable=not progress or rank != 0):
+        rng = torch.Generator().manual_seed(batch_seed(settings.seed, step, 0))
+        x0, x1, k, eps = _shifted_pair(directions, generator, settings.batch_size, rng, settings)
+        logits, eps_hat = model(x0, x1)
+        loss = F.cross_entropy(logits, k) + 0.25 * (eps_hat - eps).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    metric = RCAAccuracy(**metric_kwargs).to(device)
+    share = -(-settings.eval_samples // world_size)  # ceil
+    with torch.no_grad():
+        for i, start in enumerate(range(0, share, settings.batch_size)):
+            rng = torch.Generator().manual_seed(batch_seed(settings.seed, -1 - i, rank))
+            n = min(settings.batch_size, share - start)
+            x0, x1, k, eps = _shifted_pair(directions, generator, n, rng, settings)
+            logits, eps_hat = model(x0, x1)
+            metric.update(logits, k, eps_hat, eps)
+    return metric.compute()

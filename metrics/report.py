@@ -1,0 +1,101 @@
+"""Reports of an evaluation: the markdown table, the effect-matrix heatmap and traversal grids
+annotated with the factor each direction moves most."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+# Columns of the table: (metric key, header, format, better). Absent metrics are left out.
+COLUMNS: list[tuple[str, str, str, str]] = [
+    ("rca", "RCA", "{:.3f}", "higher"),
+    ("coverage", "coverage", "{}", "higher"),
+    ("purity", "purity", "{:.3f}", "higher"),
+    ("gap", "gap", "{:.3f}", "higher"),
+    ("lap1", "Lap1", "{:.3f}", "lower"),
+    ("l2", "L2", "{:.3f}", "lower"),
+    ("lpips", "LPIPS", "{:.3f}", "lower"),
+    ("d_score_edited", "D(edited)", "{:.2f}", "higher"),
+    ("fid", "FID (regressor)", "{:.2f}", "lower"),
+]
+
+
+def markdown_table(rows: Sequence[tuple[str, dict[str, Any]]], num_factors: int | None = None) -> str:
+    """``rows``: (label, metrics) pairs; coverage reads "c / F" when F is given."""
+    present = [c for c in COLUMNS if any(c[0] in m for _, m in rows)]
+    header = "| directions | " + " | ".join(h for _, h, _, _ in present) + " |"
+    rule = "|---|" + "|".join("---" for _ in present) + "|"
+    lines = [header, rule]
+    for label, metrics in rows:
+        cells = []
+        for key, _, fmt, _ in present:
+            value = metrics.get(key)
+            if value is None:
+                cells.append("")
+            elif key == "coverage" and num_factors:
+                cells.append(f"{value} / {num_factors}")
+            else:
+                cells.append(fmt.format(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    legend = ", ".join(f"{h} {b}" for _, h, _, b in present)
+    return "\n".join(lines) + f"\n\n(better: {legend})\n"
+
+
+def effect_heatmap(matrix: Sequence[Sequence[float]], factors: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """The effect matrix as a heatmap PNG (directions x factors), each cell printed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = torch.as_tensor(matrix).float()
+    k, f = data.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * f, 1.0 + 0.35 * k), dpi=100)
+    image = ax.imshow(data.numpy(), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(f), list(factors))
+    ax.set_yticks(range(k), [str(i) for i in range(k)])
+    ax.set_xlabel("factor")
+    ax.set_ylabel("direction")
+    ax.set_title(title or "change per unit step (units of the factor's range)", fontsize=9)
+    top = float(data.max()) if data.numel() else 0.0
+    for i in range(k):
+        for j in range(f):
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="black" if data[i, j] > 0.6 * top else "white")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def annotated_traversal(rows: Sequence[torch.Tensor], labels: Sequence[str], path: str | Path,
+                        columns: int, label_width: int = 150) -> Path:
+    """A grid PNG with one row of images (``columns`` x 3 x H x W in [-1, 1]) per label; the
+    label (direction and the factor it moves most) is written left of its row."""
+    from PIL import Image, ImageDraw
+    import torchvision
+
+    scale = 2  # small images are hard to see at their own size
+    strips = []
+    for images in rows:
+        grid = torchvision.utils.make_grid(images.float().cpu().clamp(-1, 1) * 0.5 + 0.5,
+                                           nrow=columns, padding=1, pad_value=0.5)
+        strips.append(grid)
+    height = strips[0].shape[1] * scale
+    width = strips[0].shape[2] * scale
+    canvas = Image.new("RGB", (label_width + width, height * len(strips)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (strip, label) in enumerate(zip(strips, labels)):
+        array = (strip.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        tile = Image.fromarray(array).resize((width, height), Image.NEAREST)
+        canvas.paste(tile, (label_width, i * height))
+        draw.text((4, i * height + height // 2 - 6), label, fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

@@ -1,0 +1,135 @@
+"""evaluate.py, edit.py and leaderboard.py on the directions of a fast Voynov run: outputs,
+baselines cached, the real CLIs, and clear errors for bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+import evaluate
+import leaderboard
+import train
+from conftest import CONFIGS, EVAL_TINY, ROOT
+from regressors.attributes import AttributeRegressor
+
+
+@pytest.fixture(scope="module")
+def voynov_run(tmp_path_factory):
+    """A tiny Voynov run on the random generator, evaluated at its end."""
+    from conftest import TINY, compose_cfg
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = compose_cfg(["method=voynov", "run_name=tiny", *TINY, *EVAL_TINY], out)
+    metrics = train.train(cfg)
+    return out, out / "tiny", metrics
+
+
+def eval_cfg(directions, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        tiny = [o for o in EVAL_TINY if o != "evaluation.enabled=true"]
+        return compose("evaluate", overrides=[f"directions={directions}", "logger=none",
+                                              *tiny, *overrides])
+
+
+def test_a_run_ends_with_its_evaluation(voynov_run):
+    out, run, metrics = voynov_run
+    report = json.loads((run / "evaluation.json").read_text())
+    assert report["order"] == ["voynov", "random", "coordinate"]
+    assert set(report["results"]) == set(report["order"])
+    # 16 learned and random directions; the coordinate axes of an 8-d latent space are 8.
+    counts = {"voynov": 16, "random": 16, "coordinate": 8}
+    for name, result in report["results"].items():
+        m = result["metrics"]
+        assert {"rca", "coverage", "purity", "gap", "lap1", "l2", "samples"} <= set(m)
+        assert "d_score_edited" not in m  # the random generator brings no discriminator
+        assert m["samples"] == 8 and 0 <= m["rca"] <= 1
+        assert len(result["effect_matrix"]) == counts[name] and len(result["effect_matrix"][0]) == 6
+    for name in ("evaluation.md", "effect_matrix.png", "traversal_annotated.png"):
+        assert (run / name).stat().st_size > 0
+    assert "eval/rca" in metrics and "| voynov |" in (run / "evaluation.md").read_text()
+    assert len(list((out / ".cache" / "baselines").glob("*.json"))) == 2
+
+
+def test_evaluate_reuses_cached_baselines(voynov_run):
+    out, run, _ = voynov_run
+    cfg = eval_cfg(run / "directions.pt", f"paths.output_dir={out}")
+    report = evaluate.evaluate(cfg)
+    assert report["results"]["random"].get("cached") and report["results"]["coordinate"].get("cached")
+    assert not report["results"]["voynov"].get("cached")
+
+
+def test_evaluate_edit_and_leaderboard_clis(voynov_run, tmp_path):
+    out, run, _ = voynov_run
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline")
+    tiny = [o for o in EVAL_TINY if o != "evaluation.enabled=true"]
+    done = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"directions={run}/directions.pt",
+                           f"paths.output_dir={out}", *tiny], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| random (baseline) |" in done.stdout and (run / "wandb").is_dir()
+    for fmt in ("png", "gif"):
+        done = subprocess.run([sys.executable, str(ROOT / "edit.py"), f"directions={run}/directions.pt",
+                               "direction=[0,2]", "seeds=[1,2]", "alphas=[-3,0,3]", f"format={fmt}"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (run / "edits" / f"direction00-02.{fmt}").stat().st_size > 0
+    assert leaderboard.main([str(out), "--out", str(tmp_path / "board.md")]) == 0
+    board = (tmp_path / "board.md").read_text()
+    assert "voynov (tiny, dcgan_random)" in board and "random baseline (dcgan_random, K=16)" in board
+
+
+def test_edit_writes_the_traversal_it_was_asked_for(voynov_run, tmp_path):
+    import edit
+
+    _, run, _ = voynov_run
+    latents = torch.randn(2, 8)
+    torch.save(latents, tmp_path / "z.pt")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("edit", overrides=[f"directions={run}/directions.pt", f"latents={tmp_path}/z.pt",
+                                         "direction=1", "alphas=[-2,2]", f"out={tmp_path}/e.png"])
+    from PIL import Image
+    path = edit.edit(cfg)
+    assert Image.open(path).size == (2 * 33 + 1, 2 * 33 + 1)  # 2 latents x 2 alphas of 32 px
+    bad = [("direction=16", "16 directions"), ("alphas=[]", "alphas"), ("format=jpg", "png or gif"),
+           (f"latents={tmp_path}/missing.pt", "no such file")]
+    for override, message in bad:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose("edit", overrides=[f"directions={run}/directions.pt", override])
+        with pytest.raises(edit.EditSetupError, match=message):
+            edit.edit(cfg)
+
+
+def test_bad_input_gets_clear_errors(voynov_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no LPIPS weights here, whatever the machine
+    out, run, _ = voynov_run
+    before = (run / "evaluation.json").read_bytes()
+    # Directions made for another generator: a different latent size, or other weights.
+    with pytest.raises(evaluate.EvaluationSetupError, match="8-d latent space"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", "generator_from_run=false",
+                                   "generator=dcgan_shapes"))
+    with pytest.raises(evaluate.EvaluationSetupError, match="use the generator it was made for"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", "generator_from_run=false",
+                                   "generator=dcgan_random", "generator.init_seed=1"))
+    # A regressor that does not read the world's factors.
+    other = AttributeRegressor([{"name": "smile", "kind": "binary"}],
+                               backbone_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8})
+    other.save(tmp_path / "smile.pt")
+    with pytest.raises(evaluate.EvaluationSetupError, match=r"factors \['smile'\].*evaluation.factors=null"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", f"evaluation.regressor={tmp_path}/smile.pt"))
+    # Missing files.
+    with pytest.raises(evaluate.EvaluationSetupError, match="directions file not found"):
+        evaluate.evaluate(eval_cfg(tmp_path / "nothing.pt"))
+    with pytest.raises(evaluate.EvaluationSetupError, match="regressor weights not found"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.regressor=nope.pt"))
+    with pytest.raises(evaluate.EvaluationSetupError, match="lap1"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.settings.lpips=alex"))
+    assert (run / "evaluation.json").read_bytes() == before  # nothing written by failed runs

@@ -1,0 +1,106 @@
+"""Metrics on cases with known answers: a synthetic generator whose latent axes are the world's
+factors, random directions, identical directions; the shipped regressor against its targets."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from datamodules.world import FACTORS, ShapesWorld
+from generators.base import Generator
+from lightning_modules.directions import LinearDirections
+from metrics.attributes import AttributeScores
+from metrics.distances import LPIPSUnavailable, lap1, make_lpips
+from metrics.effects import summarise
+from metrics.evaluation import EvaluationSettings, evaluate_directions
+from metrics.rca import RCASettings, reconstructor_accuracy
+from regressors.attributes import load_regressor
+
+
+class FactorGenerator(Generator):
+    """Latent axis i sets factor i of the world through the normal CDF (uniform factors)."""
+
+    name, latent_dim, resolution = "factor_generator", 6, 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = ShapesWorld(32)
+        self.register_buffer("anchor", torch.zeros(1))
+        self.sha256 = "factor-generator"
+
+    def factors(self, z: torch.Tensor) -> torch.Tensor:
+        u = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+        shape = (u[:, 0] * 3).floor().clamp(0, 2)
+        return torch.cat([shape[:, None], u[:, 1:]], 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.world.render(self.factors(z))
+
+
+@pytest.fixture(scope="module")
+def regressor():
+    return load_regressor("shapes_regressor32.pt")
+
+
+def test_shipped_regressor_meets_its_targets(regressor):
+    world = ShapesWorld(32)
+    factors = world.sample_factors(512, generator=torch.Generator().manual_seed(123))
+    scores = AttributeScores(regressor.factor_names, [t.kind for t in regressor.targets])
+    scores.update(regressor.predict(world.render(factors))["values"], factors,
+                  regressor.label_mask(factors))
+    result = scores.compute()
+    assert result["acc_shape"] >= 0.98
+    for name in ("scale", "rotation", "x", "y", "hue"):
+        assert result[f"r2_{name}"] >= 0.95, (name, result)
+    assert regressor.factor_names == list(FACTORS)
+
+
+def test_summary_of_a_known_effect_matrix():
+    effects = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.2, 0.0]])
+    s = summarise(effects, threshold=0.6, min_effect=0.1)
+    assert s["coverage"] == 2  # factor 0 by direction 0, factor 1 by direction 2 (purity 1)
+    assert s["best_direction"] == [0, 2, None]
+    assert s["per_factor_purity"] == pytest.approx([1.0, 1.0, 0.5])
+    assert s["per_factor_gap"] == pytest.approx([1.0, 0.6, 1.0])
+
+
+def test_coordinate_directions_of_a_factor_generator_are_pure(regressor):
+    generator = FactorGenerator()
+    settings = EvaluationSettings(samples=96, alpha=1.0, batch_size=96, fid=False,
+                                  rca=RCASettings(steps=0))
+    coordinate = LinearDirections(6, 6, init="identity", trainable=False)
+    result = evaluate_directions(coordinate, generator, regressor, settings, progress=False)
+    assert result["metrics"]["coverage"] == 6
+    assert result["best_direction"] == [0, 1, 2, 3, 4, 5]
+    assert result["metrics"]["purity"] > 0.85
+    assert result["metrics"]["samples"] == 96
+
+    random = LinearDirections(6, 6, init="randn", trainable=False, init_seed=0)
+    scored = evaluate_directions(random, generator, regressor, settings, progress=False)
+    assert scored["metrics"]["purity"] < result["metrics"]["purity"] - 0.3
+    assert scored["metrics"]["coverage"] < 6
+
+
+def test_rca_of_identical_directions_is_chance():
+    generator = FactorGenerator()
+    same = LinearDirections(6, 4, init="identity", trainable=False)
+    with torch.no_grad():
+        same.weight.copy_(torch.tensor([1.0, 1, 0, 0, 0, 0]).expand(4, 6))
+    settings = RCASettings(steps=100, batch_size=32, eval_samples=384)
+    chance = reconstructor_accuracy(same, generator, settings, progress=False)["rca"]
+    assert abs(chance - 0.25) < 0.08
+    distinct = LinearDirections(6, 4, init="identity", trainable=False)
+    assert reconstructor_accuracy(distinct, generator, settings, progress=False)["rca"] > chance + 0.15
+
+
+def test_lap1_is_zero_on_equal_images_and_grows_with_the_difference():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.all(lap1(x, x) == 0)
+    assert torch.all(lap1(x, x + 0.2) > lap1(x, x + 0.1))
+
+
+def test_lpips_without_weights_says_where_to_put_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(LPIPSUnavailable, match="alexnet.*lap1"):
+        make_lpips("alex")
