@@ -8,6 +8,7 @@ parametrisation from this file.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,96 @@ class ProjDirections(DirectionSet):
         return latent + alpha.abs() * u / u.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
+class RBFWarps(DirectionSet):
+    """K warping functions of WarpedGANSpace (Tzelepis et al., ICCV 2021): non-linear paths.
+
+        f_k(z) = sum_i a_i exp(-gamma_k ||z - v_i||^2),   i over the 2N support vectors of warp k
+
+    with N dipoles (+v, -v) of weights a = (+1, -1). Walking direction k at z follows the unit
+    gradient of f_k, in closed form (gamma included; an early reference version left it out):
+
+        grad f_k(z) = -2 gamma_k sum_i a_i exp(-gamma_k ||z - v_i||^2) (z - v_i)
+
+    ``step(z, k, eps)`` is one step ``z + eps * grad / ||grad||`` (what training applies);
+    ``shift(z, k, alpha)`` walks ``alpha`` in steps of at most ``traversal_step``, re-evaluating
+    the gradient after each, so evaluation and the edit tool follow the curved path. As gamma
+    goes to 0 the gradient tends to 4 gamma sum_j v_j: a linear direction.
+
+    Args:
+        latent_dim, num_directions: d and K.
+        num_dipoles: N (2N support vectors a warp).
+        gamma: initial gamma of every warp (default 1/d); stored as log-gamma.
+        learn_gammas: learn log-gamma per warp (the default here, as in the paper).
+        learn_alphas: learn the dipole weights (fixed at +-1 by default).
+        radii: the support vectors of warp k lie at a radius spread linearly over this range
+            across the K warps (around the typical latent norm).
+        traversal_step: the largest step of ``shift``.
+        init_seed: seed of the support vectors.
+    """
+
+    kind = "warped"
+
+    def __init__(self, latent_dim: int, num_directions: int, num_dipoles: int = 32,
+                 gamma: float | None = None, learn_gammas: bool = True, learn_alphas: bool = False,
+                 radii: tuple[float, float] | list[float] = (1.0, 4.0), traversal_step: float = 0.25,
+                 init_seed: int | None = None) -> None:
+        super().__init__(latent_dim, num_directions)
+        if num_dipoles < 1:
+            raise ValueError(f"num_dipoles must be at least 1, got {num_dipoles}")
+        if traversal_step <= 0:
+            raise ValueError(f"traversal_step must be positive, got {traversal_step}")
+        gamma = 1.0 / latent_dim if gamma is None else gamma
+        if gamma <= 0:
+            raise ValueError(f"gamma must be positive, got {gamma}")
+        gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
+        v = torch.randn(num_directions, num_dipoles, latent_dim, generator=gen)
+        radius = torch.linspace(float(radii[0]), float(radii[1]), num_directions)
+        v = v / v.norm(dim=2, keepdim=True) * radius[:, None, None]
+        self.support = nn.Parameter(torch.cat([v, -v], dim=1))  # K x 2N x d
+        alphas = torch.cat([torch.ones(num_dipoles), -torch.ones(num_dipoles)])
+        self.alphas = nn.Parameter(alphas.expand(num_directions, -1).clone(), requires_grad=learn_alphas)
+        self.log_gamma = nn.Parameter(torch.full((num_directions,), math.log(gamma)),
+                                      requires_grad=learn_gammas)
+        self.num_dipoles, self.gamma, self.radii = num_dipoles, gamma, [float(r) for r in radii]
+        self.learn_gammas, self.learn_alphas = learn_gammas, learn_alphas
+        self.traversal_step, self.init_seed = traversal_step, init_seed
+
+    def config(self) -> dict[str, Any]:
+        return dict(super().config(), num_dipoles=self.num_dipoles, gamma=self.gamma,
+                    learn_gammas=self.learn_gammas, learn_alphas=self.learn_alphas,
+                    radii=self.radii, traversal_step=self.traversal_step, init_seed=self.init_seed)
+
+    def potential(self, latent: torch.Tensor, index) -> torch.Tensor:
+        """f_k(z) for each latent (``N``): what the gradient is the gradient of."""
+        index = _as_batch(index, latent.shape[0], latent.device, torch.long)
+        diff = latent[:, None, :] - self.support[index]
+        gamma = self.log_gamma[index].exp()[:, None]
+        return (self.alphas[index] * torch.exp(-gamma * diff.pow(2).sum(-1))).sum(1)
+
+    def gradient(self, latent: torch.Tensor, index) -> torch.Tensor:
+        """grad f_k(z) in closed form (``N x d``)."""
+        index = _as_batch(index, latent.shape[0], latent.device, torch.long)
+        diff = latent[:, None, :] - self.support[index]  # N x 2N x d
+        gamma = self.log_gamma[index].exp()[:, None]
+        weight = self.alphas[index] * torch.exp(-gamma * diff.pow(2).sum(-1))  # N x 2N
+        return -2 * gamma * (weight[..., None] * diff).sum(1)
+
+    def step(self, latent: torch.Tensor, index, eps) -> torch.Tensor:
+        """One step of size ``eps`` along the unit gradient of warp ``index``."""
+        eps = _as_batch(eps, latent.shape[0], latent.device, latent.dtype)
+        grad = self.gradient(latent, index)
+        return latent + eps[:, None] * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        alpha = _as_batch(alpha, latent.shape[0], latent.device, latent.dtype)
+        steps = max(1, math.ceil(float(alpha.abs().max()) / self.traversal_step)) if alpha.numel() else 1
+        for _ in range(steps):
+            latent = self.step(latent, index, alpha / steps)
+        return latent
+
+
 PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
-    cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections)
+    cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections, RBFWarps)
 }
 
 
@@ -170,7 +259,8 @@ class Directions:
 
     @torch.no_grad()
     def traverse(self, latent: torch.Tensor, index: int, alphas) -> torch.Tensor:
-        """Latents ``N x len(alphas) x d`` along direction ``index``."""
+        """Latents ``N x len(alphas) x d`` along direction ``index`` (each alpha walked from the
+        start: non-linear paths re-evaluate their direction along the way)."""
         return torch.stack([self.shift(latent, index, float(a)) for a in alphas], dim=1)
 
     def save(self, path: str | Path) -> Path:

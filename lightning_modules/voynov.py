@@ -19,13 +19,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from generators.base import Generator
-from lightning_modules.base import DirectionModule
 from lightning_modules.directions import (DirectionSet, LinearDirections, OrthoDirections,
                                           ProjDirections)
-from regressors.reconstructor import build_reconstructor, sample_shifts
+from lightning_modules.reconstruction import ReconstructorMethod
+from regressors.reconstructor import sample_shifts
 
 DIRECTION_TYPES = ("linear", "ortho", "proj", "random", "id")
 
@@ -47,8 +46,9 @@ def make_directions(kind: str, latent_dim: int, num_directions: int,
     raise ValueError(f"unknown directions_type {kind!r}; choose one of {', '.join(DIRECTION_TYPES)}")
 
 
-class Voynov(DirectionModule):
-    """Unsupervised directions with a reconstructor.
+class Voynov(ReconstructorMethod):
+    """Unsupervised directions with a reconstructor (the shared step: lightning_modules/
+    reconstruction.py).
 
     Args:
         generator: the frozen generator.
@@ -73,64 +73,15 @@ class Voynov(DirectionModule):
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         if num_directions is None:  # one per latent dimension
             num_directions = generator.latent_dim
-        if num_directions < 2:
-            raise ValueError(f"num_directions must be at least 2 (the reconstructor classifies "
-                             f"among them), got {num_directions}")
         if not 0 <= min_shift < shift_scale:
             raise ValueError(f"shift range cannot work: need 0 <= min_shift < shift_scale, got "
                              f"min_shift={min_shift}, shift_scale={shift_scale}")
-        super().__init__(generator, optimizer, dict({"alpha": shift_scale}, **(traversal or {})))
+        super().__init__(generator, num_directions, shift_weight, reconstructor,
+                         reconstructor_kwargs, optimizer,
+                         dict({"alpha": shift_scale}, **(traversal or {})))
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.directions = make_directions(directions_type, generator.latent_dim, num_directions,
                                           init_seed)
-        self.reconstructor = build_reconstructor(num_directions, generator.resolution, reconstructor,
-                                                 **(reconstructor_kwargs or {}))
 
-    def step(self, batch: dict, salt: int = 0) -> dict[str, torch.Tensor]:
-        z = batch["latent"]
-        rng = self.batch_rng(batch, salt)
-        n, num = z.shape[0], self.directions.num_directions
-        k = torch.randint(num, (n,), generator=rng).to(z.device)
-        eps = sample_shifts(n, rng, self.hparams.shift_scale, self.hparams.min_shift).to(z.device)
-        with torch.no_grad():
-            x0 = self.generator(z)
-        x1 = self.generator(self.directions.shift(z, k, eps))
-        logits, eps_hat = self.reconstructor(x0, x1)
-        ce = F.cross_entropy(logits, k)
-        shift_error = (eps_hat - eps).abs().mean()
-        return {"loss": ce + self.hparams.shift_weight * shift_error, "ce": ce,
-                "shift_error": shift_error, "correct": (logits.argmax(1) == k).float().sum(),
-                "count": torch.tensor(float(n), device=z.device)}
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.step(batch)
-        self.check_finite(out["loss"])
-        self.log_dict({"train/loss": out["loss"], "train/ce": out["ce"],
-                       "train/shift_error": out["shift_error"],
-                       "train/rca": out["correct"] / out["count"]}, prog_bar=True,
-                      batch_size=batch["latent"].shape[0])
-        return out["loss"]
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self.step(batch, salt=1)
-        self.log_dict({"val/rca": out["correct"] / out["count"],
-                       "val/shift_error": out["shift_error"]}, sync_dist=True, prog_bar=True,
-                      batch_size=batch["latent"].shape[0])
-
-    @torch.no_grad()
-    def final_evaluation(self) -> dict[str, float]:
-        """RCA on the held-out latents, in eval mode, summed over every process."""
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
-            return {}
-        was_training = self.training
-        self.eval()
-        totals = torch.zeros(3, device=self.device)
-        for batch in datamodule.val_dataloader():
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out = self.step(batch, salt=1)
-            totals += torch.stack([out["correct"], out["count"], out["shift_error"] * out["count"]])
-        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        self.train(was_training)
-        return {"rca": float(totals[0] / totals[1]), "shift_error": float(totals[2] / totals[1]),
-                "eval_samples": int(totals[1])}
+    def sample_eps(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        return sample_shifts(n, rng, self.hparams.shift_scale, self.hparams.min_shift)

@@ -47,8 +47,9 @@ def test_unknown_method_and_generator(tmp_path):
         assert f"Could not find '{group}/nope'" in message and "Available options" in message
 
 
-def test_ddp_two_cpu_processes(tmp_path):
-    args = ["method=voynov", "trainer=ddp_cpu", "run_name=ddp", *TINY, *EVAL_TINY]
+@pytest.mark.parametrize("method", ["voynov", "warped"])
+def test_ddp_two_cpu_processes(tmp_path, method):
+    args = [f"method={method}", "trainer=ddp_cpu", "run_name=ddp", *TINY, *EVAL_TINY]
     result = run_script(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "outputs" / "ddp"

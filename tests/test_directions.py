@@ -68,3 +68,41 @@ def test_load_refuses_other_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "w.pt")
     with pytest.raises(ValueError, match=r"not a directions file.*missing keys \['config'"):
         Directions.load(tmp_path / "w.pt")
+
+
+def test_rbf_gradient_matches_autograd():
+    from lightning_modules.directions import RBFWarps
+
+    warps = RBFWarps(6, 3, num_dipoles=4, init_seed=0)
+    z = torch.randn(5, 6, requires_grad=True)
+    index = torch.tensor([0, 1, 2, 1, 0])
+    (auto,) = torch.autograd.grad(warps.potential(z, index).sum(), z)
+    assert torch.allclose(warps.gradient(z, index), auto, atol=1e-6)
+
+
+def test_rbf_warps_with_tiny_gamma_are_linear_directions():
+    from lightning_modules.directions import RBFWarps
+
+    warps = RBFWarps(6, 2, num_dipoles=3, gamma=1e-7, init_seed=0)
+    linear = warps.support[:, :3].sum(1)  # sum of the +v of each dipole
+    linear = linear / linear.norm(dim=1, keepdim=True)
+    z = torch.randn(4, 6)
+    for k in range(2):
+        walked = warps.shift(z, k, 2.0)
+        assert torch.allclose(walked - z, 2.0 * linear[k].expand(4, -1), atol=1e-4)
+
+
+def test_rbf_shift_walks_in_small_steps_and_round_trips(tmp_path):
+    from lightning_modules.directions import RBFWarps
+
+    warps = RBFWarps(6, 2, num_dipoles=4, gamma=0.5, traversal_step=0.1, init_seed=1)
+    z = torch.randn(3, 6)
+    one_step = warps.step(z, 0, 3.0)
+    walked = warps.shift(z, 0, 3.0)
+    assert torch.allclose((one_step - z).norm(dim=1), torch.full((3,), 3.0))
+    # 30 steps of 0.1 along a curving gradient field: a path of length 3 that bends
+    assert torch.all((walked - z).norm(dim=1) <= 3.0 + 1e-4)
+    assert not torch.allclose(walked, one_step, atol=1e-2)
+    path = Directions(warps, {"method": "warped"}).save(tmp_path / "w.pt")
+    loaded = Directions.load(path)
+    assert torch.allclose(loaded.shift(z, 1, 1.5), warps.shift(z, 1, 1.5))

@@ -1,0 +1,103 @@
+"""What the reconstructor methods share (Voynov & Babenko, ICML 2020, and WarpedGANSpace,
+Tzelepis et al., ICCV 2021): a direction set A and a reconstructor R trained together so that R,
+shown G(z) and G(shift(z, k, eps)), tells which direction k was taken and how far:
+
+    min_{A, R}  E_{z, k, eps} [ CE(R_k(G(z), G(shift(z, k, eps))), k) + w * |R_eps(...) - eps| ]
+
+A subclass chooses the direction set (``self.directions``), how eps is drawn (``sample_eps``)
+and how one training shift is applied (``train_shift``). G(z) is computed without a graph and no
+gradient reaches the frozen generator's weights: the reference loops pay for both.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from generators.base import Generator
+from lightning_modules.base import DirectionModule
+from regressors.reconstructor import build_reconstructor
+
+
+class ReconstructorMethod(DirectionModule):
+    """Base of the methods trained against a reconstructor.
+
+    Args:
+        generator: the frozen generator.
+        num_directions: K (checked: at least 2, the reconstructor classifies among them).
+        shift_weight: weight w of the L1 term on eps (0.25 in both papers).
+        reconstructor: ``"auto"`` (LeNet up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
+        reconstructor_kwargs: passed to the reconstructor (LeNet: ``width``, ``hidden``).
+        optimizer, traversal: see DirectionModule.
+    """
+
+    def __init__(self, generator: Generator, num_directions: int, shift_weight: float = 0.25,
+                 reconstructor: str = "auto", reconstructor_kwargs: dict | None = None,
+                 optimizer: Callable | None = None, traversal: dict | None = None) -> None:
+        if num_directions < 2:
+            raise ValueError(f"num_directions must be at least 2 (the reconstructor classifies "
+                             f"among them), got {num_directions}")
+        super().__init__(generator, optimizer, traversal)
+        self.shift_weight = shift_weight
+        self.reconstructor = build_reconstructor(num_directions, generator.resolution, reconstructor,
+                                                 **(reconstructor_kwargs or {}))
+
+    # ---- what a method chooses ----------------------------------------------------------
+    def sample_eps(self, n: int, rng: torch.Generator) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def train_shift(self, z: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The shifted latents of a training step (the direction set's own shift by default)."""
+        return self.directions.shift(z, k, eps)
+
+    # ---- the shared step ----------------------------------------------------------------
+    def step(self, batch: dict, salt: int = 0) -> dict[str, torch.Tensor]:
+        z = batch["latent"]
+        rng = self.batch_rng(batch, salt)
+        n, num = z.shape[0], self.directions.num_directions
+        k = torch.randint(num, (n,), generator=rng).to(z.device)
+        eps = self.sample_eps(n, rng).to(z.device)
+        with torch.no_grad():
+            x0 = self.generator(z)
+        x1 = self.generator(self.train_shift(z, k, eps))
+        logits, eps_hat = self.reconstructor(x0, x1)
+        ce = F.cross_entropy(logits, k)
+        shift_error = (eps_hat - eps).abs().mean()
+        return {"loss": ce + self.shift_weight * shift_error, "ce": ce,
+                "shift_error": shift_error, "correct": (logits.argmax(1) == k).float().sum(),
+                "count": torch.tensor(float(n), device=z.device)}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.step(batch)
+        self.check_finite(out["loss"])
+        self.log_dict({"train/loss": out["loss"], "train/ce": out["ce"],
+                       "train/shift_error": out["shift_error"],
+                       "train/rca": out["correct"] / out["count"]}, prog_bar=True,
+                      batch_size=batch["latent"].shape[0])
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.step(batch, salt=1)
+        self.log_dict({"val/rca": out["correct"] / out["count"],
+                       "val/shift_error": out["shift_error"]}, sync_dist=True, prog_bar=True,
+                      batch_size=batch["latent"].shape[0])
+
+    @torch.no_grad()
+    def final_evaluation(self) -> dict[str, float]:
+        """RCA of the jointly trained reconstructor on the held-out latents, in eval mode,
+        summed over every process."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+            return {}
+        was_training = self.training
+        self.eval()
+        totals = torch.zeros(3, device=self.device)
+        for batch in datamodule.val_dataloader():
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out = self.step(batch, salt=1)
+            totals += torch.stack([out["correct"], out["count"], out["shift_error"] * out["count"]])
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        self.train(was_training)
+        return {"rca": float(totals[0] / totals[1]), "shift_error": float(totals[2] / totals[1]),
+                "eval_samples": int(totals[1])}
