@@ -45,3 +45,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
     return _atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def resolve_shipped(path: str | Path, folder: Path) -> Path:
+    """``path`` as given when it is a file, else the file of that name shipped in ``folder``."""
+    path = Path(path)
+    return folder / path if not path.is_file() and (folder / path).is_file() else path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from common.io import resolve_shipped
 from generators.base import Generator, file_sha256
 from generators.dcgan import DCGANGenerator, SNDiscriminator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
@@ -27,9 +28,7 @@ def load_generator(path: str | Path, name: str | None = None,
         path: a ``generator.pt`` written by GAN pretraining (or shipped in generators/weights/).
         name: identifier to record in checkpoints; the file's stem by default.
     """
-    path = Path(path)
-    if not path.is_file() and (WEIGHTS_DIR / path).is_file():
-        path = WEIGHTS_DIR / path  # a shipped weights name
+    path = resolve_shipped(path, WEIGHTS_DIR)  # or a shipped weights name
     if not path.is_file():
         raise FileNotFoundError(
             f"generator weights not found: {path}. Shipped weights in {WEIGHTS_DIR}: "

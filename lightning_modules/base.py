@@ -19,7 +19,6 @@ from common.training import batches_done
 from generators.base import Generator
 from lightning_modules.directions import Directions, DirectionSet
 
-GENERATOR_PREFIX = "generator."
 
 
 class DirectionModule(pl.LightningModule):
@@ -34,6 +33,8 @@ class DirectionModule(pl.LightningModule):
     """
 
     method_name: str = "base"
+    # Frozen submodules whose weights stay out of checkpoints (a method may add its assessor).
+    frozen_submodules: tuple[str, ...] = ("generator",)
 
     def __init__(self, generator: Generator, optimizer: Callable | None = None,
                  traversal: dict | None = None) -> None:
@@ -51,7 +52,8 @@ class DirectionModule(pl.LightningModule):
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         state = super().state_dict(*args, destination=destination, prefix=prefix,
                                    keep_vars=keep_vars)
-        for key in [k for k in state if k.startswith(prefix + GENERATOR_PREFIX)]:
+        frozen = tuple(f"{prefix}{name}." for name in self.frozen_submodules)
+        for key in [k for k in state if k.startswith(frozen)]:
             del state[key]
         return state
 
@@ -84,6 +86,21 @@ class DirectionModule(pl.LightningModule):
                 f"{what} is not finite at batch {batches_done(self.trainer)}: training stopped; "
                 "the last good checkpoint and directions file are kept. Lower the learning rate "
                 "or the shift range, then resume with ckpt_path=last or start a new run.")
+
+    # ---- a method with one loss (GANalyze, Steerability): define loss(batch, salt) ------
+    def loss(self, batch: dict, salt: int = 0) -> torch.Tensor:  # pragma: no cover - abstract
+        """The method's loss on a batch; ``salt`` separates validation draws from training's."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.check_finite(loss)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["latent"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self.loss(batch, salt=1), sync_dist=True, prog_bar=True,
+                 batch_size=batch["latent"].shape[0])
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

@@ -224,8 +224,112 @@ class RBFWarps(DirectionSet):
         return latent
 
 
+class VectorDirections(DirectionSet):
+    """Free, unnormalised vectors theta_k: their length sets how far alpha = 1 goes.
+
+        shift(z, k, alpha) = z + alpha theta_k                                (a linear walk)
+        shift(z, k, alpha) = (z + alpha theta_k) ||z|| / ||z + alpha theta_k||   (keep_norm)
+
+    GANalyze's transform keeps each latent's norm; GAN Steerability's linear walk does not.
+    With one vector per class (``num_directions`` = classes) it is GANalyze's class-dependent
+    direction theta(y) = W one_hot(y).
+
+    Args:
+        latent_dim, num_directions: d and K.
+        init_scale: theta starts as ``init_scale`` times a Gaussian vector.
+        keep_norm: rescale each shifted latent to its original norm.
+        init_seed: seed of that start.
+    """
+
+    kind = "vectors"
+
+    def __init__(self, latent_dim: int, num_directions: int = 1, init_scale: float = 0.1,
+                 keep_norm: bool = False, init_seed: int | None = None) -> None:
+        super().__init__(latent_dim, num_directions)
+        gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
+        self.theta = nn.Parameter(init_scale * torch.randn(num_directions, latent_dim, generator=gen))
+        self.init_scale, self.keep_norm, self.init_seed = init_scale, keep_norm, init_seed
+
+    def config(self) -> dict[str, Any]:
+        return dict(super().config(), init_scale=self.init_scale, keep_norm=self.keep_norm,
+                    init_seed=self.init_seed)
+
+    def vectors(self) -> torch.Tensor:
+        return self.theta / self.theta.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)
+        moved = latent + alpha[:, None] * self.theta[index]
+        if not self.keep_norm:
+            return moved
+        return moved * latent.norm(dim=1, keepdim=True) / moved.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+class MLPWalk(DirectionSet):
+    """GAN Steerability's non-linear walk: per slider, a forward and a backward residual MLP
+    applied once per step of ``step_size``, each application renormalised to ||z||:
+
+        z_{t+1} = (z_t + f(z_t)) ||z_0|| / ||z_t + f(z_t)||,   n = round(|alpha| / step_size)
+
+    with f the forward net for alpha > 0 and the backward net for alpha < 0. ``n`` steps compose:
+    walking alpha = a + b (same sign) from z is walking a, then b.
+
+    Args:
+        latent_dim: d.
+        num_directions: sliders (one pair of nets each).
+        hidden: width of the MLPs' hidden layer.
+        step_size: the walk length of one application.
+        init_seed: seed of the nets' initialisation.
+    """
+
+    kind = "walk_mlp"
+
+    def __init__(self, latent_dim: int, num_directions: int = 1, hidden: int = 64,
+                 step_size: float = 0.25, init_seed: int | None = None) -> None:
+        super().__init__(latent_dim, num_directions)
+        if step_size <= 0:
+            raise ValueError(f"step_size must be positive, got {step_size}")
+        with torch.random.fork_rng(devices=[]):
+            if init_seed is not None:
+                torch.manual_seed(init_seed)
+            self.nets = nn.ModuleList(
+                nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, latent_dim))
+                for _ in range(2 * num_directions))  # forward, backward for each slider
+        for net in self.nets:  # start near the identity: small steps
+            nn.init.normal_(net[2].weight, std=1e-3)
+            nn.init.zeros_(net[2].bias)
+        self.hidden, self.step_size, self.init_seed = hidden, step_size, init_seed
+
+    def config(self) -> dict[str, Any]:
+        return dict(super().config(), hidden=self.hidden, step_size=self.step_size,
+                    init_seed=self.init_seed)
+
+    def steps(self, alpha: torch.Tensor) -> torch.Tensor:
+        return (alpha.abs() / self.step_size).round().long()
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)
+        steps = self.steps(alpha)
+        norm = latent.norm(dim=1, keepdim=True)
+        net = 2 * index + (alpha < 0).long()  # which net each sample walks with
+        z = latent
+        for t in range(int(steps.max()) if n else 0):
+            moved = torch.zeros_like(z)
+            for j in net.unique().tolist():
+                rows = net == j
+                moved[rows] = z[rows] + self.nets[j](z[rows])
+            moved = moved * norm / moved.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            z = torch.where((t < steps)[:, None], moved, z)
+        return z
+
+
 PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
-    cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections, RBFWarps)
+    cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections, RBFWarps,
+                              VectorDirections, MLPWalk)
 }
 
 

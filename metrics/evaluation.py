@@ -112,7 +112,7 @@ def evaluate_directions(directions, generator, regressor, settings: EvaluationSe
         metrics.update(d_score.compute())
     if fid is not None:
         metrics["fid"] = float(fid.compute())
-    if settings.rca.steps > 0:
+    if settings.rca.steps > 0 and directions.num_directions >= 2:  # one direction: nothing to tell apart
         metrics.update(reconstructor_accuracy(directions, generator, settings.rca, rank,
                                               world_size, progress))
     metrics["seconds"] = round(time.perf_counter() - start, 1)

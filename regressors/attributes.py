@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.io import atomic_torch_save
+from common.io import atomic_torch_save, resolve_shipped
 
 REGRESSOR_FORMAT = "latent-directions/regressor/v1"
 KINDS = ("categorical", "continuous", "circular", "binary")
@@ -243,6 +243,38 @@ class AttributeRegressor(nn.Module):
                                   "state_dict": state, "info": dict(info or {})}, path)
 
 
+class AttributeAssessor(nn.Module):
+    """One scalar factor of a regressor as a differentiable score of images (GANalyze's
+    assessor): the value of a continuous factor, the probability of a binary one.
+
+    Args:
+        regressor: a (frozen) AttributeRegressor.
+        factor: the name of a continuous or binary factor it predicts.
+    """
+
+    def __init__(self, regressor: AttributeRegressor, factor: str) -> None:
+        super().__init__()
+        kinds = {t.name: t.kind for t in regressor.targets}
+        scalar = [n for n, k in kinds.items() if k in ("continuous", "binary")]
+        if factor not in kinds:
+            raise ValueError(f"the regressor has no factor {factor!r}; its scalar factors: {scalar}")
+        if kinds[factor] not in ("continuous", "binary"):
+            raise ValueError(f"factor {factor!r} is {kinds[factor]}, not a scalar score; choose one "
+                             f"of {scalar}")
+        self.regressor, self.factor = regressor, factor
+        self.position = regressor.factor_names.index(factor)
+        self.binary = kinds[factor] == "binary"
+
+    def train(self, mode: bool = True) -> "AttributeAssessor":
+        # Frozen for good: Lightning's .train() on the method must not switch batch-norm to
+        # batch statistics (nor update the running ones).
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.regressor.split(self.regressor(images))[self.position][:, 0]
+        return out.sigmoid() if self.binary else out
+
+
 def shipped_regressors() -> list[str]:
     return sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
 
@@ -251,9 +283,7 @@ def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegr
     """A frozen regressor (eval mode) from a weights file, or a shipped name in regressors/weights/."""
     from generators.base import file_sha256
 
-    path = Path(path)
-    if not path.is_file() and (WEIGHTS_DIR / path).is_file():
-        path = WEIGHTS_DIR / path
+    path = resolve_shipped(path, WEIGHTS_DIR)
     if not path.is_file():
         raise FileNotFoundError(
             f"regressor weights not found: {path}. Shipped in {WEIGHTS_DIR}: "

@@ -50,7 +50,7 @@ def test_direction_types(tiny_cfg, kind):
         assert torch.allclose(after @ after.T, torch.eye(8), atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["voynov", "warped"])
+@pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability"])
 def test_resume_matches_one_go(tmp_path, method):
     base = [f"method={method}", "generator=dcgan_random", "logger=none", "data.batch_size=8",
             "data.val_batches=1", "method.val_every=100", "method.module.traversal.every_n_steps=0",

@@ -1,15 +1,18 @@
-"""Training throughput of the Voynov method on CPU, against its floor and the reference loop.
+"""Training throughput of the reconstructor methods (Voynov & Babenko, WarpedGANSpace) on CPU,
+against their floor and the reference loop.
 
 For each batch size it prints, as one markdown table:
 
-* **trainer**: ms per training step of ``lightning_modules.voynov.Voynov`` run through the real
-  Lightning Trainer, from the Hydra config (``method=voynov logger=none callbacks=none``). A
+* **trainer**: ms per training step of the method (``--method voynov`` or ``warped``) run
+  through the real Lightning Trainer, from the Hydra config (``method=<m> logger=none
+  callbacks=none evaluation.enabled=false``). A
   step is the time between consecutive ``on_train_batch_end`` calls after the warm-up, so it
   counts data loading, the step itself, the optimizer and every hook.
 * **floor**: the passes no implementation of the step can avoid, each timed alone with the same
   generator, reconstructor and direction set: (a) the generator on the unshifted batch without
   a graph, (b) the generator on the shifted batch with a graph to the directions and the
-  backward through it (the generator's weights frozen), (c) the reconstructor's forward and
+  backward through it (the generator's weights frozen; the method's own training shift: a
+  linear step, or one RBF-gradient step for warps), (c) the reconstructor's forward and
   backward on the pair and the Adam step of reconstructor and directions. floor = a + b + c.
 * **reference**: the reference implementation's step: both generator passes with a graph and
   gradients into the generator's own weights too (then unused), same reconstructor and Adam.
@@ -19,8 +22,8 @@ frozen-generator step pays off). Every time is the median over the timed steps.
 
 Run from the repository root:
 
-    .venv/bin/python bench/voynov_throughput.py
-    .venv/bin/python bench/voynov_throughput.py --batch-sizes 32 128 --steps 30 --warmup 5
+    .venv/bin/python bench/reconstructor_throughput.py
+    .venv/bin/python bench/reconstructor_throughput.py --method warped --batch-sizes 32 128 --steps 30
 
 A benchmark, not a test: nothing under tests/ imports it.
 """
@@ -50,8 +53,6 @@ from omegaconf import DictConfig  # noqa: E402
 
 import train as train_script  # noqa: E402
 from generators.weights import WEIGHTS_DIR  # noqa: E402
-from lightning_modules.voynov import make_directions, sample_shifts  # noqa: E402
-from regressors.reconstructor import build_reconstructor  # noqa: E402
 
 CONFIG_DIR = ROOT / "configs"
 # A val_check_interval no run here reaches: validation is not part of a training step.
@@ -99,10 +100,10 @@ def generator_overrides(name: str) -> tuple[list[str], str]:
             "random_generator(latent_dim=16, resolution=32, width=64)")
 
 
-def compose_config(batch_size: int, max_steps: int, output_dir: Path,
+def compose_config(method: str, batch_size: int, max_steps: int, output_dir: Path,
                    gen_overrides: list[str]) -> DictConfig:
     overrides = [
-        "method=voynov", "logger=none", "callbacks=none",
+        f"method={method}", "logger=none", "callbacks=none", "evaluation.enabled=false",
         f"data.batch_size={batch_size}",
         f"method.max_steps={max_steps}",
         f"method.val_every={NO_VALIDATION}",
@@ -134,25 +135,31 @@ def time_repeated(fn: Callable[[], None], prepare: Callable[[], None], warmup: i
     return median_ms(times)
 
 
-def measure_trainer(batch_size: int, steps: int, warmup: int, gen_overrides: list[str]) -> float:
-    """Median ms/step of Voynov through the real Trainer, built as train.train builds it."""
-    with tempfile.TemporaryDirectory(prefix="voynov_bench_") as tmp:
+def measure_trainer(method: str, batch_size: int, steps: int, warmup: int,
+                    gen_overrides: list[str]) -> float:
+    """Median ms/step of the method through the real Trainer, built as train.train builds it."""
+    with tempfile.TemporaryDirectory(prefix="reconstructor_bench_") as tmp:
         # A fresh directory each time: train refuses a run directory that holds a run.
-        cfg = compose_config(batch_size, warmup + steps, Path(tmp), gen_overrides)
-        run_dir = train_script.resolve_run_dir(cfg)
-        train_script.resolve_ckpt_path(cfg, run_dir)
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        torch.set_float32_matmul_precision("high")
-        parts = train_script.instantiate_all(cfg)
-        # train.train takes no extra callbacks, so the Trainer is built here the same way, plus
-        # the timer; the rest of train.train (config and metrics files) is outside the steps.
-        timer = StepTimer(warmup)
-        trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
-                                          logger=parts["loggers"] or False,
-                                          callbacks=[*parts["callbacks"], timer],
-                                          enable_checkpointing=False)
-        trainer.fit(parts["module"], datamodule=parts["datamodule"])
-        times = timer.step_times()
+        cfg = compose_config(method, batch_size, warmup + steps, Path(tmp), gen_overrides)
+        return measure_trainer_cfg(cfg, steps, warmup)
+
+
+def measure_trainer_cfg(cfg: DictConfig, steps: int, warmup: int) -> float:
+    """Median ms/step of the configured run (max_steps = warmup + steps) through the Trainer."""
+    run_dir = train_script.resolve_run_dir(cfg)
+    train_script.resolve_ckpt_path(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    parts = train_script.instantiate_all(cfg)
+    # train.train takes no extra callbacks, so the Trainer is built here the same way, plus
+    # the timer; the rest of train.train (config and metrics files) is outside the steps.
+    timer = StepTimer(warmup)
+    trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+                                      logger=parts["loggers"] or False,
+                                      callbacks=[*parts["callbacks"], timer],
+                                      enable_checkpointing=False)
+    trainer.fit(parts["module"], datamodule=parts["datamodule"])
+    times = timer.step_times()
     if len(times) != steps:
         raise RuntimeError(f"expected {steps} timed steps, got {len(times)}")
     return median_ms(times)
@@ -170,14 +177,16 @@ def measure_floor_and_reference(cfg: DictConfig, steps: int, warmup: int
     mcfg = cfg.method.module
     batch_size = cfg.data.batch_size
     torch.manual_seed(cfg.seed)
-    generator = instantiate(cfg.generator)  # frozen, as the module's
-    num = mcfg.num_directions
-    directions = make_directions(mcfg.directions_type, generator.latent_dim, num, cfg.seed)
-    reconstructor = build_reconstructor(num, generator.resolution, mcfg.reconstructor)
-    # Fresh copies for the reference, so that neither loop's Adam state touches the other's.
-    ref_directions = copy.deepcopy(directions)
-    ref_reconstructor = copy.deepcopy(reconstructor)
-    ref_generator = copy.deepcopy(generator).requires_grad_(True)
+    module = train_script.instantiate_all(cfg)["module"]
+    generator = module.generator  # frozen
+    directions, reconstructor = module.directions, module.reconstructor
+    num = directions.num_directions
+    # A fresh copy of the whole module for the reference, so that neither loop's Adam state
+    # touches the other's; its train_shift applies the method's shift to its own directions.
+    ref_module = copy.deepcopy(module)
+    ref_directions, ref_reconstructor = ref_module.directions, ref_module.reconstructor
+    ref_generator = ref_module.generator.requires_grad_(True)
+    ref_shift = ref_module.train_shift
     lr = mcfg.optimizer.lr
     optimizer = torch.optim.Adam([*reconstructor.parameters(), *directions.parameters()], lr=lr)
     ref_optimizer = torch.optim.Adam([*ref_reconstructor.parameters(),
@@ -187,13 +196,13 @@ def measure_floor_and_reference(cfg: DictConfig, steps: int, warmup: int
     def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = generator.sample(batch_size, generator=rng)
         k = torch.randint(num, (batch_size,), generator=rng)
-        eps = sample_shifts(batch_size, rng, mcfg.shift_scale, mcfg.min_shift)
+        eps = module.sample_eps(batch_size, rng)
         return z, k, eps
 
     z, k, eps = draw()
     with torch.no_grad():
         x0 = generator(z)
-        x1_data = generator(directions.shift(z, k, eps))
+        x1_data = generator(module.train_shift(z, k, eps))
     # A dense upstream gradient, as the reconstructor's backward hands to the generator's output.
     upstream = torch.randn_like(x1_data)
     x1 = x1_data.clone().requires_grad_(True)
@@ -203,7 +212,7 @@ def measure_floor_and_reference(cfg: DictConfig, steps: int, warmup: int
             generator(z)
 
     def forward_backward_shifted() -> None:
-        generator(directions.shift(z, k, eps)).backward(upstream)
+        generator(module.train_shift(z, k, eps)).backward(upstream)
 
     def clear_direction_grads() -> None:
         directions.zero_grad(set_to_none=True)
@@ -223,7 +232,7 @@ def measure_floor_and_reference(cfg: DictConfig, steps: int, warmup: int
     def reference_step() -> None:
         z, k, eps = draw()
         x0 = ref_generator(z)
-        x1 = ref_generator(ref_directions.shift(z, k, eps))
+        x1 = ref_generator(ref_shift(z, k, eps))
         loss = reconstructor_loss(ref_reconstructor, x0, x1, k, eps, mcfg.shift_weight)
         ref_optimizer.zero_grad(set_to_none=True)
         ref_generator.zero_grad(set_to_none=True)
@@ -253,6 +262,7 @@ def quiet_lightning() -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="voynov", choices=["voynov", "warped"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--steps", type=int, default=30, help="timed steps (and repetitions)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (>= 1)")
@@ -276,15 +286,16 @@ def main(argv: list[str] | None = None) -> None:
     gen_overrides, gen_desc = generator_overrides(args.generator)
     print(f"torch {torch.__version__}, pytorch_lightning {pl.__version__}, "
           f"{torch.get_num_threads()} threads, CPU")
-    print(f"generator: {gen_desc}")
+    print(f"method: {args.method}; generator: {gen_desc}")
     print(f"steps: {args.steps} timed after {args.warmup} warm-up (medians)\n")
 
     rows = []
     parts_lines = []
     for batch_size in args.batch_sizes:
-        trainer_ms = measure_trainer(batch_size, args.steps, args.warmup, gen_overrides)
-        with tempfile.TemporaryDirectory(prefix="voynov_bench_") as tmp:
-            cfg = compose_config(batch_size, args.warmup + args.steps, Path(tmp), gen_overrides)
+        trainer_ms = measure_trainer(args.method, batch_size, args.steps, args.warmup, gen_overrides)
+        with tempfile.TemporaryDirectory(prefix="reconstructor_bench_") as tmp:
+            cfg = compose_config(args.method, batch_size, args.warmup + args.steps, Path(tmp),
+                                 gen_overrides)
         floor, reference_ms = measure_floor_and_reference(cfg, args.steps, args.warmup)
         floor_ms = sum(floor.values())
         ratio, speedup = trainer_ms / floor_ms, reference_ms / trainer_ms

@@ -1,0 +1,176 @@
+"""GANalyze: Goetschalckx, Andonian, Oliva, Isola, "GANalyze: Toward Visual Definitions of
+Cognitive Image Properties", ICCV 2019.
+
+One direction theta, learned so that a frozen assessor A (any scalar regressor output) rises
+by alpha when the latent moves by alpha:
+
+    min_theta  E_{z, alpha ~ U[-r, r]} ( A(G(T(z, alpha))) - (A(G(z)) + alpha) )^2,
+    T(z, alpha) = (z + alpha theta) * ||z|| / ||z + alpha theta||
+
+Each sample is rescaled to its own norm (the PyTorch reference rescales by the norm of the whole
+batch: a defect not kept). The class-dependent variant learns theta(y) = W one_hot(y), one
+vector per class of a conditional generator. At the end of fit the assessor's response is
+measured over alpha (slope, R^2) with the side effects on the regressor's other factors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from common.images import log_image
+from generators.base import Generator
+from lightning_modules.base import DirectionModule
+from lightning_modules.directions import VectorDirections
+from metrics.effects import factor_change
+from regressors.attributes import AttributeAssessor, load_regressor
+
+
+class GANalyze(DirectionModule):
+    """A direction along which an assessor's score rises linearly.
+
+    Args:
+        generator: the frozen generator.
+        regressor: the regressor file (a name in regressors/weights/ or a path) the assessor
+            reads; its other factors measure the side effects.
+        factor: the regressor's continuous or binary factor used as the assessor A.
+        alpha_range: r: alpha ~ U[-r, r] (0.5 in the paper).
+        class_dependent: one theta per class (needs a conditional generator).
+        init_scale: theta starts as init_scale times a Gaussian vector.
+        init_seed: seed of theta's start.
+        eval_alphas: points of the response curve measured at the end of fit.
+        optimizer, traversal: see DirectionModule.
+    """
+
+    method_name = "ganalyze"
+    frozen_submodules = ("generator", "assessor")
+
+    def __init__(self, generator: Generator, regressor: str = "shapes_regressor32.pt",
+                 factor: str = "scale", alpha_range: float = 0.5, class_dependent: bool = False,
+                 init_scale: float = 0.1, init_seed: int | None = 0, eval_alphas: int = 11,
+                 optimizer: Callable | None = None, traversal: dict | None = None) -> None:
+        if alpha_range <= 0:
+            raise ValueError(f"alpha_range must be positive, got {alpha_range}")
+        if class_dependent and not generator.num_classes:
+            raise ValueError(f"class_dependent=true needs a conditional generator; {generator.name!r} "
+                             "has no classes (num_classes is None): use class_dependent=false")
+        super().__init__(generator, optimizer, dict({"alpha": alpha_range}, **(traversal or {})))
+        self.save_hyperparameters(ignore=["generator", "optimizer"])
+        model = load_regressor(regressor)
+        self.assessor = AttributeAssessor(model, factor)
+        count = generator.num_classes if class_dependent else 1
+        self.directions = VectorDirections(generator.latent_dim, count, init_scale, keep_norm=True,
+                                           init_seed=init_seed)
+
+    # ---- the step -----------------------------------------------------------------------
+    def render(self, latent: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+        return self.generator(latent) if classes is None else self.generator(latent, classes)
+
+    def draw(self, batch: dict, salt: int = 0):
+        z = batch["latent"]
+        rng = self.batch_rng(batch, salt)
+        n = z.shape[0]
+        alpha = (2 * torch.rand(n, generator=rng) - 1).to(z) * self.hparams.alpha_range
+        classes = None
+        if self.hparams.class_dependent:
+            classes = torch.randint(self.generator.num_classes, (n,), generator=rng).to(z.device)
+        return z, alpha, classes
+
+    def loss(self, batch: dict, salt: int = 0) -> torch.Tensor:
+        z, alpha, classes = self.draw(batch, salt)
+        index = classes if classes is not None else 0
+        with torch.no_grad():
+            before = self.assessor(self.render(z, classes))
+        after = self.assessor(self.render(self.directions.shift(z, index, alpha), classes))
+        return ((after - (before + alpha)) ** 2).mean()
+
+    # ---- the end of fit -----------------------------------------------------------------
+    @torch.no_grad()
+    def response(self, latents: torch.Tensor, classes: torch.Tensor | None = None) -> dict:
+        """Mean assessor change and mean change of every factor at each alpha of a grid."""
+        regressor = self.assessor.regressor
+        r = self.hparams.alpha_range
+        alphas = torch.linspace(-r, r, self.hparams.eval_alphas).tolist()
+        index = classes if classes is not None else 0
+        base = regressor.predict(self.render(latents, classes))
+        score0 = self.assessor(self.render(latents, classes))
+        sums = torch.zeros(len(alphas), device=latents.device, dtype=torch.float64)
+        changes = torch.zeros(len(alphas), len(regressor.targets), device=latents.device,
+                              dtype=torch.float64)
+        for i, a in enumerate(alphas):
+            images = self.render(self.directions.shift(latents, index, a), classes)
+            sums[i] = (self.assessor(images) - score0).double().sum()
+            pred = regressor.predict(images)
+            for f, t in enumerate(regressor.targets):
+                valid = base["valid"][:, f] & pred["valid"][:, f]
+                change = factor_change(t.kind, base["values"][:, f], pred["values"][:, f],
+                                       base["probs"].get(t.name), pred["probs"].get(t.name))
+                changes[i, f] = change[valid].double().sum() * latents.shape[0] / valid.sum().clamp_min(1)
+        return {"alphas": alphas, "sums": sums, "changes": changes, "count": latents.shape[0]}
+
+    @torch.no_grad()
+    def final_evaluation(self) -> dict[str, float]:
+        """Slope and R^2 of the mean assessor change against alpha over the held-out latents
+        (summed over processes), and each other factor's mean change at |alpha| = r."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+            return {}
+        was_training = self.training
+        self.eval()
+        sums = changes = None
+        count = torch.zeros((), device=self.device, dtype=torch.float64)
+        for batch in datamodule.val_dataloader():
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            z, _, classes = self.draw(batch, salt=2)
+            out = self.response(z, classes)
+            sums = out["sums"] if sums is None else sums + out["sums"]
+            changes = out["changes"] if changes is None else changes + out["changes"]
+            count += out["count"]
+        self.train(was_training)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        changes = self.trainer.strategy.reduce(changes, reduce_op="sum")
+        count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        mean = (sums / count).float().cpu()
+        alphas = torch.tensor(out["alphas"])
+        slope, intercept, r2 = linear_fit(alphas, mean)
+        metrics = {"assessor_slope": slope, "assessor_intercept": intercept, "assessor_r2": r2,
+                   "eval_samples": int(count)}
+        ends = (changes[0] + changes[-1]).float().cpu() / (2 * count.float().cpu())
+        for t, change in zip(self.assessor.regressor.targets, ends):
+            metrics[f"change_at_r/{t.name}"] = float(change)
+        if self.trainer.global_rank == 0:
+            self.plot_response(alphas, mean, slope, intercept)
+        return metrics
+
+    def plot_response(self, alphas: torch.Tensor, mean: torch.Tensor, slope: float,
+                      intercept: float) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
+        ax.plot(alphas, alphas, "--", color="grey", label="target: slope 1")
+        ax.plot(alphas, mean, "o-", label="mean A(G(T(z, a))) - A(G(z))")
+        ax.plot(alphas, slope * alphas + intercept, ":", label=f"fit: slope {slope:.2f}")
+        ax.set_xlabel("alpha")
+        ax.set_ylabel(f"change of {self.hparams.factor}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = Path(self.trainer.default_root_dir) / "assessor_response.png"
+        fig.savefig(path)
+        plt.close(fig)
+        log_image(self.loggers, "assessor_response", path, step=self.trainer.global_step)
+        return path
+
+
+def linear_fit(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """Least-squares slope, intercept and R^2 of y against x."""
+    x, y = x.double(), y.double()
+    xm, ym = x.mean(), y.mean()
+    slope = ((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum().clamp_min(1e-12)
+    intercept = ym - slope * xm
+    residual = ((y - (slope * x + intercept)) ** 2).sum()
+    total = ((y - ym) ** 2).sum().clamp_min(1e-12)
+    return float(slope), float(intercept), float(1 - residual / total)

@@ -1,0 +1,85 @@
+"""GANalyze: the norm-keeping transform, the assessor, a run end to end, bad settings."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from generators import random_generator
+from lightning_modules.directions import Directions, VectorDirections
+from lightning_modules.ganalyze import GANalyze, linear_fit
+from regressors.attributes import AttributeAssessor, load_regressor
+from train import train
+
+
+def test_renormalisation_keeps_each_samples_norm():
+    d = VectorDirections(8, 1, init_scale=1.0, keep_norm=True, init_seed=0)
+    z = torch.randn(16, 8) * torch.linspace(0.5, 3.0, 16)[:, None]  # very different norms
+    for alpha in (-0.5, 0.3, torch.linspace(-0.5, 0.5, 16)):
+        assert torch.allclose(d.shift(z, 0, alpha).norm(dim=1), z.norm(dim=1), atol=1e-5)
+
+
+def test_assessor_reads_one_scalar_factor_and_stays_frozen():
+    regressor = load_regressor("shapes_regressor32.pt")
+    assessor = AttributeAssessor(regressor, "scale").train()
+    assert not assessor.training and not regressor.training
+    with pytest.raises(ValueError, match="hue.*circular.*scale"):
+        AttributeAssessor(regressor, "hue")
+    with pytest.raises(ValueError, match="no factor 'smile'"):
+        AttributeAssessor(regressor, "smile")
+
+
+def test_linear_fit_of_a_line():
+    x = torch.linspace(-0.5, 0.5, 11)
+    slope, intercept, r2 = linear_fit(x, 0.9 * x + 0.1)
+    assert slope == pytest.approx(0.9) and intercept == pytest.approx(0.1) and r2 == pytest.approx(1.0)
+
+
+def test_ganalyze_run_learns_theta_and_reports_its_response(tiny_cfg):
+    cfg = tiny_cfg(method="ganalyze")
+    metrics = train(cfg)
+    out = f"{cfg.paths.output_dir}/{cfg.run_name}"
+    directions = Directions.load(f"{out}/directions.pt")
+    assert isinstance(directions.directions, VectorDirections) and directions.num_directions == 1
+    assert {"assessor_slope", "assessor_r2", "change_at_r/x", "change_at_r/hue"} <= set(metrics)
+    ckpt = torch.load(f"{out}/checkpoints/last.ckpt", weights_only=False)
+    assert not any(k.startswith(("generator.", "assessor.")) for k in ckpt["state_dict"])
+    saved = json.loads(open(f"{out}/metrics.json").read())["metrics"]
+    assert saved["assessor_slope"] == metrics["assessor_slope"]
+    assert __import__("pathlib").Path(f"{out}/assessor_response.png").is_file()
+
+
+def test_class_dependent_needs_a_conditional_generator():
+    with pytest.raises(ValueError, match="needs a conditional generator"):
+        GANalyze(random_generator(latent_dim=8, width=8), class_dependent=True)
+
+
+def test_class_dependent_variant_has_one_theta_per_class():
+    base = random_generator(latent_dim=8, width=8)
+
+    class Conditional(type(base)):
+        num_classes = 3
+
+        def forward(self, latent, classes=None):
+            if classes is not None:  # a class shifts the latent: enough to condition the images
+                latent = latent + torch.nn.functional.one_hot(classes, 8).float()
+            return super().forward(latent)
+
+    generator = Conditional(latent_dim=8, resolution=32, width=8).freeze()
+    module = GANalyze(generator, class_dependent=True)
+    assert module.directions.num_directions == 3
+    batch = {"latent": torch.randn(6, 8), "seed": torch.tensor(5)}
+    loss = module.loss(batch)
+    loss.backward()
+    assert module.directions.theta.grad.abs().sum(1).gt(0).all()  # every class's theta learns
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.module.factor=rotation", "not a scalar score"),
+    ("method.module.alpha_range=0", "alpha_range must be positive"),
+    ("method.module.regressor=missing.pt", "regressor weights not found"),
+])
+def test_bad_ganalyze_settings(tiny_cfg, override, message):
+    with pytest.raises(Exception, match=message):
+        train(tiny_cfg(override, method="ganalyze"))
