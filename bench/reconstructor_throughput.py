@@ -148,6 +148,7 @@ def measure_trainer_cfg(cfg: DictConfig, steps: int, warmup: int) -> float:
     """Median ms/step of the configured run (max_steps = warmup + steps) through the Trainer."""
     run_dir = train_script.resolve_run_dir(cfg)
     train_script.resolve_ckpt_path(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)  # as train.train makes it
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     parts = train_script.instantiate_all(cfg)

@@ -141,12 +141,13 @@ class Steerability(DirectionModule):
                 edited[i] += regressor.predict(self.edit.apply(x0, alpha)[0])["values"][:, f].double().sum()
             count += z.shape[0]
         self.train(was_training)
-        walked = (self.trainer.strategy.reduce(walked, reduce_op="sum") /
-                  self.trainer.strategy.reduce(count, reduce_op="sum")).float().cpu()
-        edited = (self.trainer.strategy.reduce(edited, reduce_op="sum") /
-                  self.trainer.strategy.reduce(count, reduce_op="sum")).float().cpu()
+        # Each total is reduced once (a DDP reduction sums in place).
+        totals = self.trainer.strategy.reduce(torch.cat([walked, edited, count[None]]), reduce_op="sum")
+        count = totals[-1]
+        walked, edited = (totals[:len(sliders)] / count).float().cpu(), \
+            (totals[len(sliders):-1] / count).float().cpu()
         metrics = steer_summary(sliders, walked, edited)
-        metrics["eval_samples"] = int(self.trainer.strategy.reduce(count, reduce_op="sum"))
+        metrics["eval_samples"] = int(count)
         if self.trainer.global_rank == 0:
             self.plot(sliders, walked, edited, factor)
         return metrics
