@@ -23,3 +23,24 @@ def log_image(loggers, key: str, path: str | Path, step: int, caption: str | Non
         if type(logger).__name__ == "WandbLogger":
             logger.log_image(key=key, images=[str(path)], step=step,
                              caption=[caption] if caption else None)
+
+
+def save_line_plot(path: str | Path, x, series: list[tuple], xlabel: str, ylabel: str) -> Path:
+    """A small line plot PNG: ``series`` of ``(y, matplotlib format, label)`` against ``x``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
+    for y, fmt, label in series:
+        ax.plot(x, y, fmt, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from common.images import log_image
+from common.images import log_image, save_line_plot
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import VectorDirections
@@ -145,22 +145,11 @@ class GANalyze(DirectionModule):
 
     def plot_response(self, alphas: torch.Tensor, mean: torch.Tensor, slope: float,
                       intercept: float) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
-        ax.plot(alphas, alphas, "--", color="grey", label="target: slope 1")
-        ax.plot(alphas, mean, "o-", label="mean A(G(T(z, a))) - A(G(z))")
-        ax.plot(alphas, slope * alphas + intercept, ":", label=f"fit: slope {slope:.2f}")
-        ax.set_xlabel("alpha")
-        ax.set_ylabel(f"change of {self.hparams.factor}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(self.trainer.default_root_dir) / "assessor_response.png"
-        fig.savefig(path)
-        plt.close(fig)
+        path = save_line_plot(
+            Path(self.trainer.default_root_dir) / "assessor_response.png", alphas,
+            [(alphas, "--", "target: slope 1"), (mean, "o-", "mean A(G(T(z, a))) - A(G(z))"),
+             (slope * alphas + intercept, ":", f"fit: slope {slope:.2f}")],
+            "alpha", f"change of {self.hparams.factor}")
         log_image(self.loggers, "assessor_response", path, step=self.trainer.global_step)
         return path
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from common.images import log_image
+from common.images import log_image, save_line_plot
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import MLPWalk, VectorDirections
@@ -154,21 +154,11 @@ class Steerability(DirectionModule):
 
     def plot(self, sliders: torch.Tensor, walked: torch.Tensor, edited: torch.Tensor,
              factor: str) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
-        ax.plot(sliders, edited, "o--", color="grey", label="the edit applied to G(z)")
-        ax.plot(sliders, walked, "o-", label="G(walk(z, alpha))")
-        ax.set_xlabel(f"{self.hparams.edit} slider" + (" (log2 zoom)" if self.hparams.edit == "zoom" else ""))
-        ax.set_ylabel(f"mean {factor} (regressor)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(self.trainer.default_root_dir) / "steerability_response.png"
-        fig.savefig(path)
-        plt.close(fig)
+        zoom = " (log2 zoom)" if self.hparams.edit == "zoom" else ""
+        path = save_line_plot(
+            Path(self.trainer.default_root_dir) / "steerability_response.png", sliders,
+            [(edited, "o--", "the edit applied to G(z)"), (walked, "o-", "G(walk(z, alpha))")],
+            f"{self.hparams.edit} slider{zoom}", f"mean {factor} (regressor)")
         log_image(self.loggers, "steerability_response", path, step=self.trainer.global_step)
         return path
 

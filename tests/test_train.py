@@ -147,8 +147,9 @@ def test_nan_loss_stops_without_writing(tiny_cfg, tmp_path):
     assert not (run_dir(cfg) / "directions.pt").exists()
 
 
-def test_fast_dev_run(tiny_cfg):
-    cfg = tiny_cfg("trainer.fast_dev_run=true")
+@pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability"])
+def test_fast_dev_run(tiny_cfg, method):
+    cfg = tiny_cfg("trainer.fast_dev_run=true", method=method)
     train(cfg)
     assert Directions.load(run_dir(cfg) / "directions.pt").meta["batches"] == 1
 
