@@ -70,6 +70,9 @@ class SeededStreamDataModule(pl.LightningDataModule):
         # processes would each need the stream's position.
         return DataLoader(stream, batch_size=None, num_workers=0)
 
+    # Each process already draws its own held-out batches (seeded by rank).
+    val_sharded = True
+
     def val_dataloader(self) -> DataLoader:
         """The same held-out batches at every evaluation (their own seed, disjoint per rank)."""
         rank = self.trainer.global_rank if self.trainer is not None else 0

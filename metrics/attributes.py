@@ -66,4 +66,6 @@ class AttributeScores(Metric):
             else:
                 sst = float(self.sum_sq[i]) - float((self.sum_y[i] ** 2).sum()) / n
                 scores[f"r2_{name}"] = 1.0 - float(self.sse[i]) / max(sst, 1e-12)
+        # Read here, where the states are summed over processes (not after compute returns).
+        scores["labelled_images"] = int(self.count.max())
         return scores

@@ -91,6 +91,7 @@ class RegressorTraining(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self.scores.compute()
+        values.pop("labelled_images")
         self.scores.reset()
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
 
@@ -101,10 +102,13 @@ class RegressorTraining(pl.LightningModule):
         was_training = self.training
         self.eval()
         self.scores.reset()
-        for batch in datamodule.val_dataloader():
+        batches = list(datamodule.val_dataloader())
+        if not getattr(datamodule, "val_sharded", False):  # e.g. an image folder: split it
+            batches = batches[self.trainer.global_rank::self.trainer.world_size]
+        for batch in batches:
             self._score({k: v.to(self.device) for k, v in batch.items()})
         self.final_metrics = {k: round(v, 5) for k, v in self.scores.compute().items()}
-        self.final_metrics["held_out_images"] = int(self.scores.count.max())
+        self.final_metrics["held_out_images"] = self.final_metrics.pop("labelled_images")
         self.scores.reset()
         self.train(was_training)
         if self.trainer.global_rank != 0:
