@@ -25,22 +25,32 @@ def log_image(loggers, key: str, path: str | Path, step: int, caption: str | Non
                              caption=[caption] if caption else None)
 
 
-def save_line_plot(path: str | Path, x, series: list[tuple], xlabel: str, ylabel: str) -> Path:
-    """A small line plot PNG: ``series`` of ``(y, matplotlib format, label)`` against ``x``."""
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (no display is needed or used)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, save as PNG (making the folder) and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
+
+
+def save_line_plot(path: str | Path, x, series: list[tuple], xlabel: str, ylabel: str) -> Path:
+    """A small line plot PNG: ``series`` of ``(y, matplotlib format, label)`` against ``x``."""
+    fig, ax = pyplot().subplots(figsize=(4.5, 3.5), dpi=100)
     for y, fmt, label in series:
         ax.plot(x, y, fmt, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import torch
 
+from common.images import pyplot, save_figure
+
 # Columns of the table: (metric key, header, format, better). Absent metrics are left out.
 COLUMNS: list[tuple[str, str, str, str]] = [
     ("rca", "RCA", "{:.3f}", "higher"),
@@ -45,14 +47,9 @@ def markdown_table(rows: Sequence[tuple[str, dict[str, Any]]], num_factors: int 
 def effect_heatmap(matrix: Sequence[Sequence[float]], factors: Sequence[str], path: str | Path,
                    title: str = "") -> Path:
     """The effect matrix as a heatmap PNG (directions x factors), each cell printed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     data = torch.as_tensor(matrix).float()
     k, f = data.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * f, 1.0 + 0.35 * k), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(1.0 + 0.9 * f, 1.0 + 0.35 * k), dpi=100)
     image = ax.imshow(data.numpy(), cmap="viridis", aspect="auto")
     ax.set_xticks(range(f), list(factors))
     ax.set_yticks(range(k), [str(i) for i in range(k)])
@@ -65,12 +62,7 @@ def effect_heatmap(matrix: Sequence[Sequence[float]], factors: Sequence[str], pa
             ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=6,
                     color="black" if data[i, j] > 0.6 * top else "white")
     fig.colorbar(image, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def annotated_traversal(rows: Sequence[torch.Tensor], labels: Sequence[str], path: str | Path,
