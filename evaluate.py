@@ -22,7 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from common.io import atomic_write_json
+from common.io import atomic_write, atomic_write_json
 from common.loggers import finish_wandb
 from common.runs import load_run_generator, register_resolvers, run_method_name
 from datamodules.world import FACTORS
@@ -167,7 +167,7 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
                    cfg: DictConfig, loggers) -> None:
     result = report["results"][report["label"]]
     atomic_write_json(report, run_dir / "evaluation.json")
-    (run_dir / "evaluation.md").write_text(report["table"])
+    atomic_write(run_dir / "evaluation.md", lambda handle: handle.write(report["table"].encode()))
     heatmap = effect_heatmap(result["effect_matrix"], result["factors"], run_dir / "effect_matrix.png",
                              title=f"{report['label']}: change per unit step")
     # Rows: directions by their total effect; each labelled with the factor it moves most.
