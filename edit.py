@@ -10,7 +10,6 @@ Non-linear directions (warps, walks) are applied by their own ``shift``, like li
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, ListConfig
 
 from common.images import save_grid
 from common.io import atomic_write
-from common.runs import load_run_generator, register_resolvers
+from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
 from lightning_modules.directions import Directions
 
 log = logging.getLogger("edit")
@@ -109,11 +108,7 @@ def _save_gif(frames: torch.Tensor, path: Path, columns: int, fps: int) -> None:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="edit")
 def main(cfg: DictConfig) -> None:
-    try:
-        edit(cfg)
-    except (EditSetupError, FileNotFoundError) as err:
-        log.error("%s: %s", type(err).__name__, err)
-        sys.exit(2)
+    exit_on_setup_error(edit, cfg, (EditSetupError, FileNotFoundError), log)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_write, atomic_write_json
 from common.loggers import finish_wandb
-from common.runs import load_run_generator, register_resolvers, run_method_name
+from common.runs import exit_on_setup_error, load_run_generator, register_resolvers, run_method_name
 from datamodules.world import FACTORS
 from generators.base import Generator
 from lightning_modules.directions import Directions
@@ -213,11 +212,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except (EvaluationSetupError, FileNotFoundError) as err:
-        log.error("%s: %s", type(err).__name__, err)
-        sys.exit(2)
+    exit_on_setup_error(evaluate, cfg, (EvaluationSetupError, FileNotFoundError), log)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.io import atomic_write_json
 from common.loggers import finish_wandb
+from common.runs import exit_on_setup_error
 from evaluate import EvaluationSetupError, prepare_evaluation, run_evaluation
 
 log = logging.getLogger("train")
@@ -159,13 +158,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except (RunSetupError, EvaluationSetupError, InstantiationException) as err:
-        # A mistake in the command, found before any work: one clear message, no traceback.
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-        log.error("%s: %s", type(cause).__name__, cause)
-        sys.exit(2)
+    exit_on_setup_error(train, cfg, (RunSetupError, EvaluationSetupError), log)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,20 @@ def resolve_shipped(path: str | Path, folder: Path) -> Path:
     """``path`` as given when it is a file, else the file of that name shipped in ``folder``."""
     path = Path(path)
     return folder / path if not path.is_file() and (folder / path).is_file() else path
+
+
+def read_weights_file(path: str | Path, folder: Path, what: str, how_to_make: str,
+                      map_location: str = "cpu") -> tuple[Path, Any]:
+    """``(path, contents)`` of a weights file given as a path or as a name shipped in
+    ``folder``; a clear error when it is missing or unreadable (``what``: e.g. "generator";
+    ``how_to_make``: the command that writes one)."""
+    path = resolve_shipped(path, folder)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in folder.glob("*.pt"))) or "none"
+        raise FileNotFoundError(f"{what} weights not found: {path}. Shipped weights in {folder}: "
+                                f"{shipped}; or {how_to_make}")
+    try:
+        return path, torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(f"{path} is not a readable torch file ({err}); expected a {what} "
+                         "weights file") from err

@@ -2,6 +2,7 @@
 used, and the config resolvers that turn a file's path into its run directory."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -31,3 +32,17 @@ def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, f
     if config is not None and "generator" in config:
         generator_cfg = config.generator
     return instantiate(generator_cfg)
+
+
+def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], ...], log) -> None:
+    """Run a script's job; a mistake in the command (one of ``errors``, found before any work)
+    is one clear line on the log and exit status 2, not a traceback."""
+    from hydra.errors import InstantiationException
+
+    try:
+        fn(cfg)
+    except (*errors, InstantiationException) as err:
+        # Hydra wraps what a constructor raised: report the constructor's own message.
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        log.error("%s: %s", type(cause).__name__, cause)
+        sys.exit(2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from common.io import resolve_shipped
+from common.io import read_weights_file
 from generators.base import Generator, file_sha256
 from generators.dcgan import DCGANGenerator, SNDiscriminator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
@@ -28,17 +28,9 @@ def load_generator(path: str | Path, name: str | None = None,
         path: a ``generator.pt`` written by GAN pretraining (or shipped in generators/weights/).
         name: identifier to record in checkpoints; the file's stem by default.
     """
-    path = resolve_shipped(path, WEIGHTS_DIR)  # or a shipped weights name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"generator weights not found: {path}. Shipped weights in {WEIGHTS_DIR}: "
-            f"{', '.join(shipped_weights()) or 'none'}; or train your own with "
-            "`python train.py experiment=pretrain_dcgan` and pass generator.path=<run>/generator.pt")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(f"{path} is not a readable torch file ({err}); expected a generator "
-                         "weights file written by GAN pretraining") from err
+    path, blob = read_weights_file(
+        path, WEIGHTS_DIR, "generator", "train your own with `python train.py "
+        "experiment=pretrain_dcgan` and pass generator.path=<run>/generator.pt", map_location)
     if not isinstance(blob, dict):
         raise ValueError(f"{path} holds a {type(blob).__name__}, expected a dict of generator weights")
     missing = sorted(_REQUIRED_KEYS - blob.keys())

@@ -23,6 +23,7 @@ from common.images import log_image, save_line_plot
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import VectorDirections
+from metrics.curves import linear_fit
 from metrics.effects import factor_change
 from regressors.attributes import AttributeAssessor, load_regressor
 
@@ -152,14 +153,3 @@ class GANalyze(DirectionModule):
             "alpha", f"change of {self.hparams.factor}")
         log_image(self.loggers, "assessor_response", path, step=self.trainer.global_step)
         return path
-
-
-def linear_fit(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
-    """Least-squares slope, intercept and R^2 of y against x."""
-    x, y = x.double(), y.double()
-    xm, ym = x.mean(), y.mean()
-    slope = ((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum().clamp_min(1e-12)
-    intercept = ym - slope * xm
-    residual = ((y - (slope * x + intercept)) ** 2).sum()
-    total = ((y - ym) ** 2).sum().clamp_min(1e-12)
-    return float(slope), float(intercept), float(1 - residual / total)

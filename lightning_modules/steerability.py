@@ -26,6 +26,7 @@ from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import MLPWalk, VectorDirections
 from lightning_modules.edits import get_edit
+from metrics.curves import linear_fit
 from metrics.distances import l2, lap1, make_lpips
 from regressors.attributes import load_regressor
 
@@ -167,8 +168,6 @@ def steer_summary(sliders: torch.Tensor, walked: torch.Tensor, edited: torch.Ten
     """Where the walk follows the slider: the reachable range (the walked factor's span), the
     slider values where it saturates (the step-to-step change falls below a quarter of the
     central change), and the R^2 of a linear fit inside that unsaturated range."""
-    from lightning_modules.ganalyze import linear_fit
-
     diffs = walked[1:] - walked[:-1]
     centre = len(diffs) // 2
     central = diffs[max(0, centre - 1): centre + 1].mean()

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.io import atomic_torch_save, resolve_shipped
+from common.io import atomic_torch_save, read_weights_file
 
 REGRESSOR_FORMAT = "latent-directions/regressor/v1"
 KINDS = ("categorical", "continuous", "circular", "binary")
@@ -275,24 +275,13 @@ class AttributeAssessor(nn.Module):
         return out.sigmoid() if self.binary else out
 
 
-def shipped_regressors() -> list[str]:
-    return sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
-
-
 def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegressor:
     """A frozen regressor (eval mode) from a weights file, or a shipped name in regressors/weights/."""
     from generators.base import file_sha256
 
-    path = resolve_shipped(path, WEIGHTS_DIR)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"regressor weights not found: {path}. Shipped in {WEIGHTS_DIR}: "
-            f"{', '.join(shipped_regressors()) or 'none'}; or train one with "
-            "`python train.py experiment=regressor_shapes` and pass <run>/regressor.pt")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(f"{path} is not a readable torch file ({err}); expected a regressor.pt") from err
+    path, blob = read_weights_file(
+        path, WEIGHTS_DIR, "regressor", "train one with `python train.py "
+        "experiment=regressor_shapes` and pass <run>/regressor.pt", map_location)
     expected = {"format", "config", "state_dict", "info"}
     keys = set(blob) if isinstance(blob, dict) else set()
     if keys != expected or blob.get("format") != REGRESSOR_FORMAT:
