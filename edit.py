@@ -1,7 +1,7 @@
 """Apply any directions file: a traversal of chosen directions from chosen seeds or latents,
 as an image grid or an animated GIF.
 
-    python edit.py directions=outputs/<run>/directions.pt direction=3 seeds=[1,2,3]
+    python edit.py directions=outputs/<run>/directions.pt direction=3 seeds=[1,2,3]   # alphas=auto
     python edit.py directions=... direction=[0,3] alphas=[-6,-3,0,3,6] format=gif
     python edit.py directions=... latents=my_latents.pt direction=5
 
@@ -20,6 +20,7 @@ from common.images import save_grid
 from common.io import atomic_write
 from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
 from lightning_modules.directions import Directions
+from metrics.rca import DEFAULT_ALPHA_RANGE
 
 log = logging.getLogger("edit")
 register_resolvers()
@@ -63,14 +64,20 @@ def edit(cfg: DictConfig) -> Path:
         raise EditSetupError(f"directions file not found: {path}")
     if cfg.format not in ("png", "gif"):
         raise EditSetupError(f"format={cfg.format}: use png or gif")
-    alphas = [float(a) for a in (cfg.alphas if isinstance(cfg.alphas, (list, ListConfig)) else [cfg.alphas])]
-    if not alphas:
-        raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6]")
+    if cfg.alphas != "auto":
+        alphas = [float(a) for a in (cfg.alphas if isinstance(cfg.alphas, (list, ListConfig))
+                                     else [cfg.alphas])]
+        if not alphas:
+            raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6] "
+                                 "or alphas=auto")
     generator = load_run_generator(path, cfg.generator, cfg.generator_from_run)
     try:
         directions = Directions.load(path, generator=generator).to(generator.device)
     except ValueError as err:
         raise EditSetupError(str(err)) from err
+    if cfg.alphas == "auto":  # the range the directions were trained on
+        r = directions.meta.get("alpha_range") or DEFAULT_ALPHA_RANGE
+        alphas = torch.linspace(-r, r, 7).tolist()
     indices = _indices(cfg.direction, directions.num_directions)
     latents = _latents(cfg, generator)
     name = "direction" + "-".join(f"{k:02d}" for k in indices)

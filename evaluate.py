@@ -118,6 +118,8 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
         raise EvaluationSetupError(str(err)) from err
     directions.to(generator.device)
     regressor, settings, lpips = prepared or prepare_evaluation(cfg)
+    # "auto" steps follow the range the directions were trained on (their own units).
+    settings = settings.resolve(directions.meta.get("alpha_range"))
     lpips = lpips.to(generator.device) if lpips is not None else None
     rank, world_size = _dist()
     label = label or run_method_name(run_dir) or directions.meta.get("method", "directions")
@@ -175,7 +177,8 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
     order = effects.sum(1).argsort(descending=True)[: trav.max_directions].tolist()
     seeds = torch.Generator().manual_seed(20201)
     latents = generator.sample(trav.num_seeds, generator=seeds)
-    alphas = torch.linspace(-trav.alpha, trav.alpha, trav.steps).tolist()
+    alpha = 2 * report["settings"]["alpha"] if trav.alpha == "auto" else float(trav.alpha)
+    alphas = torch.linspace(-alpha, alpha, trav.steps).tolist()
     rows, labels = [], []
     for k in order:
         path = directions.traverse(latents, k, alphas).flatten(0, 1)

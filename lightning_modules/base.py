@@ -29,7 +29,11 @@ class DirectionModule(pl.LightningModule):
         generator: the frozen generator (frozen here again, whatever it was).
         optimizer: a partial optimizer (``_partial_: true`` in config) taking the parameters.
         traversal: ``every_n_steps`` (0: only at the end), ``num_seeds``, ``max_directions``
-            (rows), ``alpha`` (the grid spans -alpha..alpha), ``steps`` (columns per seed).
+            (rows), ``alpha`` (the grid spans -alpha..alpha; the method's ``alpha_range`` by
+            default), ``steps`` (columns per seed).
+        alpha_range: the largest |alpha| the method trains its directions on, in their own
+            units; recorded in the Directions file so that evaluate.py measures each set on the
+            scale it was made for (``None``: unknown, the evaluation's defaults apply).
     """
 
     method_name: str = "base"
@@ -37,12 +41,13 @@ class DirectionModule(pl.LightningModule):
     frozen_submodules: tuple[str, ...] = ("generator",)
 
     def __init__(self, generator: Generator, optimizer: Callable | None = None,
-                 traversal: dict | None = None) -> None:
+                 traversal: dict | None = None, alpha_range: float | None = None) -> None:
         super().__init__()
         self.generator = generator.freeze()
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)
+        self.alpha_range = alpha_range
         self.traversal = {"every_n_steps": 500, "num_seeds": 3, "max_directions": 8,
-                          "alpha": 3.0, "steps": 7, **(traversal or {})}
+                          "alpha": alpha_range or 3.0, "steps": 7, **(traversal or {})}
         # The generator's weights are not in checkpoints: loading must not ask for them.
         self.strict_loading = False
         self.final_metrics: dict[str, float] = {}
@@ -161,6 +166,7 @@ class DirectionModule(pl.LightningModule):
             "generator": self.generator.identity(),
             "space": self.generator.space,
             "layers": None,
+            "alpha_range": self.alpha_range,
             "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
                            else repr(v)) for k, v in self.hparams.items()},
             "metrics": dict(self.final_metrics),

@@ -237,6 +237,7 @@ class Edit:
             about [-1, 1]).
         identity: the parameter value that leaves an image unchanged (for every component).
         from_walk: ``from_walk(step, resolution) -> alpha``, the inverse of ``to_walk``.
+        walk_range: the largest |step| of the sampled range (2 for zoom: 1/4 to 4 in log2).
     """
 
     name: str
@@ -246,6 +247,7 @@ class Edit:
     to_walk: Callable[[torch.Tensor, int], torch.Tensor]
     identity: float
     from_walk: Callable[[torch.Tensor, int], torch.Tensor]
+    walk_range: float
 
     def identity_alpha(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
         """The parameters ``N`` (``N x dims`` when dims > 1) that leave ``n`` images unchanged."""
@@ -256,13 +258,13 @@ class Edit:
 EDITS: dict[str, Edit] = {
     edit.name: edit
     for edit in (
-        Edit("zoom", zoom, 1, _sample_zoom, _walk_zoom, 1.0, _unwalk_zoom),
-        Edit("shift_x", shift_x, 1, _sample_shift, _walk_shift, 0.0, _unwalk_shift),
-        Edit("shift_y", shift_y, 1, _sample_shift, _walk_shift, 0.0, _unwalk_shift),
-        Edit("rotate", rotate, 1, _sample_rotate, _walk_rotate, 0.0, _unwalk_rotate),
-        Edit("color", color, 3, _sample_color, _walk_color, 0.0, _unwalk_color),
+        Edit("zoom", zoom, 1, _sample_zoom, _walk_zoom, 1.0, _unwalk_zoom, 2.0),
+        Edit("shift_x", shift_x, 1, _sample_shift, _walk_shift, 0.0, _unwalk_shift, 1.0),
+        Edit("shift_y", shift_y, 1, _sample_shift, _walk_shift, 0.0, _unwalk_shift, 1.0),
+        Edit("rotate", rotate, 1, _sample_rotate, _walk_rotate, 0.0, _unwalk_rotate, 1.0),
+        Edit("color", color, 3, _sample_color, _walk_color, 0.0, _unwalk_color, 0.5),
         Edit("brightness", brightness, 1, _sample_brightness, _walk_brightness, 0.0,
-             _unwalk_brightness),
+             _unwalk_brightness, 0.5),
     )
 }
 

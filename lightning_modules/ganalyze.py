@@ -10,7 +10,10 @@ by alpha when the latent moves by alpha:
 Each sample is rescaled to its own norm (the PyTorch reference rescales by the norm of the whole
 batch: a defect not kept). The class-dependent variant learns theta(y) = W one_hot(y), one
 vector per class of a conditional generator. At the end of fit the assessor's response is
-measured over alpha (slope, R^2) with the side effects on the regressor's other factors.
+measured over alpha (slope, R^2) with the side effects on the regressor's other factors. A score
+bounded by the range the generator draws cannot rise by alpha for samples near its ends, so the
+measurement also gives the ceiling that bound allows and the slope where the target stays inside
+it (``metrics.curves.bounded_response``).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from common.images import log_image, save_line_plot
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import VectorDirections
-from metrics.curves import linear_fit
+from metrics.curves import bounded_response
 from metrics.effects import factor_change
 from regressors.attributes import AttributeAssessor, load_regressor
 
@@ -56,7 +59,7 @@ class GANalyze(DirectionModule):
         if class_dependent and not generator.num_classes:
             raise ValueError(f"class_dependent=true needs a conditional generator; {generator.name!r} "
                              "has no classes (num_classes is None): use class_dependent=false")
-        super().__init__(generator, optimizer, dict({"alpha": alpha_range}, **(traversal or {})))
+        super().__init__(generator, optimizer, traversal, alpha_range=alpha_range)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         model = load_regressor(regressor)
         self.assessor = AttributeAssessor(model, factor)
@@ -89,67 +92,77 @@ class GANalyze(DirectionModule):
     # ---- the end of fit -----------------------------------------------------------------
     @torch.no_grad()
     def response(self, latents: torch.Tensor, classes: torch.Tensor | None = None) -> dict:
-        """Mean assessor change and mean change of every factor at each alpha of a grid."""
+        """Each sample's assessor score and its change at each alpha of a grid, and the summed
+        change of every factor of the regressor (the side effects)."""
         regressor = self.assessor.regressor
         r = self.hparams.alpha_range
         alphas = torch.linspace(-r, r, self.hparams.eval_alphas).tolist()
         index = classes if classes is not None else 0
-        base = regressor.predict(self.render(latents, classes))
-        score0 = self.assessor(self.render(latents, classes))
-        sums = torch.zeros(len(alphas), device=latents.device, dtype=torch.float64)
+        images0 = self.render(latents, classes)
+        base = regressor.predict(images0)
+        score0 = self.assessor(images0)
+        score_change = torch.zeros(latents.shape[0], len(alphas), device=latents.device)
         changes = torch.zeros(len(alphas), len(regressor.targets), device=latents.device,
                               dtype=torch.float64)
         for i, a in enumerate(alphas):
             images = self.render(self.directions.shift(latents, index, a), classes)
-            sums[i] = (self.assessor(images) - score0).double().sum()
+            score_change[:, i] = self.assessor(images) - score0
             pred = regressor.predict(images)
             for f, t in enumerate(regressor.targets):
                 valid = base["valid"][:, f] & pred["valid"][:, f]
                 change = factor_change(t.kind, base["values"][:, f], pred["values"][:, f],
                                        base["probs"].get(t.name), pred["probs"].get(t.name))
                 changes[i, f] = change[valid].double().sum() * latents.shape[0] / valid.sum().clamp_min(1)
-        return {"alphas": alphas, "sums": sums, "changes": changes, "count": latents.shape[0]}
+        return {"alphas": alphas, "score0": score0, "score_change": score_change,
+                "changes": changes, "count": latents.shape[0]}
 
     @torch.no_grad()
     def final_evaluation(self) -> dict[str, float]:
-        """Slope and R^2 of the mean assessor change against alpha over the held-out latents
-        (summed over processes), and each other factor's mean change at |alpha| = r."""
+        """The assessor's response over the held-out latents of every process: the slope and R^2
+        of its mean change against alpha, the ceiling a score bounded by the data's range allows
+        and the slope where the target stays in that range (``metrics.curves.bounded_response``),
+        and each other factor's mean change at |alpha| = r."""
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "val_dataloader"):
             return {}
         was_training = self.training
         self.eval()
-        sums = changes = None
-        count = torch.zeros((), device=self.device, dtype=torch.float64)
+        outs = []
         for batch in datamodule.val_dataloader():
             batch = {k: v.to(self.device) for k, v in batch.items()}
             z, _, classes = self.draw(batch, salt=2)
-            out = self.response(z, classes)
-            sums = out["sums"] if sums is None else sums + out["sums"]
-            changes = out["changes"] if changes is None else changes + out["changes"]
-            count += out["count"]
+            outs.append(self.response(z, classes))
         self.train(was_training)
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        changes = self.trainer.strategy.reduce(changes, reduce_op="sum")
-        count = self.trainer.strategy.reduce(count, reduce_op="sum")
-        mean = (sums / count).float().cpu()
-        alphas = torch.tensor(out["alphas"])
-        slope, intercept, r2 = linear_fit(alphas, mean)
-        metrics = {"assessor_slope": slope, "assessor_intercept": intercept, "assessor_r2": r2,
-                   "eval_samples": int(count)}
-        ends = (changes[0] + changes[-1]).float().cpu() / (2 * count.float().cpu())
-        for t, change in zip(self.assessor.regressor.targets, ends):
-            metrics[f"change_at_r/{t.name}"] = float(change)
+        alphas = torch.tensor(outs[0]["alphas"])
+        # Every process holds the same number of held-out batches: gather the per-sample scores.
+        score0 = self.all_gather(torch.cat([o["score0"] for o in outs])).reshape(-1).float().cpu()
+        change = self.all_gather(torch.cat([o["score_change"] for o in outs]))
+        change = change.reshape(-1, len(alphas)).float().cpu()
+        changes = self.trainer.strategy.reduce(sum(o["changes"] for o in outs), reduce_op="sum")
+        count = score0.shape[0]
+        fit = bounded_response(alphas, score0, change)
+        metrics = {"assessor_slope": fit["slope"], "assessor_intercept": fit["intercept"],
+                   "assessor_r2": fit["r2"], "assessor_ceiling_slope": fit["ceiling_slope"],
+                   "assessor_slope_in_range": fit["slope_in_range"],
+                   "assessor_r2_in_range": fit["r2_in_range"],
+                   "assessor_range_lo": fit["range_lo"], "assessor_range_hi": fit["range_hi"],
+                   "eval_samples": count}
+        ends = (changes[0] + changes[-1]).float().cpu() / (2 * count)
+        for t, value in zip(self.assessor.regressor.targets, ends):
+            metrics[f"change_at_r/{t.name}"] = float(value)
         if self.trainer.global_rank == 0:
-            self.plot_response(alphas, mean, slope, intercept)
+            self.plot_response(alphas, fit)
         return metrics
 
-    def plot_response(self, alphas: torch.Tensor, mean: torch.Tensor, slope: float,
-                      intercept: float) -> Path:
+    def plot_response(self, alphas: torch.Tensor, fit: dict) -> Path:
         path = save_line_plot(
             Path(self.trainer.default_root_dir) / "assessor_response.png", alphas,
-            [(alphas, "--", "target: slope 1"), (mean, "o-", "mean A(G(T(z, a))) - A(G(z))"),
-             (slope * alphas + intercept, ":", f"fit: slope {slope:.2f}")],
+            [(alphas, "--", "target: slope 1"),
+             (fit["mean_change"], "o-", f"mean A(G(T(z, a))) - A(G(z)): slope {fit['slope']:.2f}"),
+             (fit["mean_change_in_range"], "s-",
+              f"where A(G(z)) + a stays in the data's range: slope {fit['slope_in_range']:.2f}"),
+             (fit["ceiling"], ":", f"ceiling of a score bounded by that range: slope "
+                                   f"{fit['ceiling_slope']:.2f}")],
             "alpha", f"change of {self.hparams.factor}")
         log_image(self.loggers, "assessor_response", path, step=self.trainer.global_step)
         return path

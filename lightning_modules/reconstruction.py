@@ -29,16 +29,17 @@ class ReconstructorMethod(DirectionModule):
         shift_weight: weight w of the L1 term on eps (0.25 in both papers).
         reconstructor: ``"auto"`` (LeNet up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
         reconstructor_kwargs: passed to the reconstructor (LeNet: ``width``, ``hidden``).
-        optimizer, traversal: see DirectionModule.
+        optimizer, traversal, alpha_range: see DirectionModule.
     """
 
     def __init__(self, generator: Generator, num_directions: int, shift_weight: float = 0.25,
                  reconstructor: str = "auto", reconstructor_kwargs: dict | None = None,
-                 optimizer: Callable | None = None, traversal: dict | None = None) -> None:
+                 optimizer: Callable | None = None, traversal: dict | None = None,
+                 alpha_range: float | None = None) -> None:
         if num_directions < 2:
             raise ValueError(f"num_directions must be at least 2 (the reconstructor classifies "
                              f"among them), got {num_directions}")
-        super().__init__(generator, optimizer, traversal)
+        super().__init__(generator, optimizer, traversal, alpha_range)
         self.shift_weight = shift_weight
         self.reconstructor = build_reconstructor(num_directions, generator.resolution, reconstructor,
                                                  **(reconstructor_kwargs or {}))

@@ -69,7 +69,7 @@ class Steerability(DirectionModule):
         if walk == "mlp" and self_edit.dims > 1:
             raise ValueError(f"walk=mlp walks one slider; edit {edit!r} has {self_edit.dims}: use "
                              "walk=linear")
-        super().__init__(generator, optimizer, dict({"alpha": 1.0}, **(traversal or {})))
+        super().__init__(generator, optimizer, traversal, alpha_range=self_edit.walk_range)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.edit = self_edit
         self.lpips = make_lpips(lpips_net) if loss == "lpips" else None
@@ -124,9 +124,8 @@ class Steerability(DirectionModule):
             return {}
         regressor = self._regressor.to(self.device)
         f = regressor.factor_names.index(factor)
-        sliders = torch.linspace(-1.0, 1.0, self.hparams.eval_points)
-        if self.hparams.edit == "zoom":
-            sliders = sliders * 2.0  # log2 zoom from 1/4 to 4, the sampled range
+        # The sampled range: log2 zoom from 1/4 to 4, shifts of up to a quarter image.
+        sliders = torch.linspace(-1.0, 1.0, self.hparams.eval_points) * self.edit.walk_range
         walked = torch.zeros(len(sliders), device=self.device, dtype=torch.float64)
         edited = torch.zeros_like(walked)
         count = torch.zeros((), device=self.device, dtype=torch.float64)

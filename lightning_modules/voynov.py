@@ -78,7 +78,7 @@ class Voynov(ReconstructorMethod):
                              f"min_shift={min_shift}, shift_scale={shift_scale}")
         super().__init__(generator, num_directions, shift_weight, reconstructor,
                          reconstructor_kwargs, optimizer,
-                         dict({"alpha": shift_scale}, **(traversal or {})))
+                         traversal, alpha_range=shift_scale)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.directions = make_directions(directions_type, generator.latent_dim, num_directions,
                                           init_seed)

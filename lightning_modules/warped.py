@@ -61,7 +61,7 @@ class WarpedGANSpace(ReconstructorMethod):
                              f"max_shift > 0, got min_shift={min_shift}, max_shift={max_shift}")
         super().__init__(generator, num_directions, shift_weight, reconstructor,
                          reconstructor_kwargs, optimizer,
-                         dict({"alpha": max_shift}, **(traversal or {})))
+                         traversal, alpha_range=max_shift)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.directions = RBFWarps(generator.latent_dim, num_directions, num_dipoles, gamma,
                                    learn_gammas, learn_alphas, radii, traversal_step, init_seed)

@@ -9,7 +9,7 @@ same call works in one process and in every process of a DDP run.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from datamodules.streams import batch_seed
 from metrics.content import ContentPreservation
 from metrics.effects import EffectMatrix
-from metrics.rca import RCASettings, reconstructor_accuracy
+from metrics.rca import DEFAULT_ALPHA_RANGE, RCASettings, auto_step, reconstructor_accuracy
 from metrics.realism import DiscriminatorScore, feature_fid
 
 
@@ -28,7 +28,8 @@ class EvaluationSettings:
 
     Args:
         samples: latents z; each direction is taken from each of them both ways.
-        alpha: the step, in latent units, of effect, content and realism measurements.
+        alpha: the step of effect, content and realism measurements, in the directions' own
+            units; ``"auto"``: half the range r they were trained on (see ``resolve``).
         batch_size: latents per generator pass.
         threshold: purity for a direction to control a factor alone (coverage).
         min_effect: least change per unit step (in units of the factor's range) that counts.
@@ -40,7 +41,7 @@ class EvaluationSettings:
     """
 
     samples: int = 512
-    alpha: float = 3.0
+    alpha: float | str = "auto"
     batch_size: int = 128
     threshold: float = 0.6
     min_effect: float = 0.01
@@ -57,16 +58,29 @@ class EvaluationSettings:
         if unknown:
             raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: "
                              f"{sorted(cls.__dataclass_fields__)}")
-        return cls(rca=rca, **values)
+        settings = cls(rca=rca, **values)
+        settings.resolve(None)  # a step that is neither a number nor "auto" fails here
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def resolve(self, alpha_range: float | None) -> "EvaluationSettings":
+        """Concrete steps for directions trained on |alpha| <= ``alpha_range`` (the range a
+        Directions file records; ``None`` for an unknown range, taken as 6, the latent-unit
+        range of Voynov's shifts). ``"auto"`` becomes: ``alpha`` r / 2, ``rca.shift_scale`` r,
+        ``rca.min_shift`` r / 12. A GANalyze direction trained on alpha in [-0.5, 0.5] is then
+        measured at 0.25, not far outside its range; unit-length latent directions at 3.
+        Numbers given by the user are kept."""
+        r = float(alpha_range) if alpha_range else DEFAULT_ALPHA_RANGE
+        return replace(self, alpha=auto_step(self.alpha, r, 0.5), rca=self.rca.resolve(alpha_range))
 
 
 def evaluate_directions(directions, generator, regressor, settings: EvaluationSettings,
                         rank: int = 0, world_size: int = 1, progress: bool = True,
                         lpips: torch.nn.Module | None = None) -> dict[str, Any]:
     """Scores one direction set; returns flat ``metrics`` and the ``effect_matrix`` details."""
+    settings = settings.resolve(getattr(directions, "meta", {}).get("alpha_range"))
     start = time.perf_counter()
     device = generator.device
     regressor = regressor.to(device)

@@ -8,7 +8,7 @@ one direction score 1/K (chance). Every direction set gets the same R, budget an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,19 @@ from datamodules.streams import batch_seed
 from regressors.reconstructor import build_reconstructor, sample_shifts
 
 
+# The alpha range taken for directions that record none: Voynov's latent-unit shifts.
+DEFAULT_ALPHA_RANGE = 6.0
+
+
+def auto_step(value: float | str, alpha_range: float, fraction: float) -> float:
+    """``value``, or ``fraction`` of the directions' alpha range when it is ``"auto"``."""
+    if value == "auto":
+        return alpha_range * fraction
+    if isinstance(value, str):
+        raise ValueError(f"a step must be a number or 'auto', got {value!r}")
+    return float(value)
+
+
 @dataclass
 class RCASettings:
     """Budget of the protocol.
@@ -27,7 +40,9 @@ class RCASettings:
         steps: training batches of the fresh reconstructor.
         batch_size: latents per training batch.
         eval_samples: held-out shifts scored (split across processes).
-        shift_scale, min_shift: the range of eps.
+        shift_scale, min_shift: the range of eps; ``"auto"`` takes them from the directions'
+            own training range r (r and r / 12; 6 and 0.5 when a file does not record it), see
+            ``metrics.evaluation.EvaluationSettings.resolve``.
         lr: Adam's learning rate for R.
         reconstructor: ``auto``, ``lenet`` or a timm name (see regressors/reconstructor.py).
         seed: seeds R's initialisation, the training batches and the held-out shifts.
@@ -36,11 +51,18 @@ class RCASettings:
     steps: int = 500
     batch_size: int = 64
     eval_samples: int = 1024
-    shift_scale: float = 6.0
-    min_shift: float = 0.5
+    shift_scale: float | str = "auto"
+    min_shift: float | str = "auto"
     lr: float = 1e-3
     reconstructor: str = "auto"
     seed: int = 0
+
+    def resolve(self, alpha_range: float | None) -> "RCASettings":
+        """``"auto"`` shifts from the directions' training range r: ``shift_scale`` r,
+        ``min_shift`` r / 12 (r = 6, Voynov's latent-unit range, when unknown)."""
+        r = float(alpha_range) if alpha_range else DEFAULT_ALPHA_RANGE
+        return replace(self, shift_scale=auto_step(self.shift_scale, r, 1.0),
+                       min_shift=auto_step(self.min_shift, r, 1 / 12))
 
 
 class RCAAccuracy(Metric):
@@ -80,7 +102,8 @@ def reconstructor_accuracy(directions, generator, settings: RCASettings | None =
     Every process trains the same reconstructor (same seeds) and scores its share of the
     held-out shifts; the metric sums the shares.
     """
-    settings = settings or RCASettings()
+    meta = getattr(directions, "meta", None) or {}
+    settings = (settings or RCASettings()).resolve(meta.get("alpha_range"))
     device = generator.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)

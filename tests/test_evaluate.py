@@ -98,6 +98,12 @@ def test_edit_writes_the_traversal_it_was_asked_for(voynov_run, tmp_path):
     from PIL import Image
     path = edit.edit(cfg)
     assert Image.open(path).size == (2 * 33 + 1, 2 * 33 + 1)  # 2 latents x 2 alphas of 32 px
+    # alphas=auto (the default): 7 steps over the range the directions were trained on.
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("edit", overrides=[f"directions={run}/directions.pt", f"latents={tmp_path}/z.pt",
+                                         f"out={tmp_path}/auto.png"])
+    assert Image.open(edit.edit(cfg)).size == (7 * 33 + 1, 2 * 33 + 1)
     bad = [("direction=16", "16 directions"), ("alphas=[]", "alphas"), ("format=jpg", "png or gif"),
            (f"latents={tmp_path}/missing.pt", "no such file")]
     for override, message in bad:

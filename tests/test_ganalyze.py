@@ -11,6 +11,7 @@ from lightning_modules.directions import Directions, VectorDirections
 from lightning_modules.ganalyze import GANalyze
 from metrics.curves import linear_fit
 from regressors.attributes import AttributeAssessor, load_regressor
+from conftest import EVAL_TINY
 from train import train
 
 
@@ -38,12 +39,18 @@ def test_linear_fit_of_a_line():
 
 
 def test_ganalyze_run_learns_theta_and_reports_its_response(tiny_cfg):
-    cfg = tiny_cfg(method="ganalyze")
+    cfg = tiny_cfg(*EVAL_TINY, method="ganalyze")
     metrics = train(cfg)
     out = f"{cfg.paths.output_dir}/{cfg.run_name}"
     directions = Directions.load(f"{out}/directions.pt")
     assert isinstance(directions.directions, VectorDirections) and directions.num_directions == 1
-    assert {"assessor_slope", "assessor_r2", "change_at_r/x", "change_at_r/hue"} <= set(metrics)
+    assert {"assessor_slope", "assessor_r2", "assessor_ceiling_slope", "assessor_slope_in_range",
+            "change_at_r/x", "change_at_r/hue"} <= set(metrics)
+    assert metrics["assessor_range_lo"] <= metrics["assessor_range_hi"]
+    # The end-of-run evaluation measures the direction on the range it was trained on.
+    assert directions.meta["alpha_range"] == 0.5
+    report = json.loads(open(f"{out}/evaluation.json").read())
+    assert report["settings"]["alpha"] == 0.25 and report["settings"]["rca"]["shift_scale"] == 0.5
     ckpt = torch.load(f"{out}/checkpoints/last.ckpt", weights_only=False)
     assert not any(k.startswith(("generator.", "assessor.")) for k in ckpt["state_dict"])
     saved = json.loads(open(f"{out}/metrics.json").read())["metrics"]

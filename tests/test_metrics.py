@@ -13,6 +13,7 @@ from lightning_modules.directions import LinearDirections
 from metrics.attributes import AttributeScores
 from metrics.distances import LPIPSUnavailable, lap1, make_lpips
 from metrics.effects import summarise
+from metrics.curves import bounded_response
 from metrics.evaluation import EvaluationSettings, evaluate_directions
 from metrics.rca import RCASettings, reconstructor_accuracy
 from regressors.attributes import load_regressor
@@ -104,3 +105,30 @@ def test_lpips_without_weights_says_where_to_put_them(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(LPIPSUnavailable, match="alexnet.*lap1"):
         make_lpips("alex")
+
+
+def test_bounded_response_separates_the_range_from_the_direction():
+    alphas = torch.linspace(-0.5, 0.5, 11)
+    base = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    # A perfect step on a score that cannot leave [0, 1]: the mean slope is capped near 0.8,
+    # the ceiling says so, and where the target stays in range the slope is 1.
+    perfect = (base[:, None] + alphas).clamp(0, 1) - base[:, None]
+    fit = bounded_response(alphas, base, perfect)
+    assert 0.77 < fit["slope"] < 0.81 and fit["ceiling_slope"] == pytest.approx(fit["slope"], abs=0.02)
+    assert fit["slope_in_range"] == pytest.approx(1.0, abs=1e-3) and fit["r2_in_range"] > 0.999
+    # Half the step everywhere: the in-range slope tells the direction is too short.
+    half = 0.5 * alphas.expand_as(perfect)
+    fit = bounded_response(alphas, base, half)
+    assert fit["slope_in_range"] == pytest.approx(0.5, abs=1e-3) and fit["ceiling_slope"] > 0.75
+
+
+def test_auto_steps_follow_the_range_the_directions_were_trained_on():
+    settings = EvaluationSettings.from_dict({"alpha": "auto", "rca": {"shift_scale": "auto"}})
+    voynov = settings.resolve(6.0)
+    assert voynov.alpha == 3.0 and voynov.rca.shift_scale == 6.0 and voynov.rca.min_shift == 0.5
+    assert settings.resolve(None).to_dict() == voynov.to_dict()  # an old file: Voynov's units
+    ganalyze = settings.resolve(0.5)
+    assert ganalyze.alpha == 0.25 and ganalyze.rca.shift_scale == 0.5
+    assert EvaluationSettings(alpha=1.5).resolve(0.5).alpha == 1.5  # a given number is kept
+    with pytest.raises(ValueError, match="number or 'auto'"):
+        EvaluationSettings.from_dict({"alpha": "big"})
