@@ -37,6 +37,8 @@ log = logging.getLogger("evaluate")
 register_resolvers()
 
 BASELINES = {"random": "random", "coordinate": "id"}  # baseline name -> make_directions kind
+# Part of every cached baseline's key: raise it when what an evaluation reports changes.
+REPORT_VERSION = 2
 
 
 class EvaluationSetupError(ValueError):
@@ -70,7 +72,8 @@ def baseline_directions(name: str, directions: Directions, seed: int):
 
 def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor, count: int,
                settings: EvaluationSettings) -> str:
-    blob = json.dumps({"baseline": name, "generator": generator.sha256, "count": count,
+    blob = json.dumps({"baseline": name, "version": REPORT_VERSION,
+                       "generator": generator.sha256, "count": count,
                        "latent_dim": generator.latent_dim, "regressor": regressor.sha256,
                        "settings": settings.to_dict()}, sort_keys=True)
     return f"{name}-{(generator.sha256 or 'nohash')[:12]}-k{count}-" + \

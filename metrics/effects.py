@@ -11,7 +11,10 @@ From E, with purity P[k, f] = E[k, f] / sum_f' E[k, f']:
 - coverage: the number of factors f that some direction controls alone: P[k, f] >= threshold
   (0.6) with an effect of at least ``min_effect`` per unit step;
 - purity: the mean over factors of the best P[k, f] (over directions with that least effect);
-- gap (MIG-like): the mean over factors of (E_(1) - E_(2)) / E_(1), the top two effects on f.
+- gap (MIG-like): the mean over factors of (E_(1) - E_(2)) / E_(1), the top two effects on f;
+- focus: the mean over directions (with that least effect) of max_f P[k, f], how much of what a
+  direction does goes to the factor it moves most. Unlike purity and gap, which compare
+  directions, it says something of a single direction (GANalyze, one Steerability slider).
 """
 from __future__ import annotations
 
@@ -82,11 +85,14 @@ def summarise(effects: torch.Tensor, threshold: float = 0.6, min_effect: float =
     top = effects.topk(min(2, effects.shape[0]), dim=0).values
     second = top[1] if top.shape[0] > 1 else torch.zeros_like(top[0])
     gap = torch.where(top[0] > 0, (top[0] - second) / top[0].clamp_min(1e-12), torch.zeros_like(top[0]))
+    active = strong.any(1)
+    focus = float(purity.max(1).values[active].mean()) if active.any() else 0.0
     return {
         "coverage": int(controlled.sum()),
         "num_factors": int(effects.shape[1]),
         "purity": float(best_purity.mean()),
         "gap": float(gap.mean()),
+        "focus": focus,
         "best_direction": [int(k) if c else None for k, c in zip(best_direction, controlled)],
         "per_factor_purity": [float(p) for p in best_purity],
         "per_factor_gap": [float(g) for g in gap],

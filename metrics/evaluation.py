@@ -118,7 +118,9 @@ def evaluate_directions(directions, generator, regressor, settings: EvaluationSe
                     if d_score is not None:
                         d_score.update(disc(x1).flatten(), real=False)
     summary = effect.compute()
-    metrics: dict[str, float] = {k: summary[k] for k in ("coverage", "purity", "gap")}
+    # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
+    shown = ("coverage", "purity", "gap", "focus") if directions.num_directions > 1 else ("coverage", "focus")
+    metrics: dict[str, float] = {k: summary[k] for k in shown}
     metrics.update(content.compute())
     # Counted by the reduced metric: every process's share is in.
     metrics["samples"] = metrics.pop("edits") // (2 * directions.num_directions)

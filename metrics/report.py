@@ -15,6 +15,7 @@ COLUMNS: list[tuple[str, str, str, str]] = [
     ("coverage", "coverage", "{}", "higher"),
     ("purity", "purity", "{:.3f}", "higher"),
     ("gap", "gap", "{:.3f}", "higher"),
+    ("focus", "focus", "{:.3f}", "higher"),
     ("lap1", "Lap1", "{:.3f}", "lower"),
     ("l2", "L2", "{:.3f}", "lower"),
     ("lpips", "LPIPS", "{:.3f}", "lower"),

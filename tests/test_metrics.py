@@ -64,6 +64,8 @@ def test_summary_of_a_known_effect_matrix():
     assert s["best_direction"] == [0, 2, None]
     assert s["per_factor_purity"] == pytest.approx([1.0, 1.0, 0.5])
     assert s["per_factor_gap"] == pytest.approx([1.0, 0.6, 1.0])
+    assert s["focus"] == pytest.approx((1.0 + 0.5 + 1.0) / 3)  # each direction's top share
+    assert summarise(torch.tensor([[0.3, 0.1, 0.0]]))["focus"] == pytest.approx(0.75)
 
 
 def test_coordinate_directions_of_a_factor_generator_are_pure(regressor):
