@@ -20,6 +20,13 @@ from lightning_modules.base import DirectionModule
 from regressors.reconstructor import build_reconstructor
 
 
+def check_shift_range(min_shift: float, max_shift: float, max_name: str = "max_shift") -> None:
+    """A clear error for a shift range no training shift can be drawn from."""
+    if not 0 <= min_shift <= max_shift or max_shift == 0:
+        raise ValueError(f"shift range cannot work: need 0 <= min_shift <= {max_name} and "
+                         f"{max_name} > 0, got min_shift={min_shift}, {max_name}={max_shift}")
+
+
 class ReconstructorMethod(DirectionModule):
     """Base of the methods trained against a reconstructor.
 

@@ -23,7 +23,7 @@ import torch
 from generators.base import Generator
 from lightning_modules.directions import (DirectionSet, LinearDirections, OrthoDirections,
                                           ProjDirections)
-from lightning_modules.reconstruction import ReconstructorMethod
+from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 from regressors.reconstructor import sample_shifts
 
 DIRECTION_TYPES = ("linear", "ortho", "proj", "random", "id")
@@ -73,12 +73,9 @@ class Voynov(ReconstructorMethod):
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         if num_directions is None:  # one per latent dimension
             num_directions = generator.latent_dim
-        if not 0 <= min_shift < shift_scale:
-            raise ValueError(f"shift range cannot work: need 0 <= min_shift < shift_scale, got "
-                             f"min_shift={min_shift}, shift_scale={shift_scale}")
+        check_shift_range(min_shift, shift_scale, "shift_scale")
         super().__init__(generator, num_directions, shift_weight, reconstructor,
-                         reconstructor_kwargs, optimizer,
-                         traversal, alpha_range=shift_scale)
+                         reconstructor_kwargs, optimizer, traversal, alpha_range=shift_scale)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.directions = make_directions(directions_type, generator.latent_dim, num_directions,
                                           init_seed)

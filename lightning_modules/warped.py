@@ -18,7 +18,7 @@ import torch
 
 from generators.base import Generator
 from lightning_modules.directions import RBFWarps
-from lightning_modules.reconstruction import ReconstructorMethod
+from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 
 
 def sample_signed_eps(n: int, rng: torch.Generator, min_shift: float, max_shift: float) -> torch.Tensor:
@@ -56,12 +56,9 @@ class WarpedGANSpace(ReconstructorMethod):
                  shift_weight: float = 0.25, reconstructor: str = "auto",
                  reconstructor_kwargs: dict | None = None, init_seed: int | None = 0,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
-        if not 0 <= min_shift <= max_shift or max_shift == 0:
-            raise ValueError(f"shift range cannot work: need 0 <= min_shift <= max_shift and "
-                             f"max_shift > 0, got min_shift={min_shift}, max_shift={max_shift}")
+        check_shift_range(min_shift, max_shift)
         super().__init__(generator, num_directions, shift_weight, reconstructor,
-                         reconstructor_kwargs, optimizer,
-                         traversal, alpha_range=max_shift)
+                         reconstructor_kwargs, optimizer, traversal, alpha_range=max_shift)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.directions = RBFWarps(generator.latent_dim, num_directions, num_dipoles, gamma,
                                    learn_gammas, learn_alphas, radii, traversal_step, init_seed)

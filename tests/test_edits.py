@@ -74,21 +74,23 @@ def test_per_sample_parameters_are_applied_to_their_own_images():
     assert torch.allclose(scalar[2], batch[2], atol=1e-6)
 
 
+def _zoomed(size: float, factor: float):
+    """A centred square and circle of ``size``, zoomed by ``factor``: their centroids and areas
+    before and after, and the edit's mask."""
+    images = _render([1, size, 0, 0.5, 0.5, 0.2], [0, size, 0.1, 0.5, 0.5, 0.7])
+    edited, mask = get_edit("zoom").apply(images, torch.full((2,), factor))
+    return _centroid_and_area(images), _centroid_and_area(edited), mask
+
+
 def test_zoom_in_doubles_a_small_centred_shape_and_keeps_a_full_mask():
-    small = _render([1, 0.0, 0, 0.5, 0.5, 0.2], [0, 0.0, 0.1, 0.5, 0.5, 0.7])
-    x0, y0, area0 = _centroid_and_area(small)
-    edited, mask = get_edit("zoom").apply(small, torch.full((2,), 2.0))
-    x1, y1, area1 = _centroid_and_area(edited)
+    (x0, y0, area0), (x1, y1, area1), mask = _zoomed(0.0, 2.0)
     assert torch.allclose(area1 / area0, torch.full((2,), 4.0), rtol=0.1)
     assert torch.allclose(x1, x0, atol=0.3) and torch.allclose(y1, y0, atol=0.3)
     assert bool((mask == 1).all())
 
 
 def test_zoom_out_halves_the_shape_with_an_invalid_border():
-    large = _render([1, 1.0, 0, 0.5, 0.5, 0.2], [0, 1.0, 0.1, 0.5, 0.5, 0.7])
-    _, _, area0 = _centroid_and_area(large)
-    edited, mask = get_edit("zoom").apply(large, torch.full((2,), 0.5))
-    _, _, area1 = _centroid_and_area(edited)
+    (_, _, area0), (_, _, area1), mask = _zoomed(1.0, 0.5)
     assert torch.allclose(area1 / area0, torch.full((2,), 0.25), rtol=0.1)
     # The original lands on the central 16 x 16 pixels; everything around it is invented.
     expected = torch.zeros(RES, RES)
@@ -184,6 +186,14 @@ def test_zoom_samples_zoom_in_and_out_equally_often():
     # Shuffled: zoom-outs are not all in the first half of the batch.
     alpha = get_edit("zoom").sample(256, torch.Generator().manual_seed(3), RES)
     assert 0 < int((alpha[:128] < 1).sum()) < 128
+
+
+@pytest.mark.parametrize("name", ["zoom", "shift_x", "shift_y", "rotate", "color", "brightness"])
+def test_walk_range_is_the_largest_step_of_the_sampled_range(name):
+    edit = get_edit(name)
+    steps = edit.to_walk(edit.sample(4096, torch.Generator().manual_seed(0), RES), RES).abs()
+    assert float(steps.max()) <= edit.walk_range + 1e-6
+    assert float(steps.max()) > 0.98 * edit.walk_range
 
 
 def test_to_walk_steps():
