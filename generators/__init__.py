@@ -9,9 +9,11 @@ import torch
 from common.io import read_weights_file
 from generators.base import Generator, file_sha256
 from generators.dcgan import DCGANGenerator, SNDiscriminator
+from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
 
-ARCHITECTURES = {"dcgan": (DCGANGenerator, SNDiscriminator)}
+ARCHITECTURES = {"dcgan": (DCGANGenerator, SNDiscriminator),
+                 "stylegan2": (StyleGAN2Generator, StyleGAN2Discriminator)}
 _REQUIRED_KEYS = {"format", "architecture", "generator_config", "generator"}
 _OPTIONAL_KEYS = {"discriminator_config", "discriminator", "info"}
 
@@ -20,7 +22,8 @@ def shipped_weights() -> list[str]:
     return sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
 
 
-def load_generator(path: str | Path, name: str | None = None,
+def load_generator(path: str | Path, name: str | None = None, space: str = "z",
+                   truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                    map_location: str = "cpu") -> Generator:
     """Load a frozen generator (and its discriminator, if stored) from a weights file.
 
@@ -48,6 +51,9 @@ def load_generator(path: str | Path, name: str | None = None,
     generator = gen_cls(**gen_config)
     _load_state(generator, blob["generator"], path, "generator")
     generator.sha256 = file_sha256(path)
+    if generator.style_based:
+        generator.estimate_w_avg()
+    generator.set_view(space, truncation_psi, truncation_cutoff)
     if "discriminator" in blob:
         discriminator = disc_cls(**blob["discriminator_config"])
         _load_state(discriminator, blob["discriminator"], path, "discriminator")
@@ -66,13 +72,17 @@ def _load_state(module: torch.nn.Module, state: dict, path: Path, what: str) -> 
 
 
 def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bool = True,
-                     **kwargs) -> Generator:
+                     space: str = "z", truncation_psi: float = 1.0,
+                     truncation_cutoff: int | None = None, **kwargs) -> Generator:
     """A randomly initialised generator (tests, and the starting point of pretraining)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     with torch.random.fork_rng():
         torch.manual_seed(init_seed)
         generator = ARCHITECTURES[architecture][0](**kwargs)
+        if generator.style_based:
+            generator.estimate_w_avg()
+    generator.set_view(space, truncation_psi, truncation_cutoff)
     generator.sha256 = state_sha256(generator)
     return generator.freeze() if frozen else generator
 

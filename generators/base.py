@@ -1,17 +1,33 @@
 """The Generator interface every method talks to (see the architecture section of README.md).
 
-A generator is a frozen ``nn.Module``: eval mode, no gradient on its own parameters. A method
-only ever sees ``latent_dim``, ``resolution``, ``space``, ``num_layers``, ``sample`` and
-``forward``, plus the optional hooks below, so a new generator is one adapter file and one config.
+A generator is a frozen ``nn.Module``: eval mode, no gradient on its own parameters, fixed noise,
+so the same latent always gives the same image. A method only ever sees this interface:
+
+- ``latent_dim``, ``resolution``, ``space`` (``"z"``, ``"w"`` or ``"w+"``), ``num_layers``,
+  ``layer_groups()`` (coarse / middle / fine) and ``num_classes`` (None, or a class count);
+- ``sample(n, generator=..., y=None)``: latents in the editing space (``N x d``, or
+  ``N x L x d`` in W+); ``sample_classes(n, generator=...)``: classes where there are any;
+- ``forward(latent, y=None)``: images ``N x 3 x H x W`` in [-1, 1] (latents ``N x d`` are
+  broadcast to every layer where per-layer codes exist);
+- ``identity()``: everything a checkpoint, a directions file and the evaluation cache must
+  match (weights hash, adapter, space, truncation, layers, classes);
+- optional hooks: ``projection_weight(layers)`` (SeFa), ``features(latent, layer)`` (GANSpace on
+  activations), ``discriminator`` (EYE, realism).
+
+A style-based generator (one with a mapping network) implements ``mapping(z, y)``,
+``synthesis(ws)``, ``w_dim``, ``w_avg`` and ``layer_resolutions()``; this base then provides the
+three spaces and truncation (``w_avg + psi (w - w_avg)`` on the layers before ``cutoff``).
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+SPACES = ("z", "w", "w+")
 
 
 class Generator(nn.Module):
@@ -19,34 +35,165 @@ class Generator(nn.Module):
 
     Attributes:
         name: a short identifier recorded in checkpoints and directions files.
-        latent_dim: size of one latent code in the editing space.
+        adapter: the architecture / file format that built it (``dcgan``, ``stylegan2``, ...).
         resolution: side of the square output images in pixels.
-        space: the editing space, ``"z"`` (the input noise) or ``"w"`` (an intermediate space).
-        num_layers: number of per-layer codes (> 1 when per-layer W+ edits are possible).
+        z_dim: size of the prior's samples.
+        space: the editing space.
+        num_layers: number of per-layer codes (1 for a generator without them).
         num_classes: number of classes of a conditional generator, else ``None``.
-        sha256: hash of the weights file the generator was loaded from (``None`` if built random).
+        sha256: hash of the weights the generator was built from (file or state).
+        source: how to rebuild it (the generator config: ``_target_``, path, space, truncation).
     """
 
     name: str = "generator"
-    latent_dim: int
+    adapter: str = "generator"
     resolution: int
-    space: str = "z"
+    z_dim: int
     num_layers: int = 1
     num_classes: int | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.sha256: str | None = None
+        self.source: dict[str, Any] | None = None
         self.discriminator: nn.Module | None = None
+        self.space, self.truncation_psi, self.truncation_cutoff = "z", 1.0, None
+
+    # ---- the view: space and truncation --------------------------------------------------
+    @property
+    def style_based(self) -> bool:
+        return hasattr(self, "mapping")
+
+    def set_view(self, space: str = "z", truncation_psi: float = 1.0,
+                 truncation_cutoff: int | None = None) -> "Generator":
+        """Choose the editing space and truncation (both part of the generator's identity)."""
+        allowed = SPACES if self.style_based else ("z",)
+        if space not in allowed:
+            raise ValueError(f"{self.name} has no {space!r} space: choose generator.space from "
+                             f"{list(allowed)}" + ("" if self.style_based else
+                                                   " (W and W+ need a style-based generator)"))
+        if truncation_psi != 1 and not self.style_based:
+            raise ValueError(f"{self.name} has no mapping network: truncation needs a style-based "
+                             "generator (leave generator.truncation_psi at 1)")
+        if truncation_cutoff is not None:
+            if not 0 < truncation_cutoff <= self.num_layers:
+                raise ValueError(f"truncation_cutoff must be in 1..{self.num_layers} layers, "
+                                 f"got {truncation_cutoff}")
+            if space == "w" and truncation_cutoff < self.num_layers:
+                raise ValueError("a truncation cutoff gives different codes per layer: use "
+                                 "space w+ (or z) with truncation_cutoff, or drop the cutoff")
+        self.space, self.truncation_psi = space, float(truncation_psi)
+        self.truncation_cutoff = truncation_cutoff
+        return self
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of one latent code in the editing space (one layer's code in W+)."""
+        return self.z_dim if self.space == "z" else self.w_dim
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.num_layers, self.latent_dim) if self.space == "w+" else (self.latent_dim,)
+
+    # ---- layers --------------------------------------------------------------------------
+    def layer_groups(self) -> dict[str, list[int]]:
+        """Named groups of per-layer codes: coarse (up to 8 px), middle (16-32 px) and fine
+        (64 px and up), as in the StyleGAN paper; ``all`` for every layer."""
+        if self.num_layers == 1:
+            return {"all": [0]}
+        res = self.layer_resolutions()
+        return {"coarse": [i for i, r in enumerate(res) if r <= 8],
+                "middle": [i for i, r in enumerate(res) if 16 <= r <= 32],
+                "fine": [i for i, r in enumerate(res) if r >= 64],
+                "all": list(range(self.num_layers))}
+
+    def layer_resolutions(self) -> list[int]:
+        return [self.resolution] * self.num_layers
+
+    def layers(self, spec: Any = None) -> list[int]:
+        """Layer indices from a spec: None / "all", a group name, ``"a-b"`` (inclusive), an
+        int, or a list of ints."""
+        groups = self.layer_groups()
+        if spec is None:
+            return groups["all"]
+        if isinstance(spec, str):
+            if spec in groups:
+                if not groups[spec]:
+                    raise ValueError(f"{self.name} has no {spec!r} layers at {self.resolution} px: "
+                                     f"groups {({k: v for k, v in groups.items() if v})}")
+                return groups[spec]
+            try:
+                a, _, b = spec.partition("-")
+                indices = list(range(int(a), int(b or a) + 1))
+            except ValueError:
+                raise ValueError(f"unknown layer spec {spec!r}: use all, a group "
+                                 f"({', '.join(groups)}), a range such as 0-3, or a list") from None
+        elif isinstance(spec, int):
+            indices = [spec]
+        else:
+            indices = [int(i) for i in spec]
+        bad = [i for i in indices if not 0 <= i < self.num_layers]
+        if bad or not indices:
+            raise ValueError(f"layers {spec!r}: {self.name} has layers 0..{self.num_layers - 1}")
+        return sorted(set(indices))
+
+    # ---- sampling ------------------------------------------------------------------------
+    def sample_classes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """``n`` class indices uniformly drawn (None for an unconditional generator)."""
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), generator=generator).to(self.device)
+
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               y: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents in the editing space: ``N x d`` (``N x L x d`` in W+), on the device.
+        In W and W+ they are mapped (with classes ``y``, drawn if not given) and truncated."""
+        z = torch.randn(n, self.z_dim, generator=generator).to(self.device)
+        if self.space == "z":
+            return z
+        if self.num_classes and y is None:
+            y = self.sample_classes(n, generator)
+        with torch.no_grad():
+            ws = self.truncate(self.mapping(z, y)[:, None].expand(-1, self.num_layers, -1))
+        return ws[:, 0].contiguous() if self.space == "w" else ws.contiguous()
+
+    def truncate(self, ws: torch.Tensor) -> torch.Tensor:
+        """Truncation of per-layer codes toward ``w_avg`` on the layers before the cutoff."""
+        if self.truncation_psi == 1:
+            return ws
+        cutoff = self.truncation_cutoff or self.num_layers
+        moved = self.w_avg + self.truncation_psi * (ws[:, :cutoff] - self.w_avg)
+        return torch.cat([moved, ws[:, cutoff:]], dim=1)
+
+    def to_layers(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-layer codes ``N x L x w_dim`` for the synthesis, from editing-space latents."""
+        self.check_latent(latent)
+        if self.space == "z":
+            ws = self.mapping(latent, y)[:, None].expand(-1, self.num_layers, -1)
+            return self.truncate(ws)
+        return latent[:, None].expand(-1, self.num_layers, -1) if latent.ndim == 2 else latent
+
+    def check_latent(self, latent: torch.Tensor) -> None:
+        d = self.latent_dim
+        ok = latent.ndim == 2 and latent.shape[1] == d
+        if self.space == "w+":
+            ok = ok or (latent.ndim == 3 and tuple(latent.shape[1:]) == (self.num_layers, d))
+        if not ok:
+            shapes = f"N x {d}" + (f" or N x {self.num_layers} x {d}" if self.space == "w+" else "")
+            raise ValueError(f"{self.name} ({self.space} space) takes latents {shapes}, "
+                             f"got {tuple(latent.shape)}")
+
+    def check_classes(self, y: torch.Tensor | None, n: int) -> None:
+        if self.num_classes and self.space == "z" and y is None:
+            raise ValueError(f"{self.name} is conditional ({self.num_classes} classes): pass y")
+        if not self.num_classes and y is not None:
+            raise ValueError(f"{self.name} is unconditional: it takes no classes y")
+        if y is not None and (y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"y must hold {n} class indices in 0..{self.num_classes - 1}")
 
     # ---- the interface -------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latents ``n x latent_dim`` in the editing space, on the generator's device."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return z.to(self.device)
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        """Images ``N x 3 x H x W`` in [-1, 1] for latents ``N x d`` (or ``N x L x d``)."""
+    def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+        """Images ``N x 3 x H x W`` in [-1, 1]."""
         raise NotImplementedError
 
     def projection_weight(self, layers: Any = None) -> torch.Tensor:
@@ -68,7 +215,7 @@ class Generator(nn.Module):
 
     def train(self, mode: bool = True) -> "Generator":
         # Lightning calls .train() on the whole LightningModule at the start of fit; a frozen
-        # generator must stay in eval mode (batch-norm statistics, no dropout) regardless.
+        # generator must stay in eval mode (batch-norm statistics, fixed noise) regardless.
         return super().train(False if getattr(self, "_frozen", False) else mode)
 
     @property
@@ -80,15 +227,30 @@ class Generator(nn.Module):
         return torch.device("cpu")
 
     def identity(self) -> dict[str, Any]:
-        """What a checkpoint or directions file records instead of the generator's weights."""
+        """What a checkpoint, a directions file and the evaluation cache record instead of the
+        weights: two generators with equal identities draw the same images from the same
+        latents. The Z- and W-space views of one checkpoint differ here."""
         return {
             "name": self.name,
+            "adapter": self.adapter,
             "sha256": self.sha256,
+            "space": self.space,
             "latent_dim": self.latent_dim,
             "resolution": self.resolution,
-            "space": self.space,
             "num_layers": self.num_layers,
+            "truncation": {"psi": self.truncation_psi, "cutoff": self.truncation_cutoff},
+            "num_classes": self.num_classes,
         }
+
+
+IDENTITY_KEYS = ("sha256", "adapter", "space", "latent_dim", "num_layers", "truncation", "num_classes")
+
+
+def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
+    """The identity fields that differ (fields a saved identity lacks are not compared, so
+    records written before a field existed still match)."""
+    return {k: (saved[k], current.get(k)) for k in IDENTITY_KEYS
+            if k in saved and saved[k] is not None and saved[k] != current.get(k)}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -97,3 +259,9 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def describe_layers(layers: Sequence[int] | None, num_layers: int) -> str:
+    if layers is None or list(layers) == list(range(num_layers)):
+        return "all layers"
+    return "layers " + ",".join(map(str, layers))

@@ -38,7 +38,7 @@ class DCGANGenerator(Generator):
     def __init__(self, latent_dim: int = 16, resolution: int = 32, width: int = 64,
                  name: str = "dcgan") -> None:
         super().__init__()
-        self.latent_dim, self.resolution, self.width, self.name = latent_dim, resolution, width, name
+        self.z_dim, self.resolution, self.width, self.name = latent_dim, resolution, width, name
         blocks = _num_blocks(resolution)
         channels = [width * 2 ** (blocks - 1 - i) for i in range(blocks)] + [width // 2 or 1]
         self.project = nn.Linear(latent_dim, channels[0] * 16)
@@ -53,14 +53,15 @@ class DCGANGenerator(Generator):
         ])
         self.to_rgb = nn.Conv2d(channels[-1], 3, 3, padding=1)
 
+    adapter = "dcgan"
+
     def config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "resolution": self.resolution, "width": self.width,
+        return {"latent_dim": self.z_dim, "resolution": self.resolution, "width": self.width,
                 "name": self.name}
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        if latent.ndim != 2 or latent.shape[1] != self.latent_dim:
-            raise ValueError(f"{self.name} takes latents N x {self.latent_dim}, "
-                             f"got {tuple(latent.shape)}")
+    def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_latent(latent)
+        self.check_classes(y, latent.shape[0])
         x = self.project(latent).view(latent.shape[0], -1, 4, 4)
         x = torch.relu(self.project_norm(x))
         return torch.tanh(self.to_rgb(self.blocks(x)))

@@ -1,10 +1,15 @@
-"""GAN pretraining of the built-in generator on the procedural world.
+"""GAN pretraining of the built-in generators on the procedural world.
 
-Hinge loss (Lim & Ye 2017; Miyato et al. 2018) with a spectral-norm discriminator, one
-discriminator step per generator step, and an exponential moving average of the generator's
-weights (the EMA generator is what gets exported and shipped: it draws cleaner samples).
+One discriminator step per generator step, and an exponential moving average of the generator's
+weights (the EMA generator is what gets exported and shipped: it draws cleaner samples). Two
+losses:
 
-    L_D = E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))],    L_G = -E[D(G(z))]
+- ``hinge`` (Lim & Ye 2017; Miyato et al. 2018), the DCGAN's, with a spectral-norm D:
+  L_D = E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))],    L_G = -E[D(G(z))]
+- ``nonsaturating`` (StyleGAN2's), with lazy R1 on real images every ``r1_every`` batches and
+  style mixing (two codes, a random crossover layer) with probability ``mixing_prob``:
+  L_D = E[softplus(D(G(z)))] + E[softplus(-D(x))] + gamma/2 E[||grad_x D(x)||^2],
+  L_G = E[softplus(-D(G(z)))]. (Path-length regularisation is left out at these sizes.)
 
 At the end of fit the EMA generator and the discriminator are written as ``generator.pt`` in the
 run directory, in the format ``generators.load_generator`` reads.
@@ -17,33 +22,47 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 
 from common.images import log_image, save_grid
 from common.io import atomic_torch_save
 from common.training import batches_done
-from generators.dcgan import DCGANGenerator, SNDiscriminator
+from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
+
+LOSSES = ("hinge", "nonsaturating")
+SAMPLE_SEED = 1234  # the fixed latents of the sample grids
 
 
 class GANPretraining(pl.LightningModule):
-    """Trains a DCGAN generator and discriminator on batches of ``{"images": ...}``.
+    """Trains a generator and its discriminator on batches of ``{"images": ...}``.
 
     Args:
-        generator: the (trainable) generator to train.
-        discriminator: the spectral-norm discriminator.
+        generator: the (trainable) generator to train, in its Z space.
+        discriminator: its discriminator.
+        loss: ``hinge`` or ``nonsaturating`` (see the module docstring).
         lr_g, lr_d: Adam learning rates; betas: Adam betas for both.
         ema_decay: decay of the generator's weight average.
+        r1_gamma, r1_every: weight and interval (batches) of the lazy R1 penalty (0: none).
+        mixing_prob: probability of style mixing in a batch (style-based generators).
         sample_every_n_steps: how often to save and log a grid of EMA samples (fixed latents).
         num_samples: images in that grid.
     """
 
     optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
 
-    def __init__(self, generator: DCGANGenerator, discriminator: SNDiscriminator,
+    def __init__(self, generator: Generator, discriminator: torch.nn.Module, loss: str = "hinge",
                  lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
-                 ema_decay: float = 0.999, sample_every_n_steps: int = 1000,
+                 ema_decay: float = 0.999, r1_gamma: float = 0.0, r1_every: int = 16,
+                 mixing_prob: float = 0.0, sample_every_n_steps: int = 1000,
                  num_samples: int = 64) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown GAN loss {loss!r}: use one of {list(LOSSES)}")
+        if generator.space != "z":
+            raise ValueError("GAN pretraining draws z: build the generator with space z")
+        if mixing_prob and not generator.style_based:
+            raise ValueError("style mixing needs a style-based generator: set mixing_prob 0")
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator"])
         self.generator, self.discriminator = generator, discriminator
@@ -51,8 +70,8 @@ class GANPretraining(pl.LightningModule):
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.register_buffer("fixed_latents",
-                             torch.randn(num_samples, generator.latent_dim,
-                                         generator=torch.Generator().manual_seed(1234)))
+                             torch.randn(num_samples, generator.z_dim,
+                                         generator=torch.Generator().manual_seed(SAMPLE_SEED)))
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
@@ -63,16 +82,22 @@ class GANPretraining(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         real = batch["images"]
         rng = torch.Generator().manual_seed(int(batch["seed"]))
-        z = torch.randn(real.shape[0], self.generator.latent_dim, generator=rng).to(real.device)
-
-        fake = self.generator(z)
-        loss_d = (torch.relu(1 - self.discriminator(real)).mean()
-                  + torch.relu(1 + self.discriminator(fake.detach())).mean())
+        fake = self.generate(real.shape[0], rng).to(real.device)
+        hinge = self.hparams.loss == "hinge"
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
+        if hinge:
+            loss_d = torch.relu(1 - d_real).mean() + torch.relu(1 + d_fake).mean()
+        else:
+            loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        done = batches_done(self.trainer)
+        if self.hparams.r1_gamma and done % self.hparams.r1_every == 0:
+            loss_d = loss_d + self.r1_penalty(real)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        loss_g = -self.discriminator(fake).mean()
+        d_fake = self.discriminator(fake)
+        loss_g = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()
@@ -82,6 +107,25 @@ class GANPretraining(pl.LightningModule):
                                      "checkpoint is kept: lower the learning rates and resume")
         self._update_ema(batches_done(self.trainer))
         self.log_dict({"train/loss_d": loss_d, "train/loss_g": loss_g}, prog_bar=True)
+
+    def generate(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """Fakes from the batch's own draws (z, and the style-mixing crossover)."""
+        z = torch.randn(n, self.generator.z_dim, generator=rng).to(self.device)
+        mixing = self.hparams.mixing_prob
+        if not mixing or torch.rand((), generator=rng).item() >= mixing:
+            return self.generator(z)
+        g = self.generator
+        z2 = torch.randn(n, g.z_dim, generator=rng).to(self.device)
+        cut = int(torch.randint(1, g.num_layers, (), generator=rng))
+        ws = torch.cat([g.mapping(z)[:, None].expand(-1, cut, -1),
+                        g.mapping(z2)[:, None].expand(-1, g.num_layers - cut, -1)], dim=1)
+        return g.synthesis(ws)
+
+    def r1_penalty(self, real: torch.Tensor) -> torch.Tensor:
+        """Lazy R1 (Mescheder et al. 2018), scaled by the interval it is applied at."""
+        real = real.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.discriminator(real).sum(), real, create_graph=True)
+        return self.hparams.r1_gamma / 2 * grad.pow(2).sum([1, 2, 3]).mean() * self.hparams.r1_every
 
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
@@ -109,12 +153,13 @@ class GANPretraining(pl.LightningModule):
 
     def export(self, path: str | Path, info: dict | None = None) -> Path:
         """Write the EMA generator and the discriminator in the shipped-weights format."""
-        return save_weights(path, self.ema.config(), self.discriminator.config(),
+        return save_weights(path, self.ema.adapter, self.ema.config(), self.discriminator.config(),
                             self.ema.state_dict(), self.discriminator.state_dict(),
                             dict(info or {}, batches=batches_done(self._trainer)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What export_checkpoint needs to rebuild the networks from a checkpoint alone.
+        checkpoint["architecture"] = self.ema.adapter
         checkpoint["generator_config"] = self.ema.config()
         checkpoint["discriminator_config"] = self.discriminator.config()
 
@@ -124,11 +169,12 @@ class GANPretraining(pl.LightningModule):
             self.export(Path(self.trainer.default_root_dir) / "generator.pt")
 
 
-def save_weights(path: str | Path, generator_config: dict, discriminator_config: dict,
-                 generator_state: dict, discriminator_state: dict, info: dict) -> Path:
+def save_weights(path: str | Path, architecture: str, generator_config: dict,
+                 discriminator_config: dict, generator_state: dict, discriminator_state: dict,
+                 info: dict) -> Path:
     """The one writer of the weights format that ``generators.load_generator`` reads."""
     return atomic_torch_save({
-        "format": WEIGHTS_FORMAT, "architecture": "dcgan",
+        "format": WEIGHTS_FORMAT, "architecture": architecture,
         "generator_config": generator_config, "discriminator_config": discriminator_config,
         "generator": generator_state, "discriminator": discriminator_state, "info": info,
     }, path)
@@ -148,7 +194,8 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     disc = {k[len("discriminator."):]: v for k, v in state.items() if k.startswith("discriminator.")}
     info = {"batches": ckpt["global_step"] // GANPretraining.optimizer_steps_per_batch,
             "from_checkpoint": str(ckpt_path)}
-    return save_weights(out_path, ckpt["generator_config"], ckpt["discriminator_config"],
+    return save_weights(out_path, ckpt.get("architecture", "dcgan"), ckpt["generator_config"],
+                        ckpt["discriminator_config"],
                         ema, disc, info)
 
 
