@@ -2,22 +2,41 @@
 
 Every method ends with a ``Directions`` object saved as ``directions.pt``: a parametrisation
 (an ``nn.Module`` that knows how to ``shift(latent, index, alpha)``) plus metadata (method,
-generator identity and hash, latent space, layers, config, metrics). Loading one never needs a
-method's training code: the parametrisations live here, and a LightningModule imports its
-parametrisation from this file.
+generator identity and how to rebuild it, latent space, layers, alpha range, config, metrics).
+Loading one never needs a method's training code: the parametrisations live here, and a
+LightningModule imports its parametrisation from this file.
+
+A directions file (format ``DIRECTIONS_FORMAT``, v2) is a dict ``format, kind, config,
+state_dict, meta`` holding only tensors and plain data: it loads with
+``torch.load(weights_only=True)``, so a shared file can never run code. Version 1 files (the
+same keys; no ``layers`` in the config, no ``generator_source`` in meta) load and are upgraded
+in memory.
+
+Per-layer (W+) directions: a set built with ``layers=[...]`` moves only those per-layer codes of
+``N x L x d`` latents and refuses ``N x d`` latents; a set with ``layers=None`` moves ``N x d``
+latents, or every layer of ``N x L x d`` ones.
 """
 from __future__ import annotations
 
+import io
 import math
+import operator
+import os
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from common.io import atomic_torch_save
+from common.io import atomic_write
+from generators.base import describe_layers, identity_mismatch
 
-DIRECTIONS_FORMAT = "latent-directions/directions/v1"
+DIRECTIONS_FORMAT = "latent-directions/directions/v2"
+DIRECTIONS_FORMAT_V1 = "latent-directions/directions/v1"
+READABLE_FORMATS = (DIRECTIONS_FORMAT_V1, DIRECTIONS_FORMAT)
+_KEYS = {"format", "kind", "config", "state_dict", "meta"}
 
 
 def _as_batch(value, n: int, device, dtype) -> torch.Tensor:
@@ -25,31 +44,127 @@ def _as_batch(value, n: int, device, dtype) -> torch.Tensor:
     return tensor.expand(n) if tensor.ndim == 0 else tensor
 
 
+def _check_layers(layers) -> list[int] | None:
+    """``None`` (every layer) or a sorted list of distinct layer indices."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        raise ValueError(f"layers={layers!r}: a direction set takes layer indices; resolve a spec "
+                         "such as 'coarse' or '0-3' with generator.layers(spec)")
+    if isinstance(layers, torch.Tensor):
+        layers = layers.tolist()
+    try:
+        values = [operator.index(layers)] if isinstance(layers, int) else \
+            [operator.index(i) for i in layers]
+    except TypeError:
+        raise ValueError(f"layers={layers!r}: give None (every layer) or a list of layer "
+                         "indices (generator.layers(spec) resolves a spec)") from None
+    if not values or min(values) < 0:
+        raise ValueError(f"layers={layers!r}: give None (every layer) or a non-empty list of "
+                         "non-negative layer indices")
+    return sorted(set(values))
+
+
 class DirectionSet(nn.Module):
     """Base of the parametrisations: ``num_directions`` directions in a ``latent_dim`` space.
 
-    ``shift(latent, index, alpha)`` moves each latent ``N x d`` along direction ``index`` (an int
-    or ``N`` ints) by ``alpha`` (a float or ``N`` floats). Linear sets add ``alpha * v``.
+    ``shift(latent, index, alpha)`` moves each latent along direction ``index`` (an int or ``N``
+    ints) by ``alpha`` (a float or ``N`` floats). Latents are ``N x d``, or ``N x L x d``
+    per-layer (W+) codes: then the set's own ``N x d`` shift (``shift_codes``) moves each of the
+    set's ``layers`` (every layer for ``layers=None``) and leaves the others as they are. Linear
+    sets add ``alpha * v``.
+
+    Args:
+        latent_dim: d.
+        num_directions: K.
+        layers: the per-layer codes the set moves (``None``: every layer, and ``N x d``
+            latents are accepted). A set with layers refuses ``N x d`` latents: it needs the
+            W+ codes of a generator with ``space=w+``.
     """
 
     kind: str = "base"
+    # True when ``shift_codes(z, k, a) - z`` does not depend on z (a translation): the per-layer
+    # shift then adds one offset to every selected layer instead of shifting each code.
+    translation: bool = False
 
-    def __init__(self, latent_dim: int, num_directions: int) -> None:
+    def __init__(self, latent_dim: int, num_directions: int, layers: Sequence[int] | None = None) -> None:
         super().__init__()
         self.latent_dim, self.num_directions = latent_dim, num_directions
+        self.layers = _check_layers(layers)
+        self._layer_index: dict[torch.device, torch.Tensor] = {}
 
     def config(self) -> dict[str, Any]:
-        return {"latent_dim": self.latent_dim, "num_directions": self.num_directions}
+        return {"latent_dim": self.latent_dim, "num_directions": self.num_directions,
+                "layers": None if self.layers is None else list(self.layers)}
 
     def vectors(self) -> torch.Tensor:  # pragma: no cover - abstract
         """Unit directions ``K x d`` (linear sets)."""
         raise NotImplementedError
 
-    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        """The shift of codes ``N x d`` (what a parametrisation defines)."""
         n = latent.shape[0]
         index = _as_batch(index, n, latent.device, torch.long)
         alpha = _as_batch(alpha, n, latent.device, latent.dtype)
         return latent + alpha[:, None] * self.vectors()[index]
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        """Latents ``N x d`` or ``N x L x d`` moved along direction ``index`` by ``alpha``."""
+        if latent.ndim == 2 and self.layers is None:  # the hot path: exactly shift_codes
+            return self.shift_codes(latent, index, alpha)
+        return self.per_layer(self.shift_codes, latent, index, alpha, self.translation)
+
+    def apply(self, latent: torch.Tensor, edits) -> torch.Tensor:
+        """Several edits ``[(index, alpha), ...]`` in order, each from the previous result.
+        Linear edits commute (the sum of the offsets); non-linear ones (warps, walks, norm-keeping
+        vectors) follow one another, so their order matters."""
+        for edit in edits:
+            try:
+                index, alpha = edit
+            except (TypeError, ValueError):
+                raise ValueError(f"an edit is a pair (index, alpha), got {edit!r}") from None
+            latent = self.shift(latent, index, alpha)
+        return latent
+
+    def _layers_on(self, num_layers: int, device) -> torch.Tensor:
+        if self.layers[-1] >= num_layers:
+            raise ValueError(f"this {self.kind} direction set moves layers {self.layers}, but the "
+                             f"latents have {num_layers} per-layer codes (0..{num_layers - 1}): "
+                             "use the generator it was made for")
+        index = self._layer_index.get(device)
+        if index is None:
+            index = self._layer_index[device] = torch.tensor(self.layers, device=device)
+        return index
+
+    def per_layer(self, fn, latent: torch.Tensor, index, alpha, translation: bool = False) -> torch.Tensor:
+        """``fn`` (a shift of codes ``N x d``) applied to the set's layers of ``N x L x d``
+        latents, the selected layers flattened into the batch with each sample's index and
+        alpha; the other layers are returned unchanged. With ``translation``, ``fn``'s offset
+        at the origin is added to the selected layers instead."""
+        if latent.ndim == 2:
+            if self.layers is None:
+                return fn(latent, index, alpha)
+            raise ValueError(
+                f"this {self.kind} direction set moves {describe_layers(self.layers, -1)} of "
+                f"per-layer (W+) codes: it takes latents N x L x {self.latent_dim}, got "
+                f"{tuple(latent.shape)}; use the generator's W+ space (generator.space=w+)")
+        if latent.ndim != 3 or latent.shape[2] != self.latent_dim:
+            raise ValueError(f"this {self.kind} direction set takes latents N x {self.latent_dim} "
+                             f"or N x L x {self.latent_dim}, got {tuple(latent.shape)}")
+        n, num_layers, d = latent.shape
+        layers = None if self.layers is None else self._layers_on(num_layers, latent.device)
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)
+        if translation:
+            offset = fn(latent.new_zeros(n, d), index, alpha)[:, None]  # N x 1 x d
+            if layers is None:
+                return latent + offset
+            return latent.index_add(1, layers, offset.expand(-1, len(self.layers), -1))
+        selected = latent if layers is None else latent.index_select(1, layers)
+        s = selected.shape[1]
+        moved = fn(selected.reshape(n * s, d), index.repeat_interleave(s),
+                   alpha.repeat_interleave(s)).reshape(n, s, d)
+        return moved if layers is None else latent.index_copy(1, layers, moved)
 
 
 class LinearDirections(DirectionSet):
@@ -61,13 +176,16 @@ class LinearDirections(DirectionSet):
         init: ``"randn"`` (Gaussian columns) or ``"identity"`` (the first K coordinate axes).
         trainable: False keeps the directions fixed (the "random" and "id" baselines).
         init_seed: seed of the random initialisation (kept so a baseline is reproducible).
+        layers: the per-layer codes moved (see ``DirectionSet``).
     """
 
     kind = "linear"
+    translation = True
 
     def __init__(self, latent_dim: int, num_directions: int, init: str = "randn",
-                 trainable: bool = True, init_seed: int | None = None) -> None:
-        super().__init__(latent_dim, num_directions)
+                 trainable: bool = True, init_seed: int | None = None,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
         if init == "identity":
             if num_directions > latent_dim:
                 raise ValueError(f"coordinate-axis directions: num_directions ({num_directions}) "
@@ -97,14 +215,16 @@ class OrthoDirections(DirectionSet):
     """
 
     kind = "ortho"
+    translation = True
 
-    def __init__(self, latent_dim: int, num_directions: int | None = None) -> None:
+    def __init__(self, latent_dim: int, num_directions: int | None = None,
+                 layers: Sequence[int] | None = None) -> None:
         num_directions = latent_dim if num_directions is None else num_directions
         if num_directions != latent_dim:
             raise ValueError(f"ortho directions form a basis: num_directions must equal the "
                              f"latent size {latent_dim}, got {num_directions}; use "
                              "directions_type=linear for another count")
-        super().__init__(latent_dim, num_directions)
+        super().__init__(latent_dim, num_directions, layers)
         self.skew = nn.Parameter(torch.zeros(latent_dim, latent_dim))
 
     def vectors(self) -> torch.Tensor:
@@ -119,16 +239,18 @@ class ProjDirections(DirectionSet):
     """
 
     kind = "proj"
+    translation = True  # the offset depends on k and a, not on z
 
-    def __init__(self, latent_dim: int, num_directions: int) -> None:
-        super().__init__(latent_dim, num_directions)
+    def __init__(self, latent_dim: int, num_directions: int,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
         self.weight = nn.Parameter(torch.randn(num_directions, latent_dim))
         self.bias = nn.Parameter(torch.zeros(latent_dim))
 
     def vectors(self) -> torch.Tensor:
         return self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
-    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         n = latent.shape[0]
         index = _as_batch(index, n, latent.device, torch.long)
         alpha = _as_batch(alpha, n, latent.device, latent.dtype)[:, None]
@@ -149,7 +271,8 @@ class RBFWarps(DirectionSet):
     ``step(z, k, eps)`` is one step ``z + eps * grad / ||grad||`` (what training applies);
     ``shift(z, k, alpha)`` walks ``alpha`` in steps of at most ``traversal_step``, re-evaluating
     the gradient after each, so evaluation and the edit tool follow the curved path. As gamma
-    goes to 0 the gradient tends to 4 gamma sum_j v_j: a linear direction.
+    goes to 0 the gradient tends to 4 gamma sum_j v_j: a linear direction. On ``N x L x d``
+    latents both walk each selected layer's code.
 
     Args:
         latent_dim, num_directions: d and K.
@@ -161,6 +284,7 @@ class RBFWarps(DirectionSet):
             across the K warps (around the typical latent norm).
         traversal_step: the largest step of ``shift``.
         init_seed: seed of the support vectors.
+        layers: the per-layer codes moved (see ``DirectionSet``).
     """
 
     kind = "warped"
@@ -168,8 +292,8 @@ class RBFWarps(DirectionSet):
     def __init__(self, latent_dim: int, num_directions: int, num_dipoles: int = 32,
                  gamma: float | None = None, learn_gammas: bool = True, learn_alphas: bool = False,
                  radii: tuple[float, float] | list[float] = (1.0, 4.0), traversal_step: float = 0.25,
-                 init_seed: int | None = None) -> None:
-        super().__init__(latent_dim, num_directions)
+                 init_seed: int | None = None, layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
         if num_dipoles < 1:
             raise ValueError(f"num_dipoles must be at least 1, got {num_dipoles}")
         if traversal_step <= 0:
@@ -210,17 +334,23 @@ class RBFWarps(DirectionSet):
         weight = self.alphas[index] * torch.exp(-gamma * diff.pow(2).sum(-1))  # N x 2N
         return -2 * gamma * (weight[..., None] * diff).sum(1)
 
-    def step(self, latent: torch.Tensor, index, eps) -> torch.Tensor:
-        """One step of size ``eps`` along the unit gradient of warp ``index``."""
+    def step_codes(self, latent: torch.Tensor, index, eps) -> torch.Tensor:
+        """One step of codes ``N x d``."""
         eps = _as_batch(eps, latent.shape[0], latent.device, latent.dtype)
         grad = self.gradient(latent, index)
         return latent + eps[:, None] * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+    def step(self, latent: torch.Tensor, index, eps) -> torch.Tensor:
+        """One step of size ``eps`` along the unit gradient of warp ``index``."""
+        if latent.ndim == 2 and self.layers is None:
+            return self.step_codes(latent, index, eps)
+        return self.per_layer(self.step_codes, latent, index, eps)
+
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         alpha = _as_batch(alpha, latent.shape[0], latent.device, latent.dtype)
         steps = max(1, math.ceil(float(alpha.abs().max()) / self.traversal_step)) if alpha.numel() else 1
         for _ in range(steps):
-            latent = self.step(latent, index, alpha / steps)
+            latent = self.step_codes(latent, index, alpha / steps)
         return latent
 
 
@@ -232,23 +362,30 @@ class VectorDirections(DirectionSet):
 
     GANalyze's transform keeps each latent's norm; GAN Steerability's linear walk does not.
     With one vector per class (``num_directions`` = classes) it is GANalyze's class-dependent
-    direction theta(y) = W one_hot(y).
+    direction theta(y) = W one_hot(y). On ``N x L x d`` latents, keep_norm keeps the norm of
+    each selected layer's code.
 
     Args:
         latent_dim, num_directions: d and K.
         init_scale: theta starts as ``init_scale`` times a Gaussian vector.
         keep_norm: rescale each shifted latent to its original norm.
         init_seed: seed of that start.
+        layers: the per-layer codes moved (see ``DirectionSet``).
     """
 
     kind = "vectors"
 
     def __init__(self, latent_dim: int, num_directions: int = 1, init_scale: float = 0.1,
-                 keep_norm: bool = False, init_seed: int | None = None) -> None:
-        super().__init__(latent_dim, num_directions)
+                 keep_norm: bool = False, init_seed: int | None = None,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
         gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
         self.theta = nn.Parameter(init_scale * torch.randn(num_directions, latent_dim, generator=gen))
         self.init_scale, self.keep_norm, self.init_seed = init_scale, keep_norm, init_seed
+
+    @property
+    def translation(self) -> bool:  # type: ignore[override]
+        return not self.keep_norm
 
     def config(self) -> dict[str, Any]:
         return dict(super().config(), init_scale=self.init_scale, keep_norm=self.keep_norm,
@@ -257,7 +394,7 @@ class VectorDirections(DirectionSet):
     def vectors(self) -> torch.Tensor:
         return self.theta / self.theta.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
-    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         n = latent.shape[0]
         index = _as_batch(index, n, latent.device, torch.long)
         alpha = _as_batch(alpha, n, latent.device, latent.dtype)
@@ -274,7 +411,8 @@ class MLPWalk(DirectionSet):
         z_{t+1} = (z_t + f(z_t)) ||z_0|| / ||z_t + f(z_t)||,   n = round(|alpha| / step_size)
 
     with f the forward net for alpha > 0 and the backward net for alpha < 0. ``n`` steps compose:
-    walking alpha = a + b (same sign) from z is walking a, then b.
+    walking alpha = a + b (same sign) from z is walking a, then b. On ``N x L x d`` latents each
+    selected layer's code walks.
 
     Args:
         latent_dim: d.
@@ -282,13 +420,15 @@ class MLPWalk(DirectionSet):
         hidden: width of the MLPs' hidden layer.
         step_size: the walk length of one application.
         init_seed: seed of the nets' initialisation.
+        layers: the per-layer codes moved (see ``DirectionSet``).
     """
 
     kind = "walk_mlp"
 
     def __init__(self, latent_dim: int, num_directions: int = 1, hidden: int = 64,
-                 step_size: float = 0.25, init_seed: int | None = None) -> None:
-        super().__init__(latent_dim, num_directions)
+                 step_size: float = 0.25, init_seed: int | None = None,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
         if step_size <= 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         with torch.random.fork_rng(devices=[]):
@@ -309,7 +449,7 @@ class MLPWalk(DirectionSet):
     def steps(self, alpha: torch.Tensor) -> torch.Tensor:
         return (alpha.abs() / self.step_size).round().long()
 
-    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         n = latent.shape[0]
         index = _as_batch(index, n, latent.device, torch.long)
         alpha = _as_batch(alpha, n, latent.device, latent.dtype)
@@ -332,18 +472,151 @@ PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
                               VectorDirections, MLPWalk)
 }
 
+BASELINE_KINDS = ("random", "id")
+
+
+def baseline_set(kind: str, latent_dim: int, num_directions: int, init_seed: int | None = None,
+                 layers: Sequence[int] | None = None) -> LinearDirections:
+    """A fixed baseline set: ``"random"`` unit vectors (seeded by ``init_seed``) or ``"id"``, the
+    first coordinate axes (at most ``latent_dim``), on the given ``layers``."""
+    if kind == "random":
+        return LinearDirections(latent_dim, num_directions, init="randn", trainable=False,
+                                init_seed=init_seed, layers=layers)
+    if kind == "id":
+        return LinearDirections(latent_dim, num_directions, init="identity", trainable=False,
+                                layers=layers)
+    raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINE_KINDS)}")
+
+
+# ---- plain data: what a directions file may hold ------------------------------------------
+_SCALARS = (str, int, float, bool, complex, bytes, type(None))
+# Meta entries whose odd values are kept as their repr (configs); elsewhere they are refused.
+_LENIENT_META = ("config", "generator_source")
+
+
+def _plain(value: Any, where: str, lenient: bool) -> Any:
+    """``value`` as tensors and plain data only (what ``torch.load(weights_only=True)`` reads):
+    numpy values become Python numbers or tensors, paths strings, mappings dicts, sequences
+    lists; anything else is its ``repr`` when ``lenient``, else refused."""
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (torch.Size, torch.dtype)):
+        return value
+    if type(value).__module__ == "numpy":
+        import numpy as np  # only where numpy values occur
+
+        if isinstance(value, np.generic):
+            return _plain(value.item(), where, lenient)
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            return torch.as_tensor(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        try:
+            value = OmegaConf.to_container(value, resolve=True)
+        except Exception:  # noqa: BLE001 - an unresolvable interpolation: keep it as written
+            value = OmegaConf.to_container(value, resolve=False)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            plain_key = _plain(key, f"{where}[{key!r}]", lenient)
+            if not isinstance(plain_key, (str, int, float, bool, type(None))):
+                plain_key = _plain(repr(key), where, lenient) if lenient else \
+                    _refuse(key, f"{where} (a key)")
+            out[plain_key] = _plain(item, f"{where}[{key!r}]", lenient)
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain(item, f"{where}[{i}]", lenient) for i, item in enumerate(value)]
+        return tuple(items) if type(value) is tuple else items
+    if lenient:
+        return repr(value)
+    return _refuse(value, where)
+
+
+def _refuse(value: Any, where: str):
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise ValueError(
+        f"Directions.save refuses to write {where} = {shown}: a {type(value).__name__} would not "
+        "load with torch.load(weights_only=True); directions files hold only tensors and plain "
+        "data (dict, list, tuple, str, int, float, bool, None). Convert it, or keep it under "
+        "meta['config'], where other values are stored as their repr")
+
+
+def _weights_only_reason(err: Exception) -> str:
+    """The unpickler's own reason in torch's weights-only error (e.g. "Unsupported global:
+    GLOBAL posix.system ...")."""
+    text = str(err)
+    for marker in ("WeightsUnpickler error:", "from a trusted source."):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    return " ".join(text.split("Check the documentation")[0].split())[:300]
+
+
+def _runs_code(err: Exception) -> bool:
+    """Whether torch's weights-only unpickler refused objects (globals, calls): everything it
+    refuses but bytes that are no pickle at all."""
+    text = str(err)
+    return "Weights only load failed" in text and "unsupported operand" not in text.lower()
+
+
+def _module_device(module, fallback) -> torch.device:
+    device = getattr(module, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    for tensor in module.parameters():
+        return tensor.device
+    return fallback
+
 
 class Directions:
     """The artifact every method produces; load it with ``Directions.load``.
 
     Args:
         directions: the parametrisation.
-        meta: method, generator identity, latent space, layers, config, metrics.
+        meta: method, generator identity (``generator``) and how to rebuild it
+            (``generator_source``), latent space (``space``), ``layers``, ``alpha_range``,
+            config, metrics. ``layers`` always mirrors the set's own layers.
+        generator: fills ``generator``, ``generator_source`` and ``space`` from the generator the
+            directions were made with (``Directions.generator_meta``).
     """
 
-    def __init__(self, directions: DirectionSet, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, directions: DirectionSet, meta: dict[str, Any] | None = None,
+                 generator=None) -> None:
         self.directions = directions.eval()
         self.meta = dict(meta or {})
+        if generator is not None:
+            self.meta.update(self.generator_meta(generator))
+        layers = directions.layers
+        self.meta["layers"] = None if layers is None else list(layers)
+        identity = self.meta.get("generator") if isinstance(self.meta.get("generator"), Mapping) else {}
+        self.meta["space"] = (self.meta.get("space") or identity.get("space")
+                              or ("w+" if layers is not None else "z"))
+        self.path: Path | None = None  # the file it was loaded from
+        self.format = DIRECTIONS_FORMAT  # the format of that file (v1 files are upgraded)
+
+    @staticmethod
+    def generator_meta(generator) -> dict[str, Any]:
+        """The meta entries describing ``generator``: ``generator`` (its full ``identity()``),
+        ``generator_source`` (its ``source``: the config that rebuilds it, or None) and
+        ``space``."""
+        source = getattr(generator, "source", None)
+        return {"generator": dict(generator.identity()),
+                "generator_source": dict(source) if isinstance(source, Mapping) else source,
+                "space": generator.space}
 
     @property
     def num_directions(self) -> int:
@@ -353,60 +626,234 @@ class Directions:
     def latent_dim(self) -> int:
         return self.directions.latent_dim
 
+    @property
+    def layers(self) -> list[int] | None:
+        return self.directions.layers
+
+    @property
+    def space(self) -> str:
+        return self.meta["space"]
+
     def to(self, device) -> "Directions":
         self.directions.to(device)
         return self
 
+    # ---- editing --------------------------------------------------------------------------
     @torch.no_grad()
     def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         return self.directions.shift(latent, index, alpha)
 
     @torch.no_grad()
+    def apply(self, latent: torch.Tensor, edits) -> torch.Tensor:
+        """Several edits at once: ``edits`` is a list of ``(index, alpha)`` pairs (alpha a float
+        or ``N`` floats), applied in order, each from the previous result. Linear edits commute
+        (their offsets add up); non-linear ones (warps, walks, norm-keeping vectors) are walked
+        one after the other, so their order matters."""
+        return self.directions.apply(latent, edits)
+
+    @torch.no_grad()
     def traverse(self, latent: torch.Tensor, index: int, alphas) -> torch.Tensor:
-        """Latents ``N x len(alphas) x d`` along direction ``index`` (each alpha walked from the
-        start: non-linear paths re-evaluate their direction along the way)."""
+        """Latents ``N x len(alphas) x d`` (``N x len(alphas) x L x d`` for W+ latents) along
+        direction ``index`` (each alpha walked from the start: non-linear paths re-evaluate their
+        direction along the way)."""
         return torch.stack([self.shift(latent, index, float(a)) for a in alphas], dim=1)
 
+    # ---- rendering ------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_traversal(self, generator, latents: torch.Tensor, index: int, alphas,
+                         y: torch.Tensor | None = None, batch_size: int = 64,
+                         device=None) -> torch.Tensor:
+        """Images ``N x len(alphas) x 3 x H x W`` of direction ``index``: for each latent (seed
+        major) its alphas in order, each walked from the latent as ``traverse`` does. The
+        latents go through ``generator(latent, y)`` in chunks of ``batch_size``, ``y`` (``N``
+        class indices, or None) repeated for each alpha. Images are collected on ``device``
+        (default: the generator's)."""
+        return self._render(generator, latents, [index], alphas, y, batch_size, device)[0]
+
+    @torch.no_grad()
+    def traversal_rows(self, generator, latents: torch.Tensor, indices, alphas,
+                       y: torch.Tensor | None = None, batch_size: int = 64,
+                       device=None) -> torch.Tensor:
+        """Images ``len(indices) x (N * len(alphas)) x 3 x H x W``: one row per direction index,
+        each row every latent's alphas (seed-major, as ``render_traversal``). For a grid:
+        ``save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1])``."""
+        images = self._render(generator, latents, indices, alphas, y, batch_size, device)
+        return images.flatten(1, 2)
+
+    def _render(self, generator, latents, indices, alphas, y, batch_size, device) -> torch.Tensor:
+        alphas = [float(a) for a in alphas]
+        indices = [int(k) for k in indices]
+        if not alphas or not indices:
+            raise ValueError("a traversal needs at least one alpha and one direction index")
+        bad = [k for k in indices if not 0 <= k < self.num_directions]
+        if bad:
+            raise ValueError(f"direction indices {bad}: these directions have indices "
+                             f"0..{self.num_directions - 1}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        n = latents.shape[0]
+        own = _module_device(self.directions, latents.device)
+        target = _module_device(generator, latents.device)
+        # every direction's traversal: K x N x A latents, flattened direction, seed, alpha
+        path = torch.stack([self.traverse(latents.to(own), k, alphas) for k in indices])
+        path = path.flatten(0, 2)
+        if y is not None:
+            y = torch.as_tensor(y)
+            if y.shape != (n,):
+                raise ValueError(f"y must hold one class index per latent ({n}), got shape "
+                                 f"{tuple(y.shape)}")
+            y = y.to(target).repeat_interleave(len(alphas)).repeat(len(indices))
+        chunks = []
+        for start in range(0, path.shape[0], batch_size):
+            chunk = path[start:start + batch_size].to(target)
+            images = generator(chunk) if y is None else generator(chunk, y[start:start + batch_size])
+            chunks.append(images if device is None else images.to(device))
+        images = torch.cat(chunks)
+        return images.reshape(len(indices), n, len(alphas), *images.shape[1:])
+
+    # ---- the alpha range ------------------------------------------------------------------
+    def alpha_range(self, default: float | None = None) -> tuple[float, str]:
+        """``(r, how)``: the largest |alpha| the directions were trained on and where it comes
+        from: ``(recorded, "recorded")``; for a file that records none, ``(default, "default
+        (the file records no alpha_range)")``, or a ValueError when ``default`` is None."""
+        value = self.meta.get("alpha_range")
+        if value is not None:
+            return float(value), "recorded"
+        if default is None:
+            raise ValueError(
+                f"{self.path or 'these directions'} record no alpha_range (the |alpha| their "
+                "method trained on; only files from before it was recorded lack it): give the "
+                "alphas explicitly instead of 'auto' (e.g. edit.py alphas=[-3,0,3], evaluate.py "
+                "evaluation.settings.alpha=1.5)")
+        return float(default), "default (the file records no alpha_range)"
+
+    # ---- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Atomic write (temporary file, then rename): a failure keeps the previous file."""
-        return atomic_torch_save({
+        """Atomic write (temporary file, then rename): a failure keeps the previous file. The
+        metadata is made plain first (numpy numbers, paths and configs converted; other objects
+        kept as their repr under ``config`` and ``generator_source``, refused elsewhere), and the
+        file is checked to load with ``torch.load(weights_only=True)`` before it is written."""
+        meta = {}
+        for key, value in self.meta.items():
+            if not isinstance(key, str):
+                _refuse(key, "a meta key")
+            meta[key] = _plain(value, f"meta[{key!r}]", lenient=key in _LENIENT_META)
+        payload = {
             "format": DIRECTIONS_FORMAT,
             "kind": self.directions.kind,
-            "config": self.directions.config(),
+            "config": _plain(self.directions.config(), "the direction config", lenient=False),
             "state_dict": {k: v.detach().cpu() for k, v in self.directions.state_dict().items()},
-            "meta": self.meta,
-        }, path)
+            "meta": meta,
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        data = buffer.getvalue()
+        try:
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - never write a file that cannot be read back
+            raise ValueError(f"Directions.save refuses to write {path}: it would not load with "
+                             f"torch.load(weights_only=True) ({_weights_only_reason(err)})") from None
+        return atomic_write(path, lambda handle: handle.write(data))
 
     @classmethod
     def load(cls, path: str | Path, generator=None, map_location: str = "cpu") -> "Directions":
-        """Load a directions file; with ``generator``, refuse one made for another generator."""
+        """Load a directions file (v2, or v1 upgraded in memory) with
+        ``torch.load(weights_only=True)``: a file holding anything but tensors and plain data
+        is refused unread. With ``generator``, refuse one made for another generator."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"directions file not found: {path} (a run writes "
                                     "outputs/<run_name>/directions.pt at the end of training)")
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-        expected = {"format", "kind", "config", "state_dict", "meta"}
-        if not isinstance(blob, dict) or blob.get("format") != DIRECTIONS_FORMAT:
-            keys = set(blob) if isinstance(blob, dict) else set()
+        try:
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            reason = _weights_only_reason(err)
+            if not _runs_code(err):
+                raise ValueError(f"{path} is not a readable torch file ({reason}); expected a "
+                                 f"directions file ({DIRECTIONS_FORMAT})") from None
+            raise ValueError(
+                f"{path}: Directions.load refuses to unpickle this file: it holds objects other "
+                f"than tensors and plain data ({reason}), and unpickling those may run code; "
+                "directions files hold only tensors and plain data. Do not load it elsewhere "
+                "either unless you trust its origin") from None
+        except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
+            raise ValueError(f"{path} is not a readable torch file ({type(err).__name__}: {err}); "
+                             f"expected a directions file ({DIRECTIONS_FORMAT})") from None
+        keys = set(blob) if isinstance(blob, dict) else set()
+        fmt = blob.get("format") if isinstance(blob, dict) else None
+        if fmt not in READABLE_FORMATS or keys != _KEYS:
+            if isinstance(fmt, str) and fmt.startswith("latent-directions/directions/") \
+                    and fmt not in READABLE_FORMATS:
+                raise ValueError(f"{path} is a directions file of format {fmt!r}, which this "
+                                 f"version of the project does not read (it reads "
+                                 f"{list(READABLE_FORMATS)}): update the project")
             raise ValueError(f"{path} is not a directions file ({DIRECTIONS_FORMAT}): missing "
-                             f"keys {sorted(expected - keys)}, unexpected keys {sorted(keys - expected)}")
+                             f"keys {sorted(_KEYS - keys)}, unexpected keys {sorted(keys - _KEYS)}")
         if blob["kind"] not in PARAMETRISATIONS:
             raise ValueError(f"{path}: unknown direction kind {blob['kind']!r}; "
                              f"known: {sorted(PARAMETRISATIONS)}")
-        directions = PARAMETRISATIONS[blob["kind"]](**blob["config"])
+        try:
+            directions = PARAMETRISATIONS[blob["kind"]](**blob["config"])
+        except TypeError as err:
+            raise ValueError(f"{path}: the {blob['kind']} config {blob['config']} does not fit "
+                             f"this version's parametrisation ({err})") from None
         directions.load_state_dict(blob["state_dict"])
-        loaded = cls(directions, blob["meta"])
+        meta = dict(blob["meta"] or {})
+        if fmt == DIRECTIONS_FORMAT_V1:  # v1: every layer, the space recorded or z
+            meta.setdefault("layers", None)
+            meta["space"] = meta.get("space") or "z"
+        loaded = cls(directions, meta)
+        loaded.path, loaded.format = path, fmt
         if generator is not None:
             loaded.check_generator(generator, source=str(path))
         return loaded
 
+    # ---- the generator --------------------------------------------------------------------
+    def made_for(self) -> str:
+        """The generator these directions were made for, in words (its rebuild config when
+        recorded)."""
+        identity = self.meta.get("generator") if isinstance(self.meta.get("generator"), Mapping) else {}
+        source = self.meta.get("generator_source")
+        if isinstance(source, Mapping) and source:
+            shown = ", ".join(f"{k}={v}" for k, v in source.items() if k != "_target_")
+            return f"generator {identity.get('name')!r} from {shown or source}"
+        sha = identity.get("sha256")
+        return (f"generator {identity.get('name')!r} ({identity.get('adapter')}, "
+                f"{identity.get('space', self.space)} space"
+                + (f", sha256 {sha[:12]}..." if sha else "") + ")")
+
     def check_generator(self, generator, source: str = "these directions") -> None:
-        made_for = self.meta.get("generator", {})
+        """Refuse a generator other than the one the directions were made for: another latent
+        size, or any identity field recorded in the file that differs (sha256, adapter, space,
+        latent_dim, num_layers, truncation, num_classes; the Z- and W-space views of one
+        checkpoint are different generators); per-layer directions need W+ latents."""
+        name = getattr(generator, "name", type(generator).__name__)
         if self.latent_dim != generator.latent_dim:
             raise ValueError(f"{source} has directions in a {self.latent_dim}-d latent space, but "
-                             f"generator {generator.name!r} takes {generator.latent_dim}-d latents")
-        sha = made_for.get("sha256")
-        if sha and generator.sha256 and sha != generator.sha256:
-            raise ValueError(f"{source} was made for generator {made_for.get('name')!r} "
-                             f"(sha256 {sha[:12]}...), not for {generator.name!r} "
-                             f"(sha256 {generator.sha256[:12]}...): use the generator it was made for")
+                             f"generator {name!r} takes {generator.latent_dim}-d latents: use the "
+                             f"generator it was made for ({self.made_for()})")
+        saved = self.meta.get("generator")
+        if isinstance(saved, Mapping) and hasattr(generator, "identity"):
+            mismatch = identity_mismatch(dict(saved), generator.identity())
+            if mismatch:
+                def show(key, value):
+                    return f"{value[:12]}..." if key == "sha256" and isinstance(value, str) else repr(value)
+
+                fields = "; ".join(f"{k} {show(k, a)} in the file vs {show(k, b)} now"
+                                   for k, (a, b) in mismatch.items())
+                raise ValueError(f"{source} was made for generator {saved.get('name')!r}, not for "
+                                 f"{name!r}: {fields}; use the generator it was made for "
+                                 f"({self.made_for()})")
+        layers = self.directions.layers
+        if layers is not None:
+            num_layers = getattr(generator, "num_layers", 1)
+            if getattr(generator, "space", None) != "w+":
+                raise ValueError(f"{source} holds directions on "
+                                 f"{describe_layers(layers, num_layers)} of per-layer codes: they "
+                                 f"need W+ latents, but generator {name!r} edits its "
+                                 f"{getattr(generator, 'space', '?')!r} space; load it with "
+                                 "generator.space=w+")
+            if layers[-1] >= num_layers:
+                raise ValueError(f"{source} holds directions on layers {layers}, but generator "
+                                 f"{name!r} has {num_layers} layers: use the generator it was "
+                                 f"made for ({self.made_for()})")
