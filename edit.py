@@ -20,7 +20,6 @@ from common.images import save_grid
 from common.io import atomic_write
 from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
 from lightning_modules.directions import Directions
-from metrics.rca import DEFAULT_ALPHA_RANGE
 
 log = logging.getLogger("edit")
 register_resolvers()
@@ -45,16 +44,22 @@ def _latents(cfg: DictConfig, generator) -> torch.Tensor:
         if not path.is_file():
             raise EditSetupError(f"latents={path}: no such file (a .pt file with an N x d tensor)")
         latents = torch.load(path, map_location="cpu", weights_only=True)
-        if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != generator.latent_dim:
+        expected = tuple(generator.latent_shape)
+        if not torch.is_tensor(latents) or tuple(latents.shape[1:]) != expected:
             shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise EditSetupError(f"latents={path} holds {shape}; expected an N x "
-                                 f"{generator.latent_dim} tensor for generator {generator.name!r}")
-        return latents.float().to(generator.device)
+            want = " x ".join(map(str, ("N",) + expected))
+            raise EditSetupError(f"latents={path} holds {shape}; expected an {want} tensor for "
+                                 f"generator {generator.name!r} ({generator.space} space)")
+        if generator.num_classes and generator.space == "z":
+            raise EditSetupError("a latents file holds no classes: for a conditional generator "
+                                 "in Z, use seeds=[...]")
+        return latents.float().to(generator.device), None
     seeds = list(cfg.seeds) if isinstance(cfg.seeds, (list, ListConfig)) else [cfg.seeds]
     if not seeds:
         raise EditSetupError("seeds=[] gives nothing to edit: pass seeds=[0,1,2] or latents=<file>")
-    return torch.cat([generator.sample(1, generator=torch.Generator().manual_seed(int(s)))
-                      for s in seeds])
+    draws = [generator.draw(1, torch.Generator().manual_seed(int(s))) for s in seeds]
+    y = torch.cat([d[1] for d in draws]) if generator.num_classes else None
+    return torch.cat([d[0] for d in draws]), y
 
 
 def edit(cfg: DictConfig) -> Path:
@@ -70,28 +75,30 @@ def edit(cfg: DictConfig) -> Path:
         if not alphas:
             raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6] "
                                  "or alphas=auto")
-    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run)
     try:
-        directions = Directions.load(path, generator=generator).to(generator.device)
+        directions = Directions.load(path)
+        generator = load_run_generator(path, cfg.generator, cfg.generator_from_run,
+                                       recorded=directions.meta.get("generator_source"))
+        directions.check_generator(generator, source=str(path))
+        directions.to(generator.device)
+        if cfg.alphas == "auto":  # the range the directions were trained on
+            r, where = directions.alpha_range(default=cfg.get("default_alpha_range"))
+            log.info("alphas=auto: -%g..%g, the alpha range %s", r, r, where)
+            alphas = torch.linspace(-r, r, 7).tolist()
     except ValueError as err:
         raise EditSetupError(str(err)) from err
-    if cfg.alphas == "auto":  # the range the directions were trained on
-        r = directions.meta.get("alpha_range") or DEFAULT_ALPHA_RANGE
-        alphas = torch.linspace(-r, r, 7).tolist()
     indices = _indices(cfg.direction, directions.num_directions)
-    latents = _latents(cfg, generator)
+    latents, y = _latents(cfg, generator)
     name = "direction" + "-".join(f"{k:02d}" for k in indices)
     out = Path(cfg.out) if cfg.out else path.parent / "edits" / f"{name}.{cfg.format}"
-    with torch.no_grad():
-        # frames[a]: images of every (direction, latent) at alpha a, direction-major.
-        frames = torch.stack([generator(torch.cat([directions.shift(latents, k, a) for k in indices]))
-                              for a in alphas])
-    rows = len(indices) * latents.shape[0]
+    # One row per (direction, latent), direction-major; one column per alpha.
+    rows = directions.traversal_rows(generator, latents, indices, alphas, y=y)
+    grid = rows.reshape(-1, len(alphas), *rows.shape[2:])
     if cfg.format == "png":
-        grid = frames.permute(1, 0, 2, 3, 4).flatten(0, 1)  # each row: one latent's alphas
-        save_grid(grid, out, nrow=len(alphas))
+        save_grid(grid.flatten(0, 1), out, nrow=len(alphas))
     else:
-        _save_gif(frames, out, columns=latents.shape[0], fps=cfg.fps)
+        _save_gif(grid.transpose(0, 1), out, columns=latents.shape[0], fps=cfg.fps)
+    rows = grid.shape[0]
     log.info("wrote %s (%d rows of %s, alphas %s)", out, rows,
              "direction x latent" if len(indices) > 1 else "latents", alphas)
     return out

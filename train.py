@@ -3,7 +3,7 @@
     python train.py method=voynov
     python train.py method=voynov run_name=exp1 ckpt_path=last      # resume
     python train.py -m method=voynov seed=0,1                        # one run directory a job
-    python train.py experiment=pretrain_dcgan                        # the built-in generator
+    python train.py experiment=pretrain_stylegan2                    # a built-in generator
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from common.io import atomic_write_json
 from common.loggers import finish_wandb
 from common.runs import exit_on_setup_error
-from evaluate import EvaluationSetupError, prepare_evaluation, run_evaluation
+from lightning_modules.evaluation import EvaluationSetupError, prepare_evaluation, run_evaluation
 
 log = logging.getLogger("train")
 # The frozen generator is in eval mode on purpose; Lightning warns about any such module.
@@ -120,11 +120,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     evaluation = cfg.get("evaluation")
     evaluate_at_end = bool(evaluation is not None and evaluation.enabled
                            and cfg.method.get("frozen_generator", True))
-    prepared = prepare_evaluation(evaluation) if evaluate_at_end else None
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     parts = instantiate_all(cfg)
+    # What the evaluation needs is checked now: a mistake stops the run before training.
+    prepared = prepare_evaluation(evaluation, parts["generator"]) if evaluate_at_end else None
+    # method.max_steps counts batches, the one knob of a run's length; Lightning counts
+    # optimizer steps, several a batch for a GAN (D then G).
+    per_batch = getattr(parts["module"], "optimizer_steps_per_batch", 1)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+                                      max_steps=int(cfg.method.max_steps) * per_batch,
                                       logger=parts["loggers"] or False,
                                       callbacks=parts["callbacks"], enable_checkpointing=False)
     if trainer.is_global_zero:

@@ -2,6 +2,7 @@
 never leaves a truncated checkpoint, directions file or metrics file behind."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -68,3 +69,12 @@ def read_weights_file(path: str | Path, folder: Path, what: str, how_to_make: st
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ValueError(f"{path} is not a readable torch file ({err}); expected a {what} "
                          "weights file") from err
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hash of a file's bytes: the identity of weights read from it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

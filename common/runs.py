@@ -25,12 +25,17 @@ def run_method_name(run_dir: str | Path) -> str | None:
     return config.get("method", {}).get("name") if config is not None else None
 
 
-def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, from_run: bool = True):
-    """The generator of the run a directions file belongs to (its config.yaml), or
-    ``generator_cfg`` when there is no run config beside the file (or ``from_run`` is false)."""
-    config = run_config(Path(directions_path).parent) if from_run else None
-    if config is not None and "generator" in config:
-        generator_cfg = config.generator
+def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, from_run: bool = True,
+                       recorded: dict | None = None):
+    """The generator a directions file was made with: its run's config.yaml, else the build
+    config the file records (``recorded``: its ``generator_source``), else ``generator_cfg``
+    (also when ``from_run`` is false)."""
+    if from_run:
+        config = run_config(Path(directions_path).parent)
+        if config is not None and "generator" in config:
+            generator_cfg = config.generator
+        elif recorded:
+            generator_cfg = OmegaConf.create(recorded)
     return instantiate(generator_cfg)
 
 

@@ -14,7 +14,7 @@ kind of each label is read from its values, so a CelebA attribute file works as 
 (stored as 0/1), any other numeric column is ``continuous``.
 
 Batches are ``{"images": N x 3 x H x W in [-1, 1], "factors": N x F}``, the keys of the world's
-batches, so that ``regressors.training.RegressorTraining`` trains on either. Unlike the world's
+batches, so that ``lightning_modules.regressor.RegressorTraining`` trains on either. Unlike the world's
 endless streams this is a finite, map-style dataset: training is driven by ``max_steps`` and
 the epochs simply repeat.
 """

@@ -7,7 +7,8 @@ from datamodules.streams import SeededStreamDataModule
 
 
 class LatentDataModule(SeededStreamDataModule):
-    """Batches ``{"latent": N x d, "seed": int}`` of latents from the generator's own prior.
+    """Batches ``{"latent": N x d (N x L x d in W+), "seed": int}`` of latents from the
+    generator's own prior, and ``"y"`` (class indices) for a conditional generator.
 
     The generator is handed over by train.py (``generator=``): its ``sample(n, generator=rng)``
     defines the distribution (Gaussian z, mapped w, truncation), so the stream needs no copy of it.
@@ -21,4 +22,5 @@ class LatentDataModule(SeededStreamDataModule):
     def make_batch(self, n: int, rng: torch.Generator) -> dict:
         if self.generator is None:
             raise RuntimeError("LatentDataModule needs the generator: pass generator=...")
-        return {"latent": self.generator.sample(n, generator=rng).cpu()}
+        latent, y = self.generator.draw(n, generator=rng)
+        return {"latent": latent.cpu()} if y is None else {"latent": latent.cpu(), "y": y.cpu()}

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.seeds import HELD_OUT_STEP
 from common.training import batches_done
 
 BatchFn = Callable[[int, torch.Generator], dict]
@@ -76,5 +77,5 @@ class SeededStreamDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """The same held-out batches at every evaluation (their own seed, disjoint per rank)."""
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        held_out = SeededBatches(self.make_batch, self.batch_size, batch_seed(self.seed, -1, -1), rank)
+        held_out = SeededBatches(self.make_batch, self.batch_size, batch_seed(self.seed, HELD_OUT_STEP, -1), rank)
         return DataLoader([held_out.batch(i) for i in range(self.val_batches)], batch_size=None)

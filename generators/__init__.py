@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from common.io import read_weights_file
+from common.io import read_weights_file, resolve_shipped
 from generators.base import Generator, file_sha256
 from generators.dcgan import DCGANGenerator, SNDiscriminator
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
+# Imported after the names above exist: generators.formats loads the project format through
+# load_generator (the one entry point).
+from generators.formats import LOADERS, detect_format  # noqa: E402
 
 ARCHITECTURES = {"dcgan": (DCGANGenerator, SNDiscriminator),
                  "stylegan2": (StyleGAN2Generator, StyleGAN2Discriminator)}
@@ -24,13 +28,30 @@ def shipped_weights() -> list[str]:
 
 def load_generator(path: str | Path, name: str | None = None, space: str = "z",
                    truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                   map_location: str = "cpu") -> Generator:
-    """Load a frozen generator (and its discriminator, if stored) from a weights file.
+                   regressor: dict | None = None, map_location: str = "cpu") -> Generator:
+    """Load a frozen generator (and its discriminator, if stored) from a weights file: the one
+    entry point for every format (``generators.formats.detect_format``): the project's own
+    weights, rosinality/stylegan2-pytorch checkpoints and NVIDIA StyleGAN2 pickles, none of
+    them unpickled in a way that could run code.
 
     Args:
-        path: a ``generator.pt`` written by GAN pretraining (or shipped in generators/weights/).
+        path: a ``generator.pt`` written by GAN pretraining (or a name shipped in
+            generators/weights/), a rosinality ``.pt`` or an NVIDIA ``.pkl``.
         name: identifier to record in checkpoints; the file's stem by default.
+        space, truncation_psi, truncation_cutoff: the view (``Generator.set_view``).
+        regressor: ``{"path": ..., "factors": ...}``, the attribute regressor that reads this
+            generator's images for the evaluation (None: factor metrics are skipped).
     """
+    source = {"_target_": "generators.load_generator", "path": str(path), "name": name,
+              "space": space, "truncation_psi": truncation_psi,
+              "truncation_cutoff": truncation_cutoff, "regressor": regressor}
+    resolved = resolve_shipped(path, WEIGHTS_DIR)
+    fmt = detect_format(resolved) if resolved.is_file() else "project"  # missing: say so below
+    if fmt != "project":
+        generator = LOADERS[fmt](resolved, space=space, truncation_psi=truncation_psi,
+                                 truncation_cutoff=truncation_cutoff, name=name or resolved.stem)
+        generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
+        return generator
     path, blob = read_weights_file(
         path, WEIGHTS_DIR, "generator", "train your own with `python train.py "
         "experiment=pretrain_dcgan` and pass generator.path=<run>/generator.pt", map_location)
@@ -54,6 +75,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
     if generator.style_based:
         generator.estimate_w_avg()
     generator.set_view(space, truncation_psi, truncation_cutoff)
+    generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
     if "discriminator" in blob:
         discriminator = disc_cls(**blob["discriminator_config"])
         _load_state(discriminator, blob["discriminator"], path, "discriminator")
@@ -73,8 +95,12 @@ def _load_state(module: torch.nn.Module, state: dict, path: Path, what: str) -> 
 
 def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bool = True,
                      space: str = "z", truncation_psi: float = 1.0,
-                     truncation_cutoff: int | None = None, **kwargs) -> Generator:
+                     truncation_cutoff: int | None = None, regressor: dict | None = None,
+                     **kwargs) -> Generator:
     """A randomly initialised generator (tests, and the starting point of pretraining)."""
+    source = {"_target_": "generators.random_generator", "architecture": architecture,
+              "init_seed": init_seed, "space": space, "truncation_psi": truncation_psi,
+              "truncation_cutoff": truncation_cutoff, "regressor": regressor, **kwargs}
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     with torch.random.fork_rng():
@@ -83,8 +109,28 @@ def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bo
         if generator.style_based:
             generator.estimate_w_avg()
     generator.set_view(space, truncation_psi, truncation_cutoff)
+    generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
     generator.sha256 = state_sha256(generator)
     return generator.freeze() if frozen else generator
+
+
+def plain(value):
+    """Plain Python containers (Hydra hands over DictConfig / ListConfig): what files record."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [plain(v) for v in value]
+    return value
+
+
+def _regressor_spec(regressor: dict | None) -> dict | None:
+    if regressor is None:
+        return None
+    spec = plain(regressor)
+    if "path" not in spec or set(spec) - {"path", "factors"}:
+        raise ValueError(f"generator.regressor must be {{path: <regressor.pt>, factors: "
+                         f"<world|null|list>}}, got {spec}")
+    return spec
 
 
 def state_sha256(module: torch.nn.Module) -> str:

@@ -20,12 +20,12 @@ three spaces and truncation (``w_avg + psi (w - w_avg)`` on the layers before ``
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from common.io import file_sha256  # noqa: F401  (re-exported: generators.base.file_sha256)
 
 SPACES = ("z", "w", "w+")
 
@@ -57,6 +57,9 @@ class Generator(nn.Module):
         self.sha256: str | None = None
         self.source: dict[str, Any] | None = None
         self.discriminator: nn.Module | None = None
+        # The regressor whose factors the evaluation reads on this generator's images
+        # ({"path": ..., "factors": ...}), named by its config; None: factor metrics are skipped.
+        self.regressor_spec: dict[str, Any] | None = None
         self.space, self.truncation_psi, self.truncation_cutoff = "z", 1.0, None
 
     # ---- the view: space and truncation --------------------------------------------------
@@ -144,6 +147,12 @@ class Generator(nn.Module):
             return None
         return torch.randint(self.num_classes, (n,), generator=generator).to(self.device)
 
+    def draw(self, n: int, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(latents, classes)``: classes first (None if unconditional), then latents given them."""
+        y = self.sample_classes(n, generator)
+        return self.sample(n, generator, y=y), y
+
     def sample(self, n: int, generator: torch.Generator | None = None,
                y: torch.Tensor | None = None) -> torch.Tensor:
         """Latents in the editing space: ``N x d`` (``N x L x d`` in W+), on the device.
@@ -200,7 +209,7 @@ class Generator(nn.Module):
         """The weight that first reads the latent (SeFa); optional."""
         raise NotImplementedError(f"{type(self).__name__} does not expose a projection weight")
 
-    def features(self, latent: torch.Tensor, layer: int | str) -> torch.Tensor:
+    def features(self, latent: torch.Tensor, layer: int | str, y: torch.Tensor | None = None) -> torch.Tensor:
         """Activations of an intermediate layer (GANSpace); optional."""
         raise NotImplementedError(f"{type(self).__name__} does not expose intermediate features")
 
@@ -251,14 +260,6 @@ def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> dict[st
     records written before a field existed still match)."""
     return {k: (saved[k], current.get(k)) for k in IDENTITY_KEYS
             if k in saved and saved[k] is not None and saved[k] != current.get(k)}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_layers(layers: Sequence[int] | None, num_layers: int) -> str:

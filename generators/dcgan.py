@@ -68,7 +68,20 @@ class DCGANGenerator(Generator):
 
     def projection_weight(self, layers=None) -> torch.Tensor:
         """The first linear layer's weight (out x latent_dim): what SeFa factorises."""
+        self.layers(layers)  # one layer: "all" / 0 only
         return self.project.weight
+
+    def features(self, latent: torch.Tensor, layer: int | str, y: torch.Tensor | None = None) -> torch.Tensor:
+        """GANSpace's hook: activations after the projection (layer 0) or after upsampling
+        block ``layer`` (1, 2, ...), ``N x C x H x W``."""
+        layer = int(layer)
+        if not 0 <= layer <= len(self.blocks):
+            raise ValueError(f"feature layer {layer}: {self.name} has layers 0..{len(self.blocks)}")
+        self.check_latent(latent)
+        x = torch.relu(self.project_norm(self.project(latent).view(latent.shape[0], -1, 4, 4)))
+        for block in self.blocks[:layer]:
+            x = block(x)
+        return x
 
 
 class SNDiscriminator(nn.Module):

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 
 from common.images import log_image, save_grid
 from common.io import atomic_torch_save
+from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.training import batches_done
 from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
 
 LOSSES = ("hinge", "nonsaturating")
-SAMPLE_SEED = 1234  # the fixed latents of the sample grids
 
 
 class GANPretraining(pl.LightningModule):
@@ -71,7 +71,7 @@ class GANPretraining(pl.LightningModule):
             p.requires_grad_(False)
         self.register_buffer("fixed_latents",
                              torch.randn(num_samples, generator.z_dim,
-                                         generator=torch.Generator().manual_seed(SAMPLE_SEED)))
+                                         generator=torch.Generator().manual_seed(PRETRAIN_SAMPLE_SEED)))
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)

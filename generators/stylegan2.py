@@ -9,7 +9,7 @@ second one at that resolution, noise inputs, and ToRGB skips summed over resolut
     y = conv(x * s(w), W) * rsqrt(sum_{in,k} (W s(w))^2 + 1e-8)         (per sample, per channel)
 
 Parameter names follow rosinality/stylegan2-pytorch, so one of its checkpoints loads with a
-plain ``load_state_dict`` and an NVIDIA pickle maps onto the same modules (generators/formats.py).
+plain ``load_state_dict`` and an NVIDIA pickle maps onto the same modules (generators/formats/).
 Layer ``i`` of the ``2 log2(R) - 2`` per-layer codes drives: 0 the 4 x 4 convolution, then for
 each resolution an upsampling convolution (odd i, shared with the previous ToRGB) and a
 convolution (even i); the last code drives the last ToRGB only.
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.seeds import W_AVG_SEED
 from generators.base import Generator
 
 SQRT2 = math.sqrt(2.0)
@@ -339,7 +340,7 @@ class StyleGAN2Generator(Generator):
         return self.style[1:](x)
 
     @torch.no_grad()
-    def estimate_w_avg(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    def estimate_w_avg(self, n: int = 4096, seed: int = W_AVG_SEED) -> torch.Tensor:
         """Set ``w_avg`` to the mean of ``n`` mapped samples (rosinality's ``mean_latent``)."""
         rng = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.z_dim, generator=rng).to(self.device)
@@ -347,9 +348,35 @@ class StyleGAN2Generator(Generator):
         self.w_avg.copy_(self.mapping(z, y).mean(0))
         return self.w_avg
 
+    # ---- hooks of the closed-form methods -------------------------------------------------
+    def styled_convs(self) -> list[StyledConv]:
+        """The modulated 3 x 3 convolutions in order; convolution i reads per-layer code i."""
+        return [self.conv1, *self.convs]
+
+    def projection_weight(self, layers=None) -> torch.Tensor:
+        """SeFa's hook: the style affine weights (as applied, lr scale included) of the
+        convolutions driven by ``layers`` (a spec for ``layers()``), stacked: ``sum(in) x w_dim``.
+        ToRGB affines are left out, as in SeFa's StyleGAN2 setting."""
+        convs = self.styled_convs()
+        chosen = [i for i in self.layers(layers) if i < len(convs)]
+        if not chosen:
+            raise ValueError(f"layers {layers!r} drive no convolution (only the last ToRGB)")
+        return torch.cat([convs[i].conv.modulation.weight * convs[i].conv.modulation.scale
+                          for i in chosen])
+
+    def features(self, latent: torch.Tensor, layer: int | str, y: torch.Tensor | None = None) -> torch.Tensor:
+        """GANSpace's hook: the activations after convolution ``layer`` (0 is the 4 x 4 one),
+        ``N x C x H x W``, for editing-space latents."""
+        return self.synthesis(self.to_layers(latent, y), stop_after=int(layer))
+
     # ---- synthesis -----------------------------------------------------------------------
-    def synthesis(self, ws: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Images from per-layer codes ``N x num_layers x style_dim`` (tanh-free, as published)."""
+    def synthesis(self, ws: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
+                  stop_after: int | None = None) -> torch.Tensor:
+        """Images from per-layer codes ``N x num_layers x style_dim`` (tanh-free, as published);
+        with ``stop_after=i`` the activations after convolution i instead."""
+        if stop_after is not None and not 0 <= stop_after < len(self.convs) + 1:
+            raise ValueError(f"feature layer {stop_after}: {self.name} has convolutions "
+                             f"0..{len(self.convs)}")
         n = ws.shape[0]
         if noise is None:
             if self.training:  # GAN training draws fresh noise; a frozen network uses its own
@@ -359,12 +386,18 @@ class StyleGAN2Generator(Generator):
                 noise = list(self.noises.buffers())
         x = self.input.input.expand(n, -1, -1, -1)
         x = self.conv1(x, ws[:, 0], noise[0])
+        if stop_after == 0:
+            return x
         skip = self.to_rgb1(x, ws[:, 1])
         i = 1
         for up, conv, n1, n2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2],
                                             noise[2::2], self.to_rgbs):
             x = up(x, ws[:, i], n1)
+            if stop_after == i:
+                return x
             x = conv(x, ws[:, i + 1], n2)
+            if stop_after == i + 1:
+                return x
             skip = to_rgb(x, ws[:, i + 2], skip)
             i += 2
         return skip

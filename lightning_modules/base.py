@@ -15,8 +15,9 @@ import pytorch_lightning as pl
 import torch
 
 from common.images import log_image, save_grid
+from common.seeds import TRAIN_SALT, TRAVERSAL_SEED, VALIDATION_SALT
 from common.training import batches_done
-from generators.base import Generator
+from generators.base import Generator, identity_mismatch
 from lightning_modules.directions import Directions, DirectionSet
 
 
@@ -70,9 +71,7 @@ class DirectionModule(pl.LightningModule):
         if saved is None:
             raise ValueError("this checkpoint records no generator identity: it was not written "
                              "by a direction method of this project")
-        current = self.generator.identity()
-        mismatch = {k: (saved.get(k), current.get(k)) for k in ("sha256", "latent_dim", "name")
-                    if saved.get(k) != current.get(k)}
+        mismatch = identity_mismatch(saved, self.generator.identity())
         if mismatch:
             raise ValueError("the checkpoint was made with another generator: "
                              + ", ".join(f"{k} {a!r} in the checkpoint vs {b!r} now"
@@ -80,8 +79,21 @@ class DirectionModule(pl.LightningModule):
                              + "; resume with the generator the run started with")
 
     # ---- shared helpers -----------------------------------------------------------------
+    def regressor_path(self, choice: str | None, needed_for: str | None = None) -> str | None:
+        """The regressor file a method reads: ``auto`` is the one the generator's config names
+        (its images' world), never another world's; ``None``: none. ``needed_for``: refuse to
+        go without one, saying what it is needed for."""
+        if choice == "auto":
+            choice = (self.generator.regressor_spec or {}).get("path")
+        if not choice and needed_for:
+            raise ValueError(f"{needed_for} needs an attribute regressor, and generator "
+                             f"{self.generator.name!r} names none in its config: pass "
+                             "method.module.regressor=<regressor.pt> (train one with "
+                             "`python train.py experiment=regressor_folder data.root=<images>`)")
+        return choice or None
+
     @staticmethod
-    def batch_rng(batch: dict, salt: int = 0) -> torch.Generator:
+    def batch_rng(batch: dict, salt: int = TRAIN_SALT) -> torch.Generator:
         """A CPU generator for this batch's own random draws (directions, shifts)."""
         return torch.Generator().manual_seed((int(batch["seed"]) + salt) % (2**63 - 1))
 
@@ -93,7 +105,7 @@ class DirectionModule(pl.LightningModule):
                 "or the shift range, then resume with ckpt_path=last or start a new run.")
 
     # ---- a method with one loss (GANalyze, Steerability): define loss(batch, salt) ------
-    def loss(self, batch: dict, salt: int = 0) -> torch.Tensor:  # pragma: no cover - abstract
+    def loss(self, batch: dict, salt: int = TRAIN_SALT) -> torch.Tensor:  # pragma: no cover - abstract
         """The method's loss on a batch; ``salt`` separates validation draws from training's."""
         raise NotImplementedError
 
@@ -104,7 +116,7 @@ class DirectionModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("val/loss", self.loss(batch, salt=1), sync_dist=True, prog_bar=True,
+        self.log("val/loss", self.loss(batch, salt=VALIDATION_SALT), sync_dist=True, prog_bar=True,
                  batch_size=batch["latent"].shape[0])
 
     def trainable_parameters(self):
@@ -115,34 +127,25 @@ class DirectionModule(pl.LightningModule):
 
     # ---- traversal grids ----------------------------------------------------------------
     @torch.no_grad()
-    def rank_directions(self, latents: torch.Tensor, alpha: float) -> list[int]:
-        """Directions ordered by how much they change the image (mean L1 between +-alpha)."""
-        change = []
-        for k in range(self.directions.num_directions):
-            plus = self.generator(self.directions.shift(latents, k, alpha))
-            minus = self.generator(self.directions.shift(latents, k, -alpha))
-            change.append((plus - minus).abs().mean().item())
-        return sorted(range(len(change)), key=lambda k: -change[k])
-
-    @torch.no_grad()
     def traversal_grid(self, tag: str) -> Path | None:
         if self.trainer is not None and self.trainer.global_rank != 0:
             return None
         cfg = self.traversal
         was_training = self.directions.training
         self.directions.eval()
-        seeds = torch.Generator().manual_seed(20201)  # the same seeds in every run and step
-        latents = self.generator.sample(cfg["num_seeds"], generator=seeds)
+        artifact = Directions(self.directions)
+        latents, y = self.generator.draw(cfg["num_seeds"], torch.Generator().manual_seed(TRAVERSAL_SEED))
+        # Directions ordered by how much they change the image (mean L1 between -+alpha).
+        ends = artifact.traversal_rows(self.generator, latents, range(artifact.num_directions),
+                                       [-cfg["alpha"], cfg["alpha"]], y=y)
+        change = (ends[:, 1::2] - ends[:, 0::2]).abs().flatten(1).mean(1)
+        order = change.argsort(descending=True)[: cfg["max_directions"]].tolist()
         alphas = torch.linspace(-cfg["alpha"], cfg["alpha"], cfg["steps"]).tolist()
-        order = self.rank_directions(latents, cfg["alpha"])[: cfg["max_directions"]]
-        rows = []
-        for k in order:
-            row = torch.stack([self.directions.shift(latents, k, a) for a in alphas], dim=1)
-            rows.append(self.generator(row.flatten(0, 1)))  # seed-major: seed 0's alphas first
+        rows = artifact.traversal_rows(self.generator, latents, order, alphas, y=y)
         self.directions.train(was_training)
         root = Path(self.trainer.default_root_dir) if self.trainer is not None else Path(".")
         path = root / ("traversal.png" if tag == "final" else f"traversals/{tag}.png")
-        save_grid(torch.cat(rows), path, nrow=cfg["num_seeds"] * cfg["steps"])
+        save_grid(rows.flatten(0, 1), path, nrow=cfg["num_seeds"] * cfg["steps"])
         if self.trainer is not None:
             caption = f"{tag}: rows = directions {order}; columns = {cfg['num_seeds']} seeds x alpha " \
                       f"{-cfg['alpha']:g}..{cfg['alpha']:g}"
@@ -164,8 +167,9 @@ class DirectionModule(pl.LightningModule):
         meta = {
             "method": self.method_name,
             "generator": self.generator.identity(),
+            "generator_source": self.generator.source,
             "space": self.generator.space,
-            "layers": None,
+            "layers": self.directions.layers,
             "alpha_range": self.alpha_range,
             "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
                            else repr(v)) for k, v in self.hparams.items()},

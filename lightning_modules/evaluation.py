@@ -1,12 +1,14 @@
-"""Score any method's directions the same way, next to random and coordinate baselines.
+"""The evaluation run: any method's directions scored the same way, next to random and
+coordinate baselines (cached per generator identity), with the reports written beside them.
 
-    python evaluate.py directions=outputs/<run>/directions.pt
-    python evaluate.py directions=... evaluation.settings.samples=1024 evaluation.settings.lpips=alex
+Used by train.py at the end of every run (``evaluation.enabled``) and by evaluate.py on any
+directions file. Writes into the run's folder: evaluation.json (every metric and the effect
+matrix), evaluation.md (the table), effect_matrix.png, traversal_annotated.png; and logs the
+table and images to the run's W&B run (offline unless logged in).
 
-Writes into the run's folder: evaluation.json (every metric and the effect matrix),
-evaluation.md (the table), effect_matrix.png, traversal_annotated.png; and logs the table and
-images to the run's W&B run (offline unless logged in). train.py calls ``run_evaluation`` at the
-end of every run (``evaluation.enabled``).
+Evaluation follows the generator: the attribute regressor and the factors it reads come from
+the generator's config (``regressor: {path, factors}``); a generator that names none gets the
+metrics that need no regressor (RCA, content, realism), and the report says how to get one.
 """
 from __future__ import annotations
 
@@ -16,41 +18,51 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_write, atomic_write_json
-from common.loggers import finish_wandb
-from common.runs import exit_on_setup_error, load_run_generator, register_resolvers, run_method_name
+from common.runs import run_method_name
+from common.seeds import TRAVERSAL_SEED
 from datamodules.world import FACTORS
 from generators.base import Generator
-from lightning_modules.directions import Directions
-from lightning_modules.voynov import make_directions
+from lightning_modules.directions import Directions, baseline_set
 from metrics.distances import LPIPSUnavailable, make_lpips
 from metrics.evaluation import EvaluationSettings, evaluate_directions
 from metrics.report import annotated_traversal, effect_heatmap, markdown_table
 from regressors.attributes import AttributeRegressor, load_regressor
 
 log = logging.getLogger("evaluate")
-register_resolvers()
 
-BASELINES = {"random": "random", "coordinate": "id"}  # baseline name -> make_directions kind
+BASELINES = {"random": "random", "coordinate": "id"}  # baseline name -> baseline_set kind
 # Part of every cached baseline's key: raise it when what an evaluation reports changes.
-REPORT_VERSION = 2
+REPORT_VERSION = 3
+NO_REGRESSOR = ("factor metrics (coverage, purity, gap, focus, FID on regressor features) need an "
+                "attribute regressor for this generator's images, and its config names none: "
+                "train one on labelled images with `python train.py experiment=regressor_folder "
+                "data.root=<images>` and pass evaluation.regressor=<run>/regressor.pt (or add "
+                "regressor: {path: ..., factors: null} to the generator's config)")
 
 
 class EvaluationSetupError(ValueError):
     """A mistake in what was asked to be evaluated, found before any work starts."""
 
 
-def load_evaluation_regressor(cfg: DictConfig) -> AttributeRegressor:
+def load_evaluation_regressor(cfg: DictConfig, generator: Generator) -> AttributeRegressor | None:
+    """The regressor ``evaluation.regressor`` asks for: ``auto`` (the one the generator's config
+    names, or none), ``null`` (none), or a path; checked against the factors it must read."""
+    choice, factors = cfg.get("regressor", "auto"), cfg.get("factors", "auto")
+    spec = generator.regressor_spec or {}
+    if choice == "auto":
+        choice = spec.get("path")
+    if factors == "auto":
+        factors = spec.get("factors")
+    if not choice:
+        return None
     try:
-        regressor = load_regressor(cfg.regressor)
+        regressor = load_regressor(choice)
     except (FileNotFoundError, ValueError) as err:
         raise EvaluationSetupError(str(err)) from err
-    factors = cfg.get("factors")
     if factors == "world":
         try:
             regressor.check_factors(FACTORS, source="the shapes world")
@@ -62,19 +74,23 @@ def load_evaluation_regressor(cfg: DictConfig) -> AttributeRegressor:
     return regressor
 
 
-def baseline_directions(name: str, directions: Directions, seed: int):
-    """A fixed set of the same count: random unit vectors, or the first coordinate axes."""
+def baseline_directions(name: str, directions: Directions, seed: int,
+                        alpha_range: float | None) -> Directions:
+    """A fixed set of the same count and layers (random unit vectors, or the first axes),
+    measured on the same alpha range."""
     count = directions.num_directions
     if name == "coordinate":
         count = min(count, directions.latent_dim)
-    return make_directions(BASELINES[name], directions.latent_dim, count, init_seed=seed).eval()
+    fixed = baseline_set(BASELINES[name], directions.latent_dim, count, init_seed=seed,
+                         layers=directions.layers)
+    return Directions(fixed, {"method": name, "alpha_range": alpha_range})
 
 
-def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor, count: int,
+def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor | None, count: int,
                settings: EvaluationSettings) -> str:
     blob = json.dumps({"baseline": name, "version": REPORT_VERSION,
-                       "generator": generator.sha256, "count": count,
-                       "latent_dim": generator.latent_dim, "regressor": regressor.sha256,
+                       "generator": generator.identity(), "count": count,
+                       "regressor": regressor.sha256 if regressor is not None else None,
                        "settings": settings.to_dict()}, sort_keys=True)
     return f"{name}-{(generator.sha256 or 'nohash')[:12]}-k{count}-" + \
         hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -86,11 +102,11 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def prepare_evaluation(cfg: DictConfig) -> tuple[AttributeRegressor, EvaluationSettings,
-                                                 torch.nn.Module | None]:
+def prepare_evaluation(cfg: DictConfig, generator: Generator
+                       ) -> tuple[AttributeRegressor | None, EvaluationSettings, torch.nn.Module | None]:
     """Loads and checks what an evaluation needs (regressor, settings, LPIPS), so that a
     mistake stops a run before training rather than after."""
-    regressor = load_evaluation_regressor(cfg)
+    regressor = load_evaluation_regressor(cfg, generator)
     try:
         settings = EvaluationSettings.from_dict(OmegaConf.to_container(cfg.settings, resolve=True))
     except (TypeError, ValueError) as err:
@@ -120,9 +136,13 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     except (FileNotFoundError, ValueError) as err:
         raise EvaluationSetupError(str(err)) from err
     directions.to(generator.device)
-    regressor, settings, lpips = prepared or prepare_evaluation(cfg)
+    regressor, settings, lpips = prepared or prepare_evaluation(cfg, generator)
     # "auto" steps follow the range the directions were trained on (their own units).
-    settings = settings.resolve(directions.meta.get("alpha_range"))
+    try:
+        alpha_range, alpha_source = directions.alpha_range(default=cfg.get("default_alpha_range"))
+    except ValueError as err:
+        raise EvaluationSetupError(f"{err} (or set evaluation.default_alpha_range)") from err
+    settings = settings.resolve(alpha_range)
     lpips = lpips.to(generator.device) if lpips is not None else None
     rank, world_size = _dist()
     label = label or run_method_name(run_dir) or directions.meta.get("method", "directions")
@@ -133,7 +153,7 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     cached: dict[str, dict] = {}
     keys: dict[str, str] = {}
     for name in cfg.baselines or []:
-        fixed = baseline_directions(name, directions, settings.seed).to(generator.device)
+        fixed = baseline_directions(name, directions, settings.seed, alpha_range).to(generator.device)
         keys[name] = _cache_key(name, generator, regressor, fixed.num_directions, settings)
         cache_file = cache_dir / f"{keys[name]}.json"
         if cache_file.is_file():
@@ -152,17 +172,22 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
         results[name] = dict(result, cached=True)
     order = [label] + [n for n in (cfg.baselines or []) if n in results]
     results = {name: results[name] for name in order}
-    num_factors = results[label]["num_factors"]
+    num_factors = results[label].get("num_factors")
     table = markdown_table([(name if name == label else f"{name} (baseline)", r["metrics"])
                             for name, r in results.items()], num_factors)
     report = {"directions": str(directions_path), "method": directions.meta.get("method"),
               "run_name": run_dir.name, "generator": generator.identity(),
-              "regressor": {"path": str(cfg.regressor), "sha256": regressor.sha256},
+              "regressor": ({"path": str(regressor.path), "sha256": regressor.sha256}
+                            if regressor is not None else {"path": None, "note": NO_REGRESSOR}),
+              "alpha_range": {"value": alpha_range, "source": alpha_source},
               "settings": settings.to_dict(), "label": label, "order": order, "results": results,
               "table": table}
     if rank == 0:
         _write_reports(report, run_dir, directions, generator, cfg, loggers)
         print(f"\nEvaluation of {directions_path} ({results[label]['metrics']['seconds']} s):\n\n{table}")
+        print(f"\nalpha_range {alpha_range:g}: {alpha_source}")
+        if regressor is None:
+            print(f"\nNo regressor: {NO_REGRESSOR}.")
     return report
 
 
@@ -171,25 +196,30 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
                    cfg: DictConfig, loggers) -> None:
     result = report["results"][report["label"]]
     atomic_write_json(report, run_dir / "evaluation.json")
-    atomic_write(run_dir / "evaluation.md", lambda handle: handle.write(report["table"].encode()))
-    heatmap = effect_heatmap(result["effect_matrix"], result["factors"], run_dir / "effect_matrix.png",
-                             title=f"{report['label']}: change per unit step")
-    # Rows: directions by their total effect; each labelled with the factor it moves most.
-    effects = torch.tensor(result["effect_matrix"])
+    text = report["table"] + ("" if report["regressor"]["path"] else f"\n\n{NO_REGRESSOR}.\n")
+    atomic_write(run_dir / "evaluation.md", lambda handle: handle.write(text.encode()))
+    heatmap = None
     trav = cfg.traversal
-    order = effects.sum(1).argsort(descending=True)[: trav.max_directions].tolist()
-    seeds = torch.Generator().manual_seed(20201)
-    latents = generator.sample(trav.num_seeds, generator=seeds)
+    if "effect_matrix" in result:
+        heatmap = effect_heatmap(result["effect_matrix"], result["factors"],
+                                 run_dir / "effect_matrix.png",
+                                 title=f"{report['label']}: change per unit step")
+        # Rows: directions by their total effect; each labelled with the factor it moves most.
+        effects = torch.tensor(result["effect_matrix"])
+        order = effects.sum(1).argsort(descending=True)[: trav.max_directions].tolist()
+        labels = []
+        for k in order:
+            f = result["dominant_factor"][k]
+            purity = effects[k, f] / effects[k].sum().clamp_min(1e-12)
+            labels.append(f"dir {k}: {result['factors'][f]}\n{effects[k, f]:.3f}/step, purity {purity:.2f}")
+    else:
+        order = list(range(min(directions.num_directions, trav.max_directions)))
+        labels = [f"dir {k}" for k in order]
+    latents, y = generator.draw(trav.num_seeds, torch.Generator().manual_seed(TRAVERSAL_SEED))
     alpha = 2 * report["settings"]["alpha"] if trav.alpha == "auto" else float(trav.alpha)
     alphas = torch.linspace(-alpha, alpha, trav.steps).tolist()
-    rows, labels = [], []
-    for k in order:
-        path = directions.traverse(latents, k, alphas).flatten(0, 1)
-        rows.append(generator(path))
-        f = result["dominant_factor"][k]
-        purity = effects[k, f] / effects[k].sum().clamp_min(1e-12)
-        labels.append(f"dir {k}: {result['factors'][f]}\n{effects[k, f]:.3f}/step, purity {purity:.2f}")
-    traversal = annotated_traversal(rows, labels, run_dir / "traversal_annotated.png",
+    rows = directions.traversal_rows(generator, latents, order, alphas, y=y)
+    traversal = annotated_traversal(list(rows), labels, run_dir / "traversal_annotated.png",
                                     columns=trav.num_seeds * trav.steps)
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
@@ -197,29 +227,8 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
             data = [[name] + [r["metrics"].get(c) for c in columns[1:]]
                     for name, r in report["results"].items()]
             logger.log_table(key="evaluation/table", columns=columns, data=data)
-            logger.log_image(key="evaluation/effect_matrix", images=[str(heatmap)])
+            if heatmap is not None:
+                logger.log_image(key="evaluation/effect_matrix", images=[str(heatmap)])
             logger.log_image(key="evaluation/traversal", images=[str(traversal)],
                              caption=["rows: directions by total effect, labelled with the factor "
                                       "each moves most; columns: seeds x alpha"])
-
-
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    path = Path(cfg.directions)
-    if not path.is_file():
-        raise EvaluationSetupError(f"directions file not found: {path} (a run writes "
-                                   "outputs/<run_name>/directions.pt at the end of training)")
-    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    try:
-        return run_evaluation(cfg.evaluation, path, generator, loggers)
-    finally:
-        finish_wandb(loggers, log)
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    exit_on_setup_error(evaluate, cfg, (EvaluationSetupError, FileNotFoundError), log)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from common.images import log_image, save_line_plot
+from common.seeds import ANALYSIS_SALT, TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import VectorDirections
@@ -37,7 +38,8 @@ class GANalyze(DirectionModule):
     Args:
         generator: the frozen generator.
         regressor: the regressor file (a name in regressors/weights/ or a path) the assessor
-            reads; its other factors measure the side effects.
+            reads; its other factors measure the side effects. ``auto``: the one the
+            generator's config names.
         factor: the regressor's continuous or binary factor used as the assessor A.
         alpha_range: r: alpha ~ U[-r, r] (0.5 in the paper).
         class_dependent: one theta per class (needs a conditional generator).
@@ -50,7 +52,7 @@ class GANalyze(DirectionModule):
     method_name = "ganalyze"
     frozen_submodules = ("generator", "assessor")
 
-    def __init__(self, generator: Generator, regressor: str = "shapes_regressor32.pt",
+    def __init__(self, generator: Generator, regressor: str = "auto",
                  factor: str = "scale", alpha_range: float = 0.5, class_dependent: bool = False,
                  init_scale: float = 0.1, init_seed: int | None = 0, eval_alphas: int = 11,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
@@ -61,32 +63,26 @@ class GANalyze(DirectionModule):
                              "has no classes (num_classes is None): use class_dependent=false")
         super().__init__(generator, optimizer, traversal, alpha_range=alpha_range)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
-        model = load_regressor(regressor)
+        model = load_regressor(self.regressor_path(regressor, needed_for="GANalyze's assessor"))
         self.assessor = AttributeAssessor(model, factor)
         count = generator.num_classes if class_dependent else 1
         self.directions = VectorDirections(generator.latent_dim, count, init_scale, keep_norm=True,
                                            init_seed=init_seed)
 
     # ---- the step -----------------------------------------------------------------------
-    def render(self, latent: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-        return self.generator(latent) if classes is None else self.generator(latent, classes)
-
-    def draw(self, batch: dict, salt: int = 0):
+    def draw(self, batch: dict, salt: int = TRAIN_SALT):
         z = batch["latent"]
         rng = self.batch_rng(batch, salt)
         n = z.shape[0]
         alpha = (2 * torch.rand(n, generator=rng) - 1).to(z) * self.hparams.alpha_range
-        classes = None
-        if self.hparams.class_dependent:
-            classes = torch.randint(self.generator.num_classes, (n,), generator=rng).to(z.device)
-        return z, alpha, classes
+        return z, alpha, batch.get("y")  # the batch's classes (conditional generators)
 
-    def loss(self, batch: dict, salt: int = 0) -> torch.Tensor:
+    def loss(self, batch: dict, salt: int = TRAIN_SALT) -> torch.Tensor:
         z, alpha, classes = self.draw(batch, salt)
-        index = classes if classes is not None else 0
+        index = classes if self.hparams.class_dependent else 0
         with torch.no_grad():
-            before = self.assessor(self.render(z, classes))
-        after = self.assessor(self.render(self.directions.shift(z, index, alpha), classes))
+            before = self.assessor(self.generator(z, classes))
+        after = self.assessor(self.generator(self.directions.shift(z, index, alpha), classes))
         return ((after - (before + alpha)) ** 2).mean()
 
     # ---- the end of fit -----------------------------------------------------------------
@@ -97,15 +93,15 @@ class GANalyze(DirectionModule):
         regressor = self.assessor.regressor
         r = self.hparams.alpha_range
         alphas = torch.linspace(-r, r, self.hparams.eval_alphas).tolist()
-        index = classes if classes is not None else 0
-        images0 = self.render(latents, classes)
+        index = classes if self.hparams.class_dependent else 0
+        images0 = self.generator(latents, classes)
         base = regressor.predict(images0)
         score0 = self.assessor(images0)
         score_change = torch.zeros(latents.shape[0], len(alphas), device=latents.device)
         changes = torch.zeros(len(alphas), len(regressor.targets), device=latents.device,
                               dtype=torch.float64)
         for i, a in enumerate(alphas):
-            images = self.render(self.directions.shift(latents, index, a), classes)
+            images = self.generator(self.directions.shift(latents, index, a), classes)
             score_change[:, i] = self.assessor(images) - score0
             pred = regressor.predict(images)
             for f, t in enumerate(regressor.targets):
@@ -130,7 +126,7 @@ class GANalyze(DirectionModule):
         outs = []
         for batch in datamodule.val_dataloader():
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            z, _, classes = self.draw(batch, salt=2)
+            z, _, classes = self.draw(batch, salt=ANALYSIS_SALT)
             outs.append(self.response(z, classes))
         self.train(was_training)
         alphas = torch.tensor(outs[0]["alphas"])

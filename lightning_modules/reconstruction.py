@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from common.seeds import TRAIN_SALT, VALIDATION_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from regressors.reconstructor import build_reconstructor
+from regressors.reconstructor import build_reconstructor, reconstruction_loss
 
 
 def check_shift_range(min_shift: float, max_shift: float, max_name: str = "max_shift") -> None:
@@ -60,19 +60,18 @@ class ReconstructorMethod(DirectionModule):
         return self.directions.shift(z, k, eps)
 
     # ---- the shared step ----------------------------------------------------------------
-    def step(self, batch: dict, salt: int = 0) -> dict[str, torch.Tensor]:
-        z = batch["latent"]
+    def step(self, batch: dict, salt: int = TRAIN_SALT) -> dict[str, torch.Tensor]:
+        z, y = batch["latent"], batch.get("y")
         rng = self.batch_rng(batch, salt)
         n, num = z.shape[0], self.directions.num_directions
         k = torch.randint(num, (n,), generator=rng).to(z.device)
         eps = self.sample_eps(n, rng).to(z.device)
         with torch.no_grad():
-            x0 = self.generator(z)
-        x1 = self.generator(self.train_shift(z, k, eps))
+            x0 = self.generator(z, y)
+        x1 = self.generator(self.train_shift(z, k, eps), y)
         logits, eps_hat = self.reconstructor(x0, x1)
-        ce = F.cross_entropy(logits, k)
-        shift_error = (eps_hat - eps).abs().mean()
-        return {"loss": ce + self.shift_weight * shift_error, "ce": ce,
+        loss, ce, shift_error = reconstruction_loss(logits, eps_hat, k, eps, self.shift_weight)
+        return {"loss": loss, "ce": ce,
                 "shift_error": shift_error, "correct": (logits.argmax(1) == k).float().sum(),
                 "count": torch.tensor(float(n), device=z.device)}
 
@@ -86,7 +85,7 @@ class ReconstructorMethod(DirectionModule):
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self.step(batch, salt=1)
+        out = self.step(batch, salt=VALIDATION_SALT)
         self.log_dict({"val/rca": out["correct"] / out["count"],
                        "val/shift_error": out["shift_error"]}, sync_dist=True, prog_bar=True,
                       batch_size=batch["latent"].shape[0])
@@ -103,7 +102,7 @@ class ReconstructorMethod(DirectionModule):
         totals = torch.zeros(3, device=self.device)
         for batch in datamodule.val_dataloader():
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            out = self.step(batch, salt=1)
+            out = self.step(batch, salt=VALIDATION_SALT)
             totals += torch.stack([out["correct"], out["count"], out["shift_error"] * out["count"]])
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
         self.train(was_training)

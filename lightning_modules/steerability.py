@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from common.images import log_image, save_line_plot
+from common.seeds import TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import MLPWalk, VectorDirections
@@ -47,7 +48,8 @@ class Steerability(DirectionModule):
         lpips_net: LPIPS backbone (``alex`` or ``vgg``).
         init_scale: the linear walk's w starts as init_scale times a Gaussian vector.
         hidden, step_size: the MLP walk's hidden width and step length (slider units).
-        regressor: reads the edited factor at the end of fit (None: no measurement).
+        regressor: reads the edited factor at the end of fit (None: no measurement; ``auto``:
+            the one the generator's config names).
         eval_points: points of that measurement over the slider range.
         init_seed, optimizer, traversal: see DirectionModule.
     """
@@ -58,7 +60,7 @@ class Steerability(DirectionModule):
     def __init__(self, generator: Generator, edit: str = "shift_x", walk: str = "linear",
                  loss: str = "l2", lpips_net: str = "alex", init_scale: float = 0.1,
                  hidden: int = 64, step_size: float = 0.25,
-                 regressor: str | None = "shapes_regressor32.pt", eval_points: int = 13,
+                 regressor: str | None = "auto", eval_points: int = 13,
                  init_seed: int | None = 0, optimizer: Callable | None = None,
                  traversal: dict | None = None) -> None:
         self_edit = get_edit(edit)
@@ -78,6 +80,7 @@ class Steerability(DirectionModule):
                                                keep_norm=False, init_seed=init_seed)
         else:
             self.directions = MLPWalk(generator.latent_dim, 1, hidden, step_size, init_seed)
+        regressor = self.regressor_path(regressor)
         self._regressor = load_regressor(regressor) if regressor else None
 
     def train(self, mode: bool = True) -> "Steerability":
@@ -103,14 +106,14 @@ class Steerability(DirectionModule):
             return lap1(x, target)
         return self.lpips(x, target).flatten()
 
-    def loss(self, batch: dict, salt: int = 0) -> torch.Tensor:
-        z = batch["latent"]
+    def loss(self, batch: dict, salt: int = TRAIN_SALT) -> torch.Tensor:
+        z, y = batch["latent"], batch.get("y")
         rng = self.batch_rng(batch, salt)
         res = self.generator.resolution
         alpha = self.edit.sample(z.shape[0], rng, res).to(z)
         with torch.no_grad():
-            target, mask = self.edit.apply(self.generator(z), alpha)
-        x = self.generator(self.walk(z, self.edit.to_walk(alpha, res).to(z)))
+            target, mask = self.edit.apply(self.generator(z, y), alpha)
+        x = self.generator(self.walk(z, self.edit.to_walk(alpha, res).to(z)), y)
         return self.distance(x, target, mask).mean()
 
     # ---- the end of fit -----------------------------------------------------------------
@@ -133,10 +136,11 @@ class Steerability(DirectionModule):
         self.eval()
         for batch in datamodule.val_dataloader():
             z = batch["latent"].to(self.device)
-            x0 = self.generator(z)
+            y = batch["y"].to(self.device) if "y" in batch else None
+            x0 = self.generator(z, y)
             for i, s in enumerate(sliders.tolist()):
                 slider = torch.full((z.shape[0], self.edit.dims), s, device=self.device)
-                walked[i] += regressor.predict(self.generator(self.walk(z, slider)))["values"][:, f].double().sum()
+                walked[i] += regressor.predict(self.generator(self.walk(z, slider), y))["values"][:, f].double().sum()
                 alpha = self.edit.from_walk(slider, self.generator.resolution)
                 edited[i] += regressor.predict(self.edit.apply(x0, alpha)[0])["values"][:, f].double().sum()
             count += z.shape[0]

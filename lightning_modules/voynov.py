@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 
 from generators.base import Generator
-from lightning_modules.directions import (DirectionSet, LinearDirections, OrthoDirections,
-                                          ProjDirections)
+from lightning_modules.directions import (BASELINE_KINDS, DirectionSet, LinearDirections,
+                                          OrthoDirections, ProjDirections, baseline_set)
 from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 from regressors.reconstructor import sample_shifts
 
@@ -38,11 +38,8 @@ def make_directions(kind: str, latent_dim: int, num_directions: int,
         return OrthoDirections(latent_dim, num_directions)
     if kind == "proj":
         return ProjDirections(latent_dim, num_directions)
-    if kind == "random":
-        return LinearDirections(latent_dim, num_directions, init="randn", trainable=False,
-                                init_seed=init_seed)
-    if kind == "id":
-        return LinearDirections(latent_dim, num_directions, init="identity", trainable=False)
+    if kind in BASELINE_KINDS:
+        return baseline_set(kind, latent_dim, num_directions, init_seed=init_seed)
     raise ValueError(f"unknown directions_type {kind!r}; choose one of {', '.join(DIRECTION_TYPES)}")
 
 

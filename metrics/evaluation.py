@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from common.seeds import EVALUATION_FIRST_STEP
 from datamodules.streams import batch_seed
 from metrics.content import ContentPreservation
 from metrics.effects import EffectMatrix
-from metrics.rca import DEFAULT_ALPHA_RANGE, RCASettings, auto_step, reconstructor_accuracy
+from metrics.rca import RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range
 from metrics.realism import DiscriminatorScore, feature_fid
 
 
@@ -59,7 +60,7 @@ class EvaluationSettings:
             raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: "
                              f"{sorted(cls.__dataclass_fields__)}")
         settings = cls(rca=rca, **values)
-        settings.resolve(None)  # a step that is neither a number nor "auto" fails here
+        settings.resolve(1.0)  # a step that is neither a number nor "auto" fails here
         return settings
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,60 +68,68 @@ class EvaluationSettings:
 
     def resolve(self, alpha_range: float | None) -> "EvaluationSettings":
         """Concrete steps for directions trained on |alpha| <= ``alpha_range`` (the range a
-        Directions file records; ``None`` for an unknown range, taken as 6, the latent-unit
-        range of Voynov's shifts). ``"auto"`` becomes: ``alpha`` r / 2, ``rca.shift_scale`` r,
+        Directions file records, or the default the report names; None: "auto" is an
+        error). ``"auto"`` becomes: ``alpha`` r / 2, ``rca.shift_scale`` r,
         ``rca.min_shift`` r / 12. A GANalyze direction trained on alpha in [-0.5, 0.5] is then
         measured at 0.25, not far outside its range; unit-length latent directions at 3.
         Numbers given by the user are kept."""
-        r = float(alpha_range) if alpha_range else DEFAULT_ALPHA_RANGE
-        return replace(self, alpha=auto_step(self.alpha, r, 0.5), rca=self.rca.resolve(alpha_range))
+        return replace(self, alpha=auto_step(self.alpha, alpha_range, 0.5),
+                       rca=self.rca.resolve(alpha_range))
 
 
 def evaluate_directions(directions, generator, regressor, settings: EvaluationSettings,
                         rank: int = 0, world_size: int = 1, progress: bool = True,
                         lpips: torch.nn.Module | None = None) -> dict[str, Any]:
     """Scores one direction set; returns flat ``metrics`` and the ``effect_matrix`` details."""
-    settings = settings.resolve(getattr(directions, "meta", {}).get("alpha_range"))
+    settings = settings.resolve(recorded_alpha_range(directions))
     start = time.perf_counter()
     device = generator.device
-    regressor = regressor.to(device)
-    kinds = [t.kind for t in regressor.targets]
-    effect = EffectMatrix(directions.num_directions, regressor.factor_names, kinds,
-                          settings.threshold, settings.min_effect).to(device)
+    effect = fid = None
+    if regressor is not None:
+        regressor = regressor.to(device)
+        kinds = [t.kind for t in regressor.targets]
+        effect = EffectMatrix(directions.num_directions, regressor.factor_names, kinds,
+                              settings.threshold, settings.min_effect).to(device)
+        # A Frechet distance needs more samples than feature dimensions (a full-rank covariance).
+        if settings.fid and settings.samples > regressor.num_features:
+            fid = feature_fid(regressor.num_features).to(device)
     content = ContentPreservation(lpips).to(device)
     disc = getattr(generator, "discriminator", None)
     d_score = DiscriminatorScore().to(device) if disc is not None else None
-    # A Frechet distance needs more samples than feature dimensions (a full-rank covariance).
-    fid = feature_fid(regressor.num_features).to(device) \
-        if settings.fid and settings.samples > regressor.num_features else None
+
+    def observe(images: torch.Tensor, real: bool):
+        if d_score is not None:
+            d_score.update(disc(images).flatten(), real=real)
+        if regressor is None:
+            return None
+        features, predictions = regressor.features_and_predictions(images)
+        if fid is not None:
+            fid.update(features, real=real)
+        return predictions
 
     share = -(-settings.samples // world_size)
     batches = list(range(0, share, settings.batch_size))
     with torch.no_grad():
         for i, first in enumerate(tqdm(batches, desc="evaluation: effects, content, realism",
                                        leave=False, disable=not progress or rank != 0)):
-            rng = torch.Generator().manual_seed(batch_seed(settings.seed, -100 - i, rank))
-            z = generator.sample(min(settings.batch_size, share - first), generator=rng)
-            x0 = generator(z)
-            features0, before = regressor.features_and_predictions(x0)
-            if fid is not None:
-                fid.update(features0, real=True)
-            if d_score is not None:
-                d_score.update(disc(x0).flatten(), real=True)
+            rng = torch.Generator().manual_seed(batch_seed(settings.seed, EVALUATION_FIRST_STEP - i, rank))
+            z, y = generator.draw(min(settings.batch_size, share - first), generator=rng)
+            x0 = generator(z, y)
+            before = observe(x0, real=True)
             for k in range(directions.num_directions):
                 for sign in (1.0, -1.0):
-                    x1 = generator(directions.shift(z, k, sign * settings.alpha))
-                    features1, after = regressor.features_and_predictions(x1)
-                    effect.update(k, before, after, settings.alpha)
+                    x1 = generator(directions.shift(z, k, sign * settings.alpha), y)
+                    after = observe(x1, real=False)
                     content.update(x0, x1)
-                    if fid is not None:
-                        fid.update(features1, real=False)
-                    if d_score is not None:
-                        d_score.update(disc(x1).flatten(), real=False)
-    summary = effect.compute()
-    # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
-    shown = ("coverage", "purity", "gap", "focus") if directions.num_directions > 1 else ("coverage", "focus")
-    metrics: dict[str, float] = {k: summary[k] for k in shown}
+                    if effect is not None:
+                        effect.update(k, before, after, settings.alpha)
+    metrics: dict[str, float] = {}
+    summary: dict[str, Any] = {}
+    if effect is not None:
+        summary = effect.compute()
+        # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
+        shown = ("coverage", "purity", "gap", "focus") if directions.num_directions > 1 else ("coverage", "focus")
+        metrics.update({k: summary[k] for k in shown})
     metrics.update(content.compute())
     # Counted by the reduced metric: every process's share is in.
     metrics["samples"] = metrics.pop("edits") // (2 * directions.num_directions)
@@ -132,6 +141,8 @@ def evaluate_directions(directions, generator, regressor, settings: EvaluationSe
         metrics.update(reconstructor_accuracy(directions, generator, settings.rca, rank,
                                               world_size, progress))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
+    if effect is None:
+        return {"metrics": metrics}
     return {
         "metrics": metrics,
         "factors": regressor.factor_names,

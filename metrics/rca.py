@@ -11,22 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
+from common.seeds import RCA_EVAL_FIRST_STEP
 from datamodules.streams import batch_seed
-from regressors.reconstructor import build_reconstructor, sample_shifts
+from regressors.reconstructor import build_reconstructor, reconstruction_loss, sample_shifts
 
 
-# The alpha range taken for directions that record none: Voynov's latent-unit shifts.
-DEFAULT_ALPHA_RANGE = 6.0
+def recorded_alpha_range(directions) -> float | None:
+    """The range a Directions artifact records (``alpha_range()``); None for a plain set."""
+    recorded = getattr(directions, "alpha_range", None)
+    return recorded()[0] if callable(recorded) else None
 
 
-def auto_step(value: float | str, alpha_range: float, fraction: float) -> float:
+def auto_step(value: float | str, alpha_range: float | None, fraction: float) -> float:
     """``value``, or ``fraction`` of the directions' alpha range when it is ``"auto"``."""
     if value == "auto":
-        return alpha_range * fraction
+        if alpha_range is None:
+            raise ValueError("an 'auto' step needs the directions' alpha range, and none is "
+                             "known: give the steps as numbers")
+        return float(alpha_range) * fraction
     if isinstance(value, str):
         raise ValueError(f"a step must be a number or 'auto', got {value!r}")
     return float(value)
@@ -41,7 +46,7 @@ class RCASettings:
         batch_size: latents per training batch.
         eval_samples: held-out shifts scored (split across processes).
         shift_scale, min_shift: the range of eps; ``"auto"`` takes them from the directions'
-            own training range r (r and r / 12; 6 and 0.5 when a file does not record it), see
+            own training range r (r and r / 12), see
             ``metrics.evaluation.EvaluationSettings.resolve``.
         lr: Adam's learning rate for R.
         reconstructor: ``auto``, ``lenet`` or a timm name (see regressors/reconstructor.py).
@@ -59,10 +64,9 @@ class RCASettings:
 
     def resolve(self, alpha_range: float | None) -> "RCASettings":
         """``"auto"`` shifts from the directions' training range r: ``shift_scale`` r,
-        ``min_shift`` r / 12 (r = 6, Voynov's latent-unit range, when unknown)."""
-        r = float(alpha_range) if alpha_range else DEFAULT_ALPHA_RANGE
-        return replace(self, shift_scale=auto_step(self.shift_scale, r, 1.0),
-                       min_shift=auto_step(self.min_shift, r, 1 / 12))
+        ``min_shift`` r / 12 (an error for an unknown r: never a silent default)."""
+        return replace(self, shift_scale=auto_step(self.shift_scale, alpha_range, 1.0),
+                       min_shift=auto_step(self.min_shift, alpha_range, 1 / 12))
 
 
 class RCAAccuracy(Metric):
@@ -87,11 +91,11 @@ class RCAAccuracy(Metric):
 
 
 def _shifted_pair(directions, generator, n: int, rng: torch.Generator, settings: RCASettings):
-    z = generator.sample(n, generator=rng)
+    z, y = generator.draw(n, generator=rng)
     k = torch.randint(directions.num_directions, (n,), generator=rng).to(z.device)
     eps = sample_shifts(n, rng, settings.shift_scale, settings.min_shift).to(z.device)
     with torch.no_grad():
-        return generator(z), generator(directions.shift(z, k, eps)), k, eps
+        return generator(z, y), generator(directions.shift(z, k, eps), y), k, eps
 
 
 def reconstructor_accuracy(directions, generator, settings: RCASettings | None = None,
@@ -102,8 +106,7 @@ def reconstructor_accuracy(directions, generator, settings: RCASettings | None =
     Every process trains the same reconstructor (same seeds) and scores its share of the
     held-out shifts; the metric sums the shares.
     """
-    meta = getattr(directions, "meta", None) or {}
-    settings = (settings or RCASettings()).resolve(meta.get("alpha_range"))
+    settings = (settings or RCASettings()).resolve(recorded_alpha_range(directions))
     device = generator.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -116,7 +119,7 @@ def reconstructor_accuracy(directions, generator, settings: RCASettings | None =
         rng = torch.Generator().manual_seed(batch_seed(settings.seed, step, 0))
         x0, x1, k, eps = _shifted_pair(directions, generator, settings.batch_size, rng, settings)
         logits, eps_hat = model(x0, x1)
-        loss = F.cross_entropy(logits, k) + 0.25 * (eps_hat - eps).abs().mean()
+        loss = reconstruction_loss(logits, eps_hat, k, eps)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -125,7 +128,7 @@ def reconstructor_accuracy(directions, generator, settings: RCASettings | None =
     share = -(-settings.eval_samples // world_size)  # ceil
     with torch.no_grad():
         for i, start in enumerate(range(0, share, settings.batch_size)):
-            rng = torch.Generator().manual_seed(batch_seed(settings.seed, -1 - i, rank))
+            rng = torch.Generator().manual_seed(batch_seed(settings.seed, RCA_EVAL_FIRST_STEP - i, rank))
             n = min(settings.batch_size, share - start)
             x0, x1, k, eps = _shifted_pair(directions, generator, n, rng, settings)
             logits, eps_hat = model(x0, x1)

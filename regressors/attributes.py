@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.io import atomic_torch_save, read_weights_file
+from common.io import atomic_torch_save, file_sha256, read_weights_file
 
 REGRESSOR_FORMAT = "latent-directions/regressor/v1"
 KINDS = ("categorical", "continuous", "circular", "binary")
@@ -277,8 +277,6 @@ class AttributeAssessor(nn.Module):
 
 def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegressor:
     """A frozen regressor (eval mode) from a weights file, or a shipped name in regressors/weights/."""
-    from generators.base import file_sha256
-
     path, blob = read_weights_file(
         path, WEIGHTS_DIR, "regressor", "train one with `python train.py "
         "experiment=regressor_shapes` and pass <run>/regressor.pt", map_location)
@@ -293,7 +291,7 @@ def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegr
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: the weights do not fit the regressor's architecture: missing "
                          f"keys {result.missing_keys}, unexpected keys {result.unexpected_keys}")
-    model.sha256 = file_sha256(path)
+    model.sha256, model.path = file_sha256(path), str(path)
     model.info = blob["info"]
     for p in model.parameters():
         p.requires_grad_(False)

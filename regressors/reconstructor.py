@@ -3,7 +3,10 @@ taken and by how much (Voynov & Babenko, ICML 2020; also used by WarpedGANSpace)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+SHIFT_WEIGHT = 0.25  # weight of the L1 term on eps in both papers
 
 
 class Reconstructor(nn.Module):
@@ -74,3 +77,13 @@ def sample_shifts(n: int, rng: torch.Generator, shift_scale: float, min_shift: f
     eps = shift_scale * (2 * torch.rand(n, generator=rng) - 1)
     small = eps.abs() < min_shift
     return torch.where(small, torch.where(eps < 0, -min_shift, min_shift), eps)
+
+
+def reconstruction_loss(logits: torch.Tensor, eps_hat: torch.Tensor, k: torch.Tensor,
+                        eps: torch.Tensor, shift_weight: float = SHIFT_WEIGHT
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Voynov & Babenko's reconstructor loss ``CE(logits, k) + w * mean|eps_hat - eps|``;
+    returns ``(loss, ce, shift_error)``."""
+    ce = F.cross_entropy(logits, k)
+    shift_error = (eps_hat - eps).abs().mean()
+    return ce + shift_weight * shift_error, ce, shift_error

@@ -64,20 +64,14 @@ def test_class_dependent_needs_a_conditional_generator():
 
 
 def test_class_dependent_variant_has_one_theta_per_class():
-    base = random_generator(latent_dim=8, width=8)
-
-    class Conditional(type(base)):
-        num_classes = 3
-
-        def forward(self, latent, classes=None):
-            if classes is not None:  # a class shifts the latent: enough to condition the images
-                latent = latent + torch.nn.functional.one_hot(classes, 8).float()
-            return super().forward(latent)
-
-    generator = Conditional(latent_dim=8, resolution=32, width=8).freeze()
-    module = GANalyze(generator, class_dependent=True)
+    # A conditional StyleGAN2 (NVIDIA-style class embedding), edited in Z: classes go through
+    # the Generator interface, forward(latent, y).
+    generator = random_generator("stylegan2", resolution=32, style_dim=8, n_mlp=1,
+                                 channels=[8, 8, 8, 8], c_dim=3, space="z")
+    module = GANalyze(generator, regressor="shapes_regressor32.pt", class_dependent=True)
     assert module.directions.num_directions == 3
-    batch = {"latent": torch.randn(6, 8), "seed": torch.tensor(5)}
+    latent, y = generator.draw(6, torch.Generator().manual_seed(0))
+    batch = {"latent": latent, "y": y, "seed": torch.tensor(5)}
     loss = module.loss(batch)
     loss.backward()
     assert module.directions.theta.grad.abs().sum(1).gt(0).all()  # every class's theta learns

@@ -22,7 +22,7 @@ from regressors.attributes import load_regressor
 class FactorGenerator(Generator):
     """Latent axis i sets factor i of the world through the normal CDF (uniform factors)."""
 
-    name, latent_dim, resolution = "factor_generator", 6, 32
+    name, z_dim, resolution = "factor_generator", 6, 32
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,7 +35,7 @@ class FactorGenerator(Generator):
         shape = (u[:, 0] * 3).floor().clamp(0, 2)
         return torch.cat([shape[:, None], u[:, 1:]], 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.world.render(self.factors(z))
 
 
@@ -71,7 +71,7 @@ def test_summary_of_a_known_effect_matrix():
 def test_coordinate_directions_of_a_factor_generator_are_pure(regressor):
     generator = FactorGenerator()
     settings = EvaluationSettings(samples=96, alpha=1.0, batch_size=96, fid=False,
-                                  rca=RCASettings(steps=0))
+                                  rca=RCASettings(steps=0, shift_scale=6.0, min_shift=0.5))
     coordinate = LinearDirections(6, 6, init="identity", trainable=False)
     result = evaluate_directions(coordinate, generator, regressor, settings, progress=False)
     assert result["metrics"]["coverage"] == 6
@@ -90,7 +90,7 @@ def test_rca_of_identical_directions_is_chance():
     same = LinearDirections(6, 4, init="identity", trainable=False)
     with torch.no_grad():
         same.weight.copy_(torch.tensor([1.0, 1, 0, 0, 0, 0]).expand(4, 6))
-    settings = RCASettings(steps=100, batch_size=32, eval_samples=384)
+    settings = RCASettings(steps=100, batch_size=32, eval_samples=384, shift_scale=6.0, min_shift=0.5)
     chance = reconstructor_accuracy(same, generator, settings, progress=False)["rca"]
     assert abs(chance - 0.25) < 0.08
     distinct = LinearDirections(6, 4, init="identity", trainable=False)
@@ -128,7 +128,8 @@ def test_auto_steps_follow_the_range_the_directions_were_trained_on():
     settings = EvaluationSettings.from_dict({"alpha": "auto", "rca": {"shift_scale": "auto"}})
     voynov = settings.resolve(6.0)
     assert voynov.alpha == 3.0 and voynov.rca.shift_scale == 6.0 and voynov.rca.min_shift == 0.5
-    assert settings.resolve(None).to_dict() == voynov.to_dict()  # an old file: Voynov's units
+    with pytest.raises(ValueError, match="needs the directions' alpha range"):
+        settings.resolve(None)  # an unknown range is never silently Voynov's 6
     ganalyze = settings.resolve(0.5)
     assert ganalyze.alpha == 0.25 and ganalyze.rca.shift_scale == 0.5
     assert EvaluationSettings(alpha=1.5).resolve(0.5).alpha == 1.5  # a given number is kept

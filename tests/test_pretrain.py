@@ -7,7 +7,7 @@ from generators.pretrain import export_checkpoint
 from train import train
 
 TINY_GAN = ["experiment=pretrain_dcgan", "run_name=gan", "logger=none", "data.batch_size=8",
-            "method.max_steps=8", "method.module.generator.width=8",
+            "method.max_steps=4", "method.module.generator.width=8",
             "method.module.generator.latent_dim=4", "method.module.discriminator.width=8",
             "method.module.sample_every_n_steps=2", "callbacks.checkpoint.every_n_train_steps=2",
             "trainer.enable_progress_bar=false"]
@@ -22,7 +22,7 @@ def test_pretraining_writes_a_loadable_generator(tmp_path):
     assert g(g.sample(3)).shape == (3, 3, 32, 32)
     assert (out / "samples/step_000002.png").is_file() and (out / "samples/final.png").is_file()
     ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == 8  # two optimizer steps a batch: 4 batches
+    assert ckpt["global_step"] == 8  # method.max_steps counts batches: 4, two optimizer steps each
     # the checkpoint exports to the same EMA generator as the end of fit did
     exported = load_generator(export_checkpoint(out / "checkpoints/last.ckpt", tmp_path / "e.pt"))
     z = g.sample(2)
@@ -30,7 +30,7 @@ def test_pretraining_writes_a_loadable_generator(tmp_path):
 
 
 def test_pretraining_resume_continues(tmp_path):
-    train(compose_cfg(TINY_GAN + ["method.max_steps=4"], tmp_path))
+    train(compose_cfg(TINY_GAN + ["method.max_steps=2"], tmp_path))
     train(compose_cfg(TINY_GAN + ["ckpt_path=last"], tmp_path))
     ckpt = torch.load(tmp_path / "gan/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 8

@@ -1,0 +1,53 @@
+"""Score any method's directions the same way, next to random and coordinate baselines.
+
+    python evaluate.py directions=outputs/<run>/directions.pt
+    python evaluate.py directions=... evaluation.settings.samples=1024 evaluation.settings.lpips=alex
+
+Writes into the run's folder: evaluation.json (every metric and the effect matrix),
+evaluation.md (the table), effect_matrix.png, traversal_annotated.png; and logs the table and
+images to the run's W&B run (offline unless logged in). The work is lightning_modules/evaluation.py
+(train.py runs the same at the end of every run).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from common.loggers import finish_wandb
+from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
+from lightning_modules.directions import Directions
+from lightning_modules.evaluation import EvaluationSetupError, run_evaluation
+
+log = logging.getLogger("evaluate")
+register_resolvers()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    path = Path(cfg.directions)
+    if not path.is_file():
+        raise EvaluationSetupError(f"directions file not found: {path} (a run writes "
+                                   "outputs/<run_name>/directions.pt at the end of training)")
+    try:
+        recorded = Directions.load(path).meta.get("generator_source")
+    except ValueError as err:
+        raise EvaluationSetupError(str(err)) from err
+    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    try:
+        return run_evaluation(cfg.evaluation, path, generator, loggers)
+    finally:
+        finish_wandb(loggers, log)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    exit_on_setup_error(evaluate, cfg, (EvaluationSetupError, FileNotFoundError), log)
+
+
+if __name__ == "__main__":
+    main()

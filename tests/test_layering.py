@@ -1,0 +1,57 @@
+"""Imports flow one way (README, Architecture): scripts -> lightning_modules -> (generators,
+regressors, datamodules, metrics) -> common; no package imports a script, no script imports
+another, and no two packages import each other. Read from the source, not from sys.modules."""
+from __future__ import annotations
+
+import ast
+from itertools import combinations
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = {"train", "evaluate", "edit", "leaderboard"}
+PACKAGES = ["common", "datamodules", "generators", "regressors", "metrics", "lightning_modules"]
+# What each package may import from the project (besides itself).
+ALLOWED = {
+    "common": set(),
+    "datamodules": {"common"},
+    "generators": {"common", "datamodules"},  # the world: pretraining data, sample assessment
+    "regressors": {"common", "datamodules"},  # the world's factors as regression targets
+    "metrics": {"common", "datamodules", "regressors"},
+    "lightning_modules": {"common", "datamodules", "generators", "regressors", "metrics"},
+}
+
+
+def project_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {n.split(".")[0] for n in names} & (set(PACKAGES) | SCRIPTS)
+    return found
+
+
+def package_imports(package: str) -> set[str]:
+    return set().union(*(project_imports(p) for p in (ROOT / package).rglob("*.py"))) - {package}
+
+
+def test_packages_import_only_lower_layers():
+    for package in PACKAGES:
+        assert package_imports(package) <= ALLOWED[package], package
+
+
+def test_no_package_or_script_imports_a_script():
+    for package in PACKAGES:
+        assert not package_imports(package) & SCRIPTS, package
+    for script in SCRIPTS:
+        assert not project_imports(ROOT / f"{script}.py") & (SCRIPTS - {script}), script
+
+
+def test_no_import_cycle_between_packages():
+    imports = {p: package_imports(p) for p in PACKAGES}
+    for a, b in combinations(PACKAGES, 2):
+        assert not (b in imports[a] and a in imports[b]), (a, b)
