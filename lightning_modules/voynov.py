@@ -30,16 +30,18 @@ DIRECTION_TYPES = ("linear", "ortho", "proj", "random", "id")
 
 
 def make_directions(kind: str, latent_dim: int, num_directions: int,
-                    init_seed: int | None = None) -> DirectionSet:
-    """The direction sets of the paper: learned (linear, ortho, proj) or fixed (random, id)."""
+                    init_seed: int | None = None, layers: list[int] | None = None) -> DirectionSet:
+    """The direction sets of the paper: learned (linear, ortho, proj) or fixed (random, id),
+    on every layer or on ``layers`` of W+ only."""
     if kind == "linear":
-        return LinearDirections(latent_dim, num_directions, init="randn", init_seed=init_seed)
+        return LinearDirections(latent_dim, num_directions, init="randn", init_seed=init_seed,
+                                layers=layers)
     if kind == "ortho":
-        return OrthoDirections(latent_dim, num_directions)
+        return OrthoDirections(latent_dim, num_directions, layers=layers)
     if kind == "proj":
-        return ProjDirections(latent_dim, num_directions)
+        return ProjDirections(latent_dim, num_directions, layers=layers)
     if kind in BASELINE_KINDS:
-        return baseline_set(kind, latent_dim, num_directions, init_seed=init_seed)
+        return baseline_set(kind, latent_dim, num_directions, init_seed=init_seed, layers=layers)
     raise ValueError(f"unknown directions_type {kind!r}; choose one of {', '.join(DIRECTION_TYPES)}")
 
 
@@ -57,6 +59,8 @@ class Voynov(ReconstructorMethod):
         reconstructor: ``"auto"`` (LeNet up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
         reconstructor_kwargs: passed to the reconstructor (LeNet: ``width``, ``hidden``).
         init_seed: seed of the initial directions (the run's seed in configs).
+        layers: W+ only: the per-layer codes the directions move (``coarse``, ``middle``,
+            ``fine``, ``"a-b"``, a list; None: every layer).
         optimizer, traversal: see DirectionModule.
     """
 
@@ -66,16 +70,20 @@ class Voynov(ReconstructorMethod):
                  directions_type: str = "linear", shift_scale: float = 6.0,
                  min_shift: float = 0.5, shift_weight: float = 0.25,
                  reconstructor: str = "auto", reconstructor_kwargs: dict | None = None,
-                 init_seed: int | None = 0,
+                 init_seed: int | None = 0, layers: str | list[int] | None = None,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
+        if layers is not None and generator.space != "w+":
+            raise ValueError(f"layers={layers!r} edits some per-layer codes only: it needs "
+                             f"generator.space=w+ (the generator is in {generator.space!r})")
         if num_directions is None:  # one per latent dimension
             num_directions = generator.latent_dim
         check_shift_range(min_shift, shift_scale, "shift_scale")
         super().__init__(generator, num_directions, shift_weight, reconstructor,
                          reconstructor_kwargs, optimizer, traversal, alpha_range=shift_scale)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
-        self.directions = make_directions(directions_type, generator.latent_dim, num_directions,
-                                          init_seed)
+        self.directions = make_directions(
+            directions_type, generator.latent_dim, num_directions, init_seed,
+            layers=None if layers is None else generator.layers(layers))
 
     def sample_eps(self, n: int, rng: torch.Generator) -> torch.Tensor:
         return sample_shifts(n, rng, self.hparams.shift_scale, self.hparams.min_shift)
