@@ -337,6 +337,36 @@ def _tensor(obj: PersistentObject, key: str, where: str, path: str) -> torch.Ten
     return t.detach().to(torch.float32)
 
 
+class _StateMap:
+    """A network's tensors taken one by one under the project's names (``state``); loading
+    refuses tensors left over (the file holds something this mapping does not know) and
+    project parameters left missing. ``fail(why)`` makes the exception to raise."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], fail) -> None:
+        self.tensors, self.fail = tensors, fail
+        self.state: dict[str, torch.Tensor] = {}
+        self.used: set[str] = set()
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.tensors:
+            raise self.fail(f"no tensor {key} in the file")
+        self.used.add(key)
+        return self.tensors[key].detach().to(torch.float32)
+
+    def load_into(self, module: torch.nn.Module, also_known: tuple[str, ...] = ()) -> None:
+        leftover = sorted(k for k in self.tensors if k not in self.used and k not in also_known
+                          and not k.endswith("resample_filter"))
+        if leftover:
+            raise self.fail(f"tensors this loader does not know: {leftover[:8]}. Supported: {SUPPORTED}")
+        try:
+            result = module.load_state_dict(self.state, strict=False)
+        except RuntimeError as err:
+            raise self.fail(f"the tensors do not fit a {type(module).__name__}: {err}") from None
+        missing = [k for k in result.missing_keys if not k.endswith(".kernel")]
+        if missing or result.unexpected_keys:
+            raise self.fail(f"mapping incomplete: missing {missing}, unexpected {result.unexpected_keys}")
+
+
 def _blur_kernel(filters: dict[str, torch.Tensor], where: str) -> list[float]:
     """The 1-D FIR kernel behind NVIDIA's stored ``resample_filter`` buffers (all equal)."""
     if not filters:
@@ -433,14 +463,8 @@ def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
                                  c_dim=c_dim, conv_clamp=conv_clamp, name=name)
 
     # -- the state, in the project's names
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-
-    def take(key: str) -> torch.Tensor:
-        if key not in tensors:
-            raise NvidiaPickleError(f"{where}: G_ema lacks the tensor {key}")
-        used.add(key)
-        return tensors[key].detach().to(torch.float32)
+    mapped = _StateMap(tensors, lambda why: NvidiaPickleError(f"{where}: {why}"))
+    state, take = mapped.state, mapped.take
 
     def linear(dst: str, src: str) -> None:
         state[f"{dst}.weight"], state[f"{dst}.bias"] = take(f"{src}.weight"), take(f"{src}.bias")
@@ -480,19 +504,7 @@ def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
         styled_conv(f"convs.{2 * j + 1}", f"synthesis.b{res}.conv1", res, 3)
         styled_conv(f"to_rgbs.{j}", f"synthesis.b{res}.torgb", res, 1)
 
-    leftover = sorted(k for k in tensors if k not in used and not k.endswith("resample_filter")
-                      and k != "mapping.w_avg")
-    if leftover:
-        raise NvidiaPickleError(f"{where}: tensors this loader does not know: {leftover[:8]}. "
-                                f"Supported: {SUPPORTED}")
-    try:
-        result = gen.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise NvidiaPickleError(f"{where}: the tensors do not fit a StyleGAN2Generator: {err}") from None
-    missing = [k for k in result.missing_keys if not k.endswith(".kernel")]
-    if missing or result.unexpected_keys:
-        raise NvidiaPickleError(f"{where}: mapping incomplete: missing {missing}, "
-                                f"unexpected {result.unexpected_keys}")
+    mapped.load_into(gen, also_known=("mapping.w_avg",))
     if "mapping.w_avg" in tensors:
         gen.w_avg.copy_(tensors["mapping.w_avg"].detach().to(torch.float32))
     else:  # a mapping built with w_avg_beta=None stores no average: estimate it
@@ -550,15 +562,8 @@ def convert_discriminator(d: PersistentObject, where: str = "D") -> StyleGAN2Dis
     with torch.random.fork_rng(devices=[]):
         disc = StyleGAN2Discriminator(resolution=resolution, channels=channels, blur_kernel=blur,
                                       stddev_group=int(mbstd.get("group_size")))
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-
-    def take(key: str) -> torch.Tensor:
-        if key not in tensors:
-            raise refuse(f"no tensor {key}")
-        used.add(key)
-        return tensors[key].detach().to(torch.float32)
-
+    mapped = _StateMap(tensors, refuse)
+    state, take = mapped.state, mapped.take
     state["convs.0.0.weight"] = take(f"b{resolution}.fromrgb.weight")
     state["convs.0.1.bias"] = take(f"b{resolution}.fromrgb.bias")
     for k, res in enumerate(reversed(expected), start=1):
@@ -572,16 +577,7 @@ def convert_discriminator(d: PersistentObject, where: str = "D") -> StyleGAN2Dis
     for i, src in enumerate(("fc", "out")):
         state[f"final_linear.{i}.weight"] = take(f"{epi}.{src}.weight")
         state[f"final_linear.{i}.bias"] = take(f"{epi}.{src}.bias")
-    leftover = sorted(k for k in tensors if k not in used and not k.endswith("resample_filter"))
-    if leftover:
-        raise refuse(f"tensors this mapping does not know: {leftover[:8]}")
-    try:
-        result = disc.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise refuse(f"the tensors do not fit: {err}") from None
-    missing = [k for k in result.missing_keys if not k.endswith(".kernel")]
-    if missing or result.unexpected_keys:
-        raise refuse(f"missing {missing}, unexpected {result.unexpected_keys}")
+    mapped.load_into(disc)
     return disc
 
 
