@@ -86,9 +86,11 @@ _CKPT_OPTIONAL = {"epoch", "callbacks", "lr_schedulers", "hparams_name", "hyper_
 def check_checkpoint(path: Path) -> str:
     """A resumable Lightning checkpoint of this project, or a RunSetupError naming the keys."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise RunSetupError(f"{path} is not a readable checkpoint ({err})") from err
+        raise RunSetupError(f"{path} is not a readable checkpoint ({err}); checkpoints are read "
+                            "with weights_only=True: one that holds more than tensors and plain "
+                            "data could run code and is refused") from err
     keys = set(blob) if isinstance(blob, dict) else set()
     missing = sorted(_CKPT_KEYS - keys)
     if missing:
@@ -138,8 +140,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in parts["loggers"]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     module = parts["module"]
-    # weights_only=False: checkpoints are the run's own, and hold plain Python hyperparameters.
-    trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=ckpt_path, weights_only=False)
+    # weights_only=True: a checkpoint holds tensors and plain data only, so a file passed as
+    # ckpt_path can never run code (check_checkpoint has read it the same way).
+    trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=ckpt_path, weights_only=True)
 
     if trainer.interrupted:  # Ctrl-C: Lightning stops gracefully; the last checkpoint stands
         log.warning("interrupted: resume with the same command and  run_name=%s ckpt_path=last",

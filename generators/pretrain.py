@@ -185,7 +185,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
 
     ``python -m generators.pretrain outputs/pretrain_dcgan/checkpoints/last.ckpt out.pt``
     """
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "generator_config" not in ckpt:
         raise ValueError(f"{ckpt_path} is not a checkpoint of GAN pretraining "
                          "(it records no generator_config)")

@@ -36,6 +36,8 @@ def test_forgetting_the_method_lists_the_options(tmp_path):
     assert result.returncode != 0
     message = result.stderr + result.stdout
     assert "You must specify 'method'" in message and "voynov" in message
+    # method= lists direction methods only: pretraining and regressor training are experiments
+    assert "pretrain_gan" not in message and "regressor" not in message.split("Available options")[-1]
 
 
 def test_unknown_method_and_generator(tmp_path):

@@ -105,6 +105,24 @@ def test_checkpoint_of_wrong_format(tiny_cfg, tmp_path):
         train(tiny_cfg(f"ckpt_path={bad}"))
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # would create the marker file when unpickled
+
+
+def test_checkpoint_that_would_run_code_is_refused(tiny_cfg, tmp_path):
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "global_step": 0, "loops": {}, "optimizer_states": [],
+                "pytorch-lightning_version": "2.5", "hyper_parameters": _RunsCode(marker)}, crafted)
+    with pytest.raises(RunSetupError, match="weights_only=True.*could run code"):
+        train(tiny_cfg(f"ckpt_path={crafted}"))
+    assert not marker.exists()
+
+
 def test_checkpoint_from_another_generator(tiny_cfg):
     train(tiny_cfg())
     with pytest.raises(ValueError, match="another generator"):
