@@ -176,7 +176,7 @@ def test_voynov_learns_on_the_shipped_generator(tmp_path):
     """A short run on the real generator: the reconstructor tells directions apart far above
     chance (1/16), so the directions change the image in distinct ways."""
     cfg = compose_cfg(["method=voynov", "run_name=learn", "logger=none", "data.batch_size=32",
-                       "data.val_batches=4", "method.max_steps=150", "method.val_every=1000",
+                       "data.val_batches=4", "method.max_steps=250", "method.val_every=1000",
                        "method.module.traversal.every_n_steps=0",
                        "trainer.enable_progress_bar=false", "evaluation.enabled=false"], tmp_path)
     metrics = train(cfg)
