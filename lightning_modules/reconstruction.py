@@ -10,6 +10,7 @@ gradient reaches the frozen generator's weights: the reference loops pay for bot
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from common.seeds import TRAIN_SALT, VALIDATION_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from regressors.reconstructor import build_reconstructor, reconstruction_loss
+from regressors.reconstructor import Reconstructor, build_reconstructor, reconstruction_loss
 
 
 def check_shift_range(min_shift: float, max_shift: float, max_name: str = "max_shift") -> None:
@@ -34,13 +35,15 @@ class ReconstructorMethod(DirectionModule):
         generator: the frozen generator.
         num_directions: K (checked: at least 2, the reconstructor classifies among them).
         shift_weight: weight w of the L1 term on eps (0.25 in both papers).
-        reconstructor: ``"auto"`` (LeNet up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
-        reconstructor_kwargs: passed to the reconstructor (LeNet: ``width``, ``hidden``).
+        reconstructor: a callable ``(num_directions, resolution) -> Reconstructor`` (in config, a
+            nested ``_target_`` with ``_partial_: true``, e.g. ``build_reconstructor`` with its
+            ``kind`` and the LeNet's ``width`` / ``hidden``), or a kind name: ``"auto"`` (LeNet
+            up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
         optimizer, traversal, alpha_range: see DirectionModule.
     """
 
     def __init__(self, generator: Generator, num_directions: int, shift_weight: float = 0.25,
-                 reconstructor: str = "auto", reconstructor_kwargs: dict | None = None,
+                 reconstructor: str | Callable[..., Reconstructor] = "auto",
                  optimizer: Callable | None = None, traversal: dict | None = None,
                  alpha_range: float | None = None) -> None:
         if num_directions < 2:
@@ -48,8 +51,10 @@ class ReconstructorMethod(DirectionModule):
                              f"among them), got {num_directions}")
         super().__init__(generator, optimizer, traversal, alpha_range)
         self.shift_weight = shift_weight
-        self.reconstructor = build_reconstructor(num_directions, generator.resolution, reconstructor,
-                                                 **(reconstructor_kwargs or {}))
+        if isinstance(reconstructor, str):
+            reconstructor = partial(build_reconstructor, kind=reconstructor)
+        self.reconstructor = reconstructor(num_directions=num_directions,
+                                           resolution=generator.resolution)
 
     # ---- what a method chooses ----------------------------------------------------------
     def sample_eps(self, n: int, rng: torch.Generator) -> torch.Tensor:  # pragma: no cover

@@ -56,8 +56,7 @@ class Voynov(ReconstructorMethod):
         shift_scale: largest |eps|.
         min_shift: smallest |eps|.
         shift_weight: weight of the L1 term on eps (0.25 in the paper).
-        reconstructor: ``"auto"`` (LeNet up to 64 px, ResNet-18 above), ``"lenet"`` or a timm name.
-        reconstructor_kwargs: passed to the reconstructor (LeNet: ``width``, ``hidden``).
+        reconstructor: a nested config or kind name (see ReconstructorMethod).
         init_seed: seed of the initial directions (the run's seed in configs).
         layers: W+ only: the per-layer codes the directions move (``coarse``, ``middle``,
             ``fine``, ``"a-b"``, a list; None: every layer).
@@ -69,7 +68,7 @@ class Voynov(ReconstructorMethod):
     def __init__(self, generator: Generator, num_directions: int | None = 16,
                  directions_type: str = "linear", shift_scale: float = 6.0,
                  min_shift: float = 0.5, shift_weight: float = 0.25,
-                 reconstructor: str = "auto", reconstructor_kwargs: dict | None = None,
+                 reconstructor: str | Callable = "auto",
                  init_seed: int | None = 0, layers: str | list[int] | None = None,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         if layers is not None and generator.space != "w+":
@@ -79,8 +78,9 @@ class Voynov(ReconstructorMethod):
             num_directions = generator.latent_dim
         check_shift_range(min_shift, shift_scale, "shift_scale")
         super().__init__(generator, num_directions, shift_weight, reconstructor,
-                         reconstructor_kwargs, optimizer, traversal, alpha_range=shift_scale)
-        self.save_hyperparameters(ignore=["generator", "optimizer"])
+                         optimizer, traversal, alpha_range=shift_scale)
+        # The reconstructor's config is in the run's config.yaml (a callable is no hyperparameter).
+        self.save_hyperparameters(ignore=["generator", "optimizer", "reconstructor"])
         self.directions = make_directions(
             directions_type, generator.latent_dim, num_directions, init_seed,
             layers=None if layers is None else generator.layers(layers))

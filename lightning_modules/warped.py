@@ -42,7 +42,7 @@ class WarpedGANSpace(ReconstructorMethod):
         learn_alphas: learn the dipole weights (fixed at +-1 by default).
         radii: radius range of the support vectors across warps.
         traversal_step: the largest step when walking a warp (traversals, evaluation, edits).
-        shift_weight, reconstructor, reconstructor_kwargs: as in Voynov.
+        shift_weight, reconstructor: as in Voynov.
         init_seed: seed of the support vectors.
         optimizer, traversal: see DirectionModule.
     """
@@ -53,13 +53,14 @@ class WarpedGANSpace(ReconstructorMethod):
                  min_shift: float = 0.5, max_shift: float = 6.0, gamma: float | None = None,
                  learn_gammas: bool = True, learn_alphas: bool = False,
                  radii: tuple[float, float] | list[float] = (1.0, 4.0), traversal_step: float = 0.25,
-                 shift_weight: float = 0.25, reconstructor: str = "auto",
-                 reconstructor_kwargs: dict | None = None, init_seed: int | None = 0,
+                 shift_weight: float = 0.25, reconstructor: str | Callable = "auto",
+                 init_seed: int | None = 0,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         check_shift_range(min_shift, max_shift)
         super().__init__(generator, num_directions, shift_weight, reconstructor,
-                         reconstructor_kwargs, optimizer, traversal, alpha_range=max_shift)
-        self.save_hyperparameters(ignore=["generator", "optimizer"])
+                         optimizer, traversal, alpha_range=max_shift)
+        # The reconstructor's config is in the run's config.yaml (a callable is no hyperparameter).
+        self.save_hyperparameters(ignore=["generator", "optimizer", "reconstructor"])
         self.directions = RBFWarps(generator.latent_dim, num_directions, num_dipoles, gamma,
                                    learn_gammas, learn_alphas, radii, traversal_step, init_seed)
 

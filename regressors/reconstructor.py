@@ -52,9 +52,13 @@ class TimmReconstructor(Reconstructor):
     Args:
         num_directions: K.
         backbone: a timm model name, e.g. ``resnet18``.
+        resolution: unused (any input size works).
     """
 
-    def __init__(self, num_directions: int, backbone: str = "resnet18") -> None:
+    def __init__(self, num_directions: int, backbone: str = "resnet18",
+                 resolution: int | None = None) -> None:
+        # ``resolution`` is accepted for the common (num_directions, resolution) call; the
+        # backbone's global pooling takes any size.
         import timm
 
         trunk = timm.create_model(backbone, pretrained=False, in_chans=6, num_classes=0)
@@ -62,14 +66,15 @@ class TimmReconstructor(Reconstructor):
 
 
 def build_reconstructor(num_directions: int, resolution: int, kind: str = "auto",
-                        **kwargs) -> Reconstructor:
-    """``kind``: ``"lenet"``, ``"resnet18"`` (or any timm name), or ``"auto"`` (LeNet up to
-    64 px, ResNet-18 above)."""
+                        width: int = 16, hidden: int = 256) -> Reconstructor:
+    """The reconstructor for K directions on images of ``resolution`` px. ``kind``:
+    ``"lenet"``, ``"resnet18"`` (or any timm name), or ``"auto"`` (LeNet up to 64 px, ResNet-18
+    above). ``width`` and ``hidden`` size the LeNet (a timm backbone has its own sizes)."""
     if kind == "auto":
         kind = "lenet" if resolution <= 64 else "resnet18"
     if kind == "lenet":
-        return LeNetReconstructor(num_directions, resolution, **kwargs)
-    return TimmReconstructor(num_directions, backbone=kind, **kwargs)
+        return LeNetReconstructor(num_directions, resolution, width=width, hidden=hidden)
+    return TimmReconstructor(num_directions, backbone=kind)
 
 
 def sample_shifts(n: int, rng: torch.Generator, shift_scale: float, min_shift: float) -> torch.Tensor:
