@@ -78,6 +78,13 @@ class GANPretraining(pl.LightningModule):
         return (torch.optim.Adam(self.generator.parameters(), self.hparams.lr_g, betas=betas),
                 torch.optim.Adam(self.discriminator.parameters(), self.hparams.lr_d, betas=betas))
 
+    def on_train_start(self) -> None:
+        # The configured learning rates win over those in a resumed checkpoint's optimizer
+        # states (moments and step counts still resume), so a schedule can change them.
+        for opt, lr in zip(self.optimizers(), (self.hparams.lr_g, self.hparams.lr_d)):
+            for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
+                group["lr"] = lr
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real = batch["images"]

@@ -31,6 +31,10 @@ def test_pretraining_writes_a_loadable_generator(tmp_path):
 
 def test_pretraining_resume_continues(tmp_path):
     train(compose_cfg(TINY_GAN + ["method.max_steps=2"], tmp_path))
-    train(compose_cfg(TINY_GAN + ["ckpt_path=last"], tmp_path))
+    # a resumed run may change the learning rates (a schedule): the configured ones win over
+    # those stored with the optimizer states
+    train(compose_cfg(TINY_GAN + ["ckpt_path=last", "method.module.lr_d=1e-3"], tmp_path))
     ckpt = torch.load(tmp_path / "gan/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 8
+    lrs = [s["param_groups"][0]["lr"] for s in ckpt["optimizer_states"]]
+    assert lrs == [2e-4, 1e-3]
