@@ -13,7 +13,7 @@ def test_batches_are_a_function_of_seed_step_rank():
     a = SeededBatches(make, 4, seed=0, rank=0)
     assert torch.equal(a.batch(5)["x"], SeededBatches(make, 4, seed=0, rank=0).batch(5)["x"])
     assert not torch.equal(a.batch(5)["x"], a.batch(6)["x"])
-    assert not torch.equal(a.batch(5)["x"], SeededBatches(make, 4, seed=0, rank=1).batch(5)["x"])
+    assert not torch.equal(a.batch(5)["x"], SeededBatches(make, 4, seed=0, rank=1, world_size=2).batch(5)["x"])
     assert not torch.equal(a.batch(5)["x"], SeededBatches(make, 4, seed=1, rank=0).batch(5)["x"])
 
 
@@ -38,3 +38,11 @@ def test_latent_datamodule_uses_generator_prior():
     val = list(dm.val_dataloader())
     assert len(val) == 2 and not torch.equal(val[0]["latent"], batch["latent"])
     assert torch.equal(val[0]["latent"], list(dm.val_dataloader())[0]["latent"])
+
+
+def test_processes_share_out_the_batches_of_one_process():
+    """W processes taking S batches each see the batches one process takes in S * W steps."""
+    one = [SeededBatches(make, 3, seed=7).batch(g)["x"] for g in range(6)]
+    two = [SeededBatches(make, 3, seed=7, rank=r, world_size=2).batch(s)["x"]
+           for s in range(3) for r in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
