@@ -28,6 +28,8 @@ from lightning_modules.evaluation import EvaluationSetupError, prepare_evaluatio
 log = logging.getLogger("train")
 # The frozen generator is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+# A fit-free method has no validation: the latent datamodule's held-out batches go unused.
+warnings.filterwarnings("ignore", message=r".*val_dataloader. but have no .validation_step.*")
 
 
 class RunSetupError(ValueError):
@@ -129,9 +131,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     prepared = prepare_evaluation(evaluation, parts["generator"]) if evaluate_at_end else None
     # method.max_steps counts batches, the one knob of a run's length; Lightning counts
     # optimizer steps, several a batch for a GAN (D then G).
+    # A fit-free method sets its own length from its sample count (method.max_steps: null).
     per_batch = getattr(parts["module"], "optimizer_steps_per_batch", 1)
+    batches = cfg.method.max_steps
+    if batches is None:
+        if not hasattr(parts["module"], "required_batches"):
+            raise RunSetupError(f"method.max_steps is null: set it to the number of batches "
+                                f"{cfg.method.name} trains for")
+        batches = parts["module"].required_batches(parts["datamodule"].batch_size)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
-                                      max_steps=int(cfg.method.max_steps) * per_batch,
+                                      max_steps=int(batches) * per_batch,
                                       logger=parts["loggers"] or False,
                                       callbacks=parts["callbacks"], enable_checkpointing=False)
     if trainer.is_global_zero:

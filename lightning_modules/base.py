@@ -1,9 +1,14 @@
-"""DirectionModule: the LightningModule base of every learnable direction method.
+"""The LightningModule bases of the direction methods.
 
-What all methods share lives here: the frozen generator (kept out of checkpoints, which record
-its identity and hash instead), per-batch random draws from the batch's own seed (so that
-resumed and distributed runs are deterministic), NaN checks, traversal grids for a fixed set
-of seeds every N steps and at the end, and the export of the Directions artifact.
+``FrozenGeneratorModule`` holds what every method shares, learnable or fit-free: the frozen
+generator (kept out of checkpoints, which record its identity and hash instead), per-batch
+random draws from the batch's own seed (so that resumed and distributed runs are
+deterministic), the regressor a generator names, traversal grids for a fixed set of seeds, and
+the export of the Directions artifact at the end of fit.
+
+``DirectionModule`` adds what only gradient methods need: the optimiser, the loss and its NaN
+check, validation, and grids every N batches. The fit-free methods run on
+``lightning_modules.fit_free.FitFreeCarrier``, the other subclass.
 """
 from __future__ import annotations
 
@@ -21,19 +26,17 @@ from generators.base import Generator, identity_mismatch
 from lightning_modules.directions import Directions, DirectionSet
 
 
-
-class DirectionModule(pl.LightningModule):
-    """Base class. A subclass sets ``self.directions`` (a DirectionSet) and implements
-    ``training_step``; it may override ``final_evaluation`` to add metrics to the artifact.
+class FrozenGeneratorModule(pl.LightningModule):
+    """What every method shares. A subclass sets ``self.directions`` (a DirectionSet) by the end
+    of fit; it may override ``final_evaluation`` to add metrics to the artifact.
 
     Args:
         generator: the frozen generator (frozen here again, whatever it was).
-        optimizer: a partial optimizer (``_partial_: true`` in config) taking the parameters.
         traversal: ``every_n_steps`` (0: only at the end), ``num_seeds``, ``max_directions``
             (rows), ``alpha`` (the grid spans -alpha..alpha; the method's ``alpha_range`` by
             default), ``steps`` (columns per seed).
-        alpha_range: the largest |alpha| the method trains its directions on, in their own
-            units; recorded in the Directions file so that evaluate.py measures each set on the
+        alpha_range: the largest |alpha| the directions are meant for, in their own units;
+            recorded in the Directions file so that evaluate.py measures each set on the
             scale it was made for (``None``: unknown, the evaluation's defaults apply).
     """
 
@@ -41,11 +44,10 @@ class DirectionModule(pl.LightningModule):
     # Frozen submodules whose weights stay out of checkpoints (a method may add its assessor).
     frozen_submodules: tuple[str, ...] = ("generator",)
 
-    def __init__(self, generator: Generator, optimizer: Callable | None = None,
-                 traversal: dict | None = None, alpha_range: float | None = None) -> None:
+    def __init__(self, generator: Generator, traversal: dict | None = None,
+                 alpha_range: float | None = None) -> None:
         super().__init__()
         self.generator = generator.freeze()
-        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)
         self.alpha_range = alpha_range
         self.traversal = {"every_n_steps": 500, "num_seeds": 3, "max_directions": 8,
                           "alpha": alpha_range or 3.0, "steps": 7, **(traversal or {})}
@@ -97,6 +99,76 @@ class DirectionModule(pl.LightningModule):
         """A CPU generator for this batch's own random draws (directions, shifts)."""
         return torch.Generator().manual_seed((int(batch["seed"]) + salt) % (2**63 - 1))
 
+    # ---- traversal grids ----------------------------------------------------------------
+    @torch.no_grad()
+    def traversal_grid(self, tag: str) -> Path | None:
+        if self.trainer is not None and self.trainer.global_rank != 0:
+            return None
+        cfg = self.traversal
+        was_training = self.directions.training
+        self.directions.eval()
+        artifact = Directions(self.directions)
+        latents, y = self.generator.draw(cfg["num_seeds"], torch.Generator().manual_seed(TRAVERSAL_SEED))
+        # Directions ordered by how much they change the image (mean L1 between -+alpha).
+        ends = artifact.traversal_rows(self.generator, latents, range(artifact.num_directions),
+                                       [-cfg["alpha"], cfg["alpha"]], y=y)
+        change = (ends[:, 1::2] - ends[:, 0::2]).abs().flatten(1).mean(1)
+        order = change.argsort(descending=True)[: cfg["max_directions"]].tolist()
+        alphas = torch.linspace(-cfg["alpha"], cfg["alpha"], cfg["steps"]).tolist()
+        rows = artifact.traversal_rows(self.generator, latents, order, alphas, y=y)
+        self.directions.train(was_training)
+        root = Path(self.trainer.default_root_dir) if self.trainer is not None else Path(".")
+        path = root / ("traversal.png" if tag == "final" else f"traversals/{tag}.png")
+        save_grid(rows.flatten(0, 1), path, nrow=cfg["num_seeds"] * cfg["steps"])
+        if self.trainer is not None:
+            caption = f"{tag}: rows = directions {order}; columns = {cfg['num_seeds']} seeds x alpha " \
+                      f"{-cfg['alpha']:g}..{cfg['alpha']:g}"
+            log_image(self.loggers, "traversal", path, step=self.trainer.global_step, caption=caption)
+        return path
+
+    # ---- the end of fit -----------------------------------------------------------------
+    def final_evaluation(self) -> dict[str, float]:
+        """Metrics computed once at the end of fit (every rank calls it; reduce across ranks)."""
+        return {}
+
+    def export(self) -> Directions:
+        meta = {
+            "method": self.method_name,
+            "generator": self.generator.identity(),
+            "generator_source": self.generator.source,
+            "space": self.generator.space,
+            "layers": self.directions.layers,
+            "alpha_range": self.alpha_range,
+            "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
+                           else repr(v)) for k, v in self.hparams.items()},
+            "metrics": dict(self.final_metrics),
+            "batches": batches_done(self.trainer) if self.trainer is not None else None,
+        }
+        return Directions(self.directions, meta)
+
+    def on_fit_end(self) -> None:
+        self.final_metrics.update(self.final_evaluation())
+        if self.trainer.global_rank != 0:
+            return
+        self.traversal_grid("final")
+        self.export().save(Path(self.trainer.default_root_dir) / "directions.pt")
+
+
+class DirectionModule(FrozenGeneratorModule):
+    """Base of the learnable (gradient) methods. A subclass sets ``self.directions`` and
+    implements ``loss`` (or ``training_step``).
+
+    Args:
+        generator, traversal, alpha_range: see FrozenGeneratorModule (``alpha_range``: the
+            largest |alpha| the method trains its directions on).
+        optimizer: a partial optimizer (``_partial_: true`` in config) taking the parameters.
+    """
+
+    def __init__(self, generator: Generator, optimizer: Callable | None = None,
+                 traversal: dict | None = None, alpha_range: float | None = None) -> None:
+        super().__init__(generator, traversal, alpha_range)
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)
+
     def check_finite(self, loss: torch.Tensor, what: str = "loss") -> None:
         if not torch.isfinite(loss).all():
             raise FloatingPointError(
@@ -125,62 +197,9 @@ class DirectionModule(pl.LightningModule):
     def configure_optimizers(self):
         return self.optimizer_factory(params=self.trainable_parameters())
 
-    # ---- traversal grids ----------------------------------------------------------------
-    @torch.no_grad()
-    def traversal_grid(self, tag: str) -> Path | None:
-        if self.trainer is not None and self.trainer.global_rank != 0:
-            return None
-        cfg = self.traversal
-        was_training = self.directions.training
-        self.directions.eval()
-        artifact = Directions(self.directions)
-        latents, y = self.generator.draw(cfg["num_seeds"], torch.Generator().manual_seed(TRAVERSAL_SEED))
-        # Directions ordered by how much they change the image (mean L1 between -+alpha).
-        ends = artifact.traversal_rows(self.generator, latents, range(artifact.num_directions),
-                                       [-cfg["alpha"], cfg["alpha"]], y=y)
-        change = (ends[:, 1::2] - ends[:, 0::2]).abs().flatten(1).mean(1)
-        order = change.argsort(descending=True)[: cfg["max_directions"]].tolist()
-        alphas = torch.linspace(-cfg["alpha"], cfg["alpha"], cfg["steps"]).tolist()
-        rows = artifact.traversal_rows(self.generator, latents, order, alphas, y=y)
-        self.directions.train(was_training)
-        root = Path(self.trainer.default_root_dir) if self.trainer is not None else Path(".")
-        path = root / ("traversal.png" if tag == "final" else f"traversals/{tag}.png")
-        save_grid(rows.flatten(0, 1), path, nrow=cfg["num_seeds"] * cfg["steps"])
-        if self.trainer is not None:
-            caption = f"{tag}: rows = directions {order}; columns = {cfg['num_seeds']} seeds x alpha " \
-                      f"{-cfg['alpha']:g}..{cfg['alpha']:g}"
-            log_image(self.loggers, "traversal", path, step=self.trainer.global_step, caption=caption)
-        return path
-
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         every = self.traversal["every_n_steps"]
         done = batches_done(self.trainer)
         if every and done % every == 0:
             self.traversal_grid(f"step_{done:06d}")
 
-    # ---- the end of fit -----------------------------------------------------------------
-    def final_evaluation(self) -> dict[str, float]:
-        """Metrics computed once at the end of fit (every rank calls it; reduce across ranks)."""
-        return {}
-
-    def export(self) -> Directions:
-        meta = {
-            "method": self.method_name,
-            "generator": self.generator.identity(),
-            "generator_source": self.generator.source,
-            "space": self.generator.space,
-            "layers": self.directions.layers,
-            "alpha_range": self.alpha_range,
-            "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
-                           else repr(v)) for k, v in self.hparams.items()},
-            "metrics": dict(self.final_metrics),
-            "batches": batches_done(self.trainer) if self.trainer is not None else None,
-        }
-        return Directions(self.directions, meta)
-
-    def on_fit_end(self) -> None:
-        self.final_metrics.update(self.final_evaluation())
-        if self.trainer.global_rank != 0:
-            return
-        self.traversal_grid("final")
-        self.export().save(Path(self.trainer.default_root_dir) / "directions.pt")

@@ -467,9 +467,58 @@ class MLPWalk(DirectionSet):
         return z
 
 
+class BasisDirections(DirectionSet):
+    """Fixed unit directions found in closed form (SeFa, GANSpace, InterFaceGAN, LowRankGAN),
+    each with its own unit of alpha and a score:
+
+        shift(z, k, alpha) = z + alpha * scales[k] * basis[k]
+
+    ``scales`` is GANSpace's sigma (the spread of the samples along the component, so alpha
+    counts standard deviations) and 1 for the others; ``values`` is what ranked the directions
+    (eigenvalues, explained variance, accuracy), largest first. No parameters: nothing trains.
+
+    Args:
+        latent_dim, num_directions: d and K.
+        layers: the per-layer codes moved (see ``DirectionSet``).
+    """
+
+    kind = "basis"
+    translation = True
+
+    def __init__(self, latent_dim: int, num_directions: int,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
+        self.register_buffer("basis", torch.zeros(num_directions, latent_dim))
+        self.register_buffer("scales", torch.ones(num_directions))
+        self.register_buffer("values", torch.zeros(num_directions))
+
+    @classmethod
+    def of(cls, basis: torch.Tensor, scales: torch.Tensor | None = None,
+           values: torch.Tensor | None = None, layers: Sequence[int] | None = None) -> "BasisDirections":
+        """A set from ``K x d`` vectors (normalised here) and optional scales and values."""
+        if basis.ndim != 2:
+            raise ValueError(f"a basis is K x d, got shape {tuple(basis.shape)}")
+        out = cls(basis.shape[1], basis.shape[0], layers)
+        out.basis.copy_(basis / basis.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        if scales is not None:
+            out.scales.copy_(scales)
+        if values is not None:
+            out.values.copy_(values)
+        return out
+
+    def vectors(self) -> torch.Tensor:
+        return self.basis
+
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)
+        return latent + (alpha * self.scales[index])[:, None] * self.basis[index]
+
+
 PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
     cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections, RBFWarps,
-                              VectorDirections, MLPWalk)
+                              VectorDirections, MLPWalk, BasisDirections)
 }
 
 BASELINE_KINDS = ("random", "id")

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from generators import random_generator
-from lightning_modules.directions import (DIRECTIONS_FORMAT, PARAMETRISATIONS, Directions,
+from lightning_modules.directions import (BasisDirections, DIRECTIONS_FORMAT, PARAMETRISATIONS, Directions,
                                           LinearDirections, MLPWalk, OrthoDirections,
                                           ProjDirections, RBFWarps, VectorDirections)
 
@@ -38,6 +38,8 @@ def every_set(d: int, k: int = 3, layers=None) -> dict:
         "vectors_keep_norm": VectorDirections(d, k, init_scale=1.0, keep_norm=True, init_seed=0,
                                               layers=layers),
         "walk_mlp": MLPWalk(d, k, hidden=8, step_size=0.5, init_seed=0, layers=layers),
+        "basis": BasisDirections.of(torch.randn(k, d, generator=torch.Generator().manual_seed(3)),
+                                    scales=torch.linspace(0.5, 2.0, k), layers=layers),
     }
     with torch.no_grad():
         sets["ortho"].skew.normal_(generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,142 @@
+"""GANSpace, Härkönen et al., "GANSpace: Discovering Interpretable GAN Controls", NeurIPS 2020.
+
+Style-based generators: PCA of w = M(z) over many samples. The principal axes are the
+directions and each one's standard deviation sigma_c is its unit, so an edit
+``w + alpha * sigma_c * v_c`` moves alpha standard deviations; in W+ an edit may touch a layer
+range only.
+
+Generators without a mapping network (the DCGAN): PCA of an early layer's activations F, then
+the latent is regressed on the PCA coordinates to find the latent direction of each component.
+With the coordinates c_k = u_k^T (F - mean F) uncorrelated and of variance lambda_k, the
+least-squares coefficient of z on c_k is Cov(z, F) u_k / lambda_k: one pass over the samples is
+enough.
+
+Both are streaming: the sums of x, x x^T (and z F^T) are accumulated in float64 over batches
+and across processes, and one eigendecomposition follows. The reference ran scikit-learn's
+IncrementalPCA, which gives the same components at a much higher cost
+(bench/fit_free_ganspace.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from generators.base import Generator
+from lightning_modules.directions import BasisDirections
+from lightning_modules.fit_free.base import FitFreeMethod, Stats
+
+
+def streaming_pca(count: float, total: torch.Tensor, outer: torch.Tensor, k: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(components K x D, variances K, mean D)`` from ``count`` samples' sum and sum of outer
+    products (float64), variance descending."""
+    mean = total / count
+    cov = (outer - count * torch.outer(mean, mean)) / max(count - 1, 1)
+    values, vectors = torch.linalg.eigh(cov)
+    order = values.argsort(descending=True)[:k]
+    return vectors[:, order].T, values[order].clamp_min(0), mean
+
+
+class GANSpace(FitFreeMethod):
+    """Principal components of W (or of an early layer's activations, regressed to the latent).
+
+    Args:
+        num_directions: K, the top components kept.
+        samples: latents the statistics are accumulated over (1,000,000 in the paper's examples).
+        layers: W+ only: the per-layer codes the edits move (``all``, ``coarse`` / ``middle`` /
+            ``fine``, ``"a-b"``, a list).
+        feature_layer: generators without a mapping network: the layer whose activations are
+            analysed (``features(latent, layer)``; 0 is the first).
+        max_features: activations are subsampled to this many fixed, seeded coordinates when
+            larger (their covariance is max_features^2 doubles).
+        alpha_range: the |alpha| of grids and the evaluation, in standard deviations.
+    """
+
+    method_name = "ganspace"
+
+    def __init__(self, num_directions: int = 16, samples: int = 1_000_000, layers: Any = "all",
+                 feature_layer: int = 0, max_features: int = 2048,
+                 alpha_range: float | None = 3.0) -> None:
+        super().__init__(samples=samples, alpha_range=alpha_range)
+        if samples < 2:
+            raise ValueError(f"GANSpace needs at least 2 samples, got samples={samples}")
+        self.num_directions, self.layer_spec = num_directions, layers
+        self.feature_layer, self.max_features = feature_layer, max_features
+        self._keep: torch.Tensor | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return dict(super().describe(), num_directions=self.num_directions, layers=self.layer_spec,
+                    feature_layer=self.feature_layer, max_features=self.max_features)
+
+    # ---- input checks -------------------------------------------------------------------
+    def check(self, generator: Generator) -> None:
+        self.check_w_space(generator, "analyses W = M(z) of a style-based generator and edits there")
+        dim = generator.latent_dim if generator.style_based else self._feature_dim(generator)
+        if not 1 <= self.num_directions <= dim:
+            raise ValueError(f"num_directions={self.num_directions}: GANSpace finds at most "
+                             f"{dim} components here; use 1..{dim}")
+
+    def _feature_dim(self, generator: Generator) -> int:
+        try:
+            with torch.no_grad():
+                probe = generator.features(generator.sample(1), self.feature_layer)
+        except NotImplementedError as err:
+            raise ValueError(f"GANSpace needs a mapping network or intermediate features: {err}") from None
+        return min(probe[0].numel(), self.max_features)
+
+    # ---- statistics ---------------------------------------------------------------------
+    def _features(self, generator: Generator, latent: torch.Tensor) -> torch.Tensor:
+        flat = generator.features(latent, self.feature_layer).flatten(1)
+        if flat.shape[1] > self.max_features:
+            if self._keep is None:  # a fixed subset, the same on every process and resume
+                chosen = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0))
+                self._keep = chosen[: self.max_features].sort().values
+            flat = flat[:, self._keep.to(flat.device)]
+        return flat
+
+    def init_stats(self, generator: Generator) -> Stats:
+        d, dev = generator.latent_dim, generator.device
+        f = d if generator.style_based else self._feature_dim(generator)
+        stats = {"count": torch.zeros((), dtype=torch.float64, device=dev),
+                 "sum": torch.zeros(f, dtype=torch.float64, device=dev),
+                 "outer": torch.zeros(f, f, dtype=torch.float64, device=dev)}
+        if not generator.style_based:  # the regression back to the latent
+            stats.update(z_sum=torch.zeros(d, dtype=torch.float64, device=dev),
+                         z_outer=torch.zeros(d, d, dtype=torch.float64, device=dev),
+                         cross=torch.zeros(d, f, dtype=torch.float64, device=dev))
+        return stats
+
+    def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
+        latent = batch["latent"]
+        if latent.ndim == 3:  # W+ samples repeat one w on every layer
+            latent = latent[:, 0]
+        x = (latent if generator.style_based else self._features(generator, latent)).double()
+        stats["count"] += x.shape[0]
+        stats["sum"] += x.sum(0)
+        stats["outer"] += x.T @ x
+        if not generator.style_based:
+            z = latent.double()
+            stats["z_sum"] += z.sum(0)
+            stats["z_outer"] += z.T @ z
+            stats["cross"] += z.T @ x
+
+    def solve(self, generator: Generator, stats: Stats) -> tuple[BasisDirections, dict[str, float]]:
+        n = float(stats["count"])
+        components, variances, mean = streaming_pca(n, stats["sum"], stats["outer"],
+                                                    self.num_directions)
+        total_variance = float(torch.diagonal(stats["outer"]).sum() / n - (mean**2).sum()) * n / max(n - 1, 1)
+        if generator.style_based:
+            basis, sigma = components, variances.sqrt()
+        else:
+            z_mean = stats["z_sum"] / n
+            cov_zf = (stats["cross"] - n * torch.outer(z_mean, mean)) / (n - 1)
+            coef = (cov_zf @ components.T) / variances.clamp_min(1e-12)   # d x K
+            basis = (coef / coef.norm(dim=0, keepdim=True).clamp_min(1e-12)).T
+            cov_zz = (stats["z_outer"] - n * torch.outer(z_mean, z_mean)) / (n - 1)
+            sigma = torch.einsum("kd,de,ke->k", basis, cov_zz, basis).clamp_min(0).sqrt()
+        directions = BasisDirections.of(basis.float(), scales=sigma.float(),
+                                        values=variances.float(), layers=self.edit_layers(generator))
+        return directions, {"explained_0": float(variances[0]) / total_variance,
+                            "explained_top": float(variances.sum()) / total_variance,
+                            "samples": n}

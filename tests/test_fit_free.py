@@ -1,0 +1,177 @@
+"""The fit-free machinery (lightning_modules/fit_free/base.py) and SeFa, through train.py."""
+import re
+
+import pytest
+import torch
+
+from conftest import TINY, compose_cfg
+from generators import random_generator
+from lightning_modules.directions import BasisDirections, Directions
+from lightning_modules.fit_free.sefa import SeFa, sefa_directions
+from train import train
+
+FIT_FREE_TINY = [t for t in TINY if not t.startswith(("method.max_steps", "method.module.traversal.every"))]
+
+
+def run_fit_free(tmp_path, method, *overrides, run_name="ff"):
+    cfg = compose_cfg([f"method={method}", f"run_name={run_name}", *FIT_FREE_TINY, *overrides],
+                      tmp_path)
+    metrics = train(cfg)
+    return tmp_path / run_name, metrics
+
+
+# ---- SeFa ----------------------------------------------------------------------------------
+def test_sefa_equals_the_svd_of_the_normalised_weight_and_is_sorted():
+    weight = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
+    vectors, values = sefa_directions(weight)
+    unit = weight / weight.norm(dim=1, keepdim=True)
+    _, s, vh = torch.linalg.svd(unit.double(), full_matrices=False)
+    assert torch.allclose(values.double(), s**2, rtol=1e-5)
+    assert (values[:-1] >= values[1:]).all()
+    # the same axes up to sign
+    assert torch.allclose((vectors.double() * vh).sum(1).abs(), torch.ones(12, dtype=torch.float64), atol=1e-5)
+    top3, _ = sefa_directions(weight, 3)
+    assert torch.equal(top3, vectors[:3])
+
+
+@pytest.mark.parametrize("generator,extra", [
+    ("dcgan_random", []),
+    ("stylegan2_random", ["generator.space=w"]),
+    ("stylegan2_random", ["generator.space=w+", "method.module.method.layers=coarse"]),
+])
+def test_sefa_runs_through_train_py(tmp_path, generator, extra):
+    out, metrics = run_fit_free(tmp_path, "sefa", f"generator={generator}",
+                                "method.module.method.num_directions=4", *extra)
+    made = Directions.load(out / "directions.pt")
+    assert isinstance(made.directions, BasisDirections) and made.num_directions == 4
+    assert made.meta["method"] == "sefa" and made.meta["alpha_range"] == 3.0
+    values = made.directions.values
+    assert (values[:-1] >= values[1:]).all() and metrics["eigenvalue_0"] == pytest.approx(float(values[0]))
+    g = random_generator(generator.split("_")[0], init_seed=0,
+                         **({"space": extra[0].split("=")[1]} if extra else {}),
+                         **({"latent_dim": 8, "width": 8} if generator == "dcgan_random" else
+                            {"style_dim": 16, "n_mlp": 2, "channels": [16, 16, 16, 8]}))
+    layers = "coarse" if len(extra) > 1 else None
+    expected, _ = sefa_directions(g.projection_weight(layers), 4)
+    assert torch.allclose(made.directions.basis, expected, atol=1e-6)
+    if layers:
+        assert made.layers == g.layers("coarse")
+    assert (out / "traversal.png").is_file()
+    assert torch.load(out / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 1
+
+
+def test_resume_takes_the_result_from_the_checkpoint(tmp_path, monkeypatch):
+    args = ["generator=stylegan2_random", "method.module.method.num_directions=4"]
+    out, _ = run_fit_free(tmp_path, "sefa", *args)
+    first = Directions.load(out / "directions.pt").directions.basis
+    state = torch.load(out / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["fit_free/sefa"]
+    assert state["result"]["kind"] == "basis"
+
+    def refuse(*_):
+        raise AssertionError("solve ran again on resume")
+
+    monkeypatch.setattr(SeFa, "solve", refuse)
+    run_fit_free(tmp_path, "sefa", *args, "ckpt_path=last")
+    assert torch.equal(Directions.load(out / "directions.pt").directions.basis, first)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["generator=stylegan2_random", "generator.space=z"], "directions live in W"),
+    (["generator=stylegan2_random", "generator.space=w", "method.module.method.layers=coarse"],
+     "needs generator.space=w\\+"),
+    (["generator=stylegan2_random", "generator.space=w+", "method.module.method.layers=0-40"],
+     "layer"),
+    (["generator=dcgan_random", "method.module.method.num_directions=99"], "at most 8"),
+])
+def test_sefa_bad_input_is_one_clear_error_before_work(tmp_path, overrides, message):
+    with pytest.raises(Exception) as caught:  # Hydra wraps it; the CLI prints the cause alone
+        run_fit_free(tmp_path, "sefa", *overrides)
+    cause = caught.value.__cause__ or caught.value
+    assert isinstance(cause, ValueError) and re.search(message, str(cause)), str(cause)
+    assert not (tmp_path / "ff" / "checkpoints").exists()
+
+
+# ---- GANSpace ------------------------------------------------------------------------------
+def stream_latents(generator, batch_size, batches, seed=0):
+    """The latents the latent datamodule yields for one process (its global batches)."""
+    from datamodules.latent import LatentDataModule
+    from datamodules.streams import SeededBatches
+
+    data = LatentDataModule(batch_size=batch_size, seed=seed, generator=generator)
+    stream = SeededBatches(data.make_batch, batch_size, seed)
+    return torch.cat([stream.batch(s)["latent"] for s in range(batches)])
+
+
+def assert_same_axes(a, b, atol=1e-5):
+    assert torch.allclose((a * b).sum(1).abs(), torch.ones(a.shape[0]), atol=atol)
+
+
+GANSPACE_W = ["generator=stylegan2_random", "generator.space=w", "data.batch_size=50",
+              "method.module.method.samples=200", "method.module.method.num_directions=5"]
+
+
+def test_ganspace_equals_a_full_pca_of_the_same_samples(tmp_path):
+    out, metrics = run_fit_free(tmp_path, "ganspace", *GANSPACE_W)
+    made = Directions.load(out / "directions.pt").directions
+    g = random_generator("stylegan2", init_seed=0, space="w", style_dim=16, n_mlp=2,
+                         channels=[16, 16, 16, 8])
+    w = stream_latents(g, 50, 4).double()
+    _, s, vh = torch.linalg.svd(w - w.mean(0), full_matrices=False)
+    assert_same_axes(made.basis, vh[:5].float())
+    assert torch.allclose(made.scales, (s[:5] / (200 - 1) ** 0.5).float(), rtol=1e-4)
+    assert metrics["samples"] == 200
+    # an edit of alpha = 1 moves one standard deviation along the component
+    w0 = w[:1].float()
+    assert torch.allclose(made.shift(w0, 0, 1.0) - w0, made.scales[0] * made.basis[0], atol=1e-6)
+
+
+def test_ganspace_without_mapping_regresses_features_back_to_z(tmp_path):
+    out, _ = run_fit_free(tmp_path, "ganspace", "generator=dcgan_random", "data.batch_size=100",
+                          "method.module.method.samples=400", "method.module.method.num_directions=3",
+                          "method.module.method.max_features=64")
+    made = Directions.load(out / "directions.pt").directions
+    g = random_generator("dcgan", init_seed=0, latent_dim=8, width=8)
+    z = stream_latents(g, 100, 4).double()
+    with torch.no_grad():
+        feats = g.features(z.float(), 0).flatten(1).double()
+    keep = torch.randperm(feats.shape[1], generator=torch.Generator().manual_seed(0))[:64].sort().values
+    f = feats[:, keep]
+    _, _, vh = torch.linalg.svd(f - f.mean(0), full_matrices=False)
+    coords = (f - f.mean(0)) @ vh[:3].T                      # PCA coordinates
+    coef = torch.linalg.lstsq(coords, z - z.mean(0)).solution  # z regressed on each coordinate
+    expected = coef / coef.norm(dim=1, keepdim=True)
+    assert_same_axes(made.basis, expected.float(), atol=1e-4)
+
+
+def test_ganspace_killed_half_way_resumes_its_accumulation(tmp_path):
+    whole, _ = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, run_name="whole")
+    # stopped after 2 of 4 batches: nothing exported, the sums are in the checkpoint
+    half, _ = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, "method.max_steps=2", run_name="half")
+    assert not (half / "directions.pt").exists()
+    state = torch.load(half / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["fit_free/ganspace"]
+    assert state["seen"] == 100 and state["result"] is None and float(state["stats"]["count"]) == 100
+    run_fit_free(tmp_path, "ganspace", *GANSPACE_W, "ckpt_path=last", run_name="half")
+    a = Directions.load(whole / "directions.pt").directions
+    b = Directions.load(half / "directions.pt").directions
+    assert torch.allclose(a.basis, b.basis, atol=1e-6) and torch.allclose(a.scales, b.scales)
+
+
+def test_ganspace_two_ddp_processes_give_the_one_process_result(tmp_path):
+    from conftest import run_script
+
+    one, _ = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, run_name="one")
+    args = ["method=ganspace", "trainer=ddp_cpu", "run_name=two", *FIT_FREE_TINY, *GANSPACE_W]
+    result = run_script(args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = tmp_path / "outputs" / "two"
+    a = Directions.load(one / "directions.pt").directions
+    b = Directions.load(two / "directions.pt").directions
+    assert torch.allclose(a.basis, b.basis, atol=1e-5) and torch.allclose(a.scales, b.scales, atol=1e-5)
+    # each process took 2 of the 4 batches
+    assert torch.load(two / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_ganspace_bad_input(tmp_path):
+    with pytest.raises(Exception) as caught:
+        run_fit_free(tmp_path, "ganspace", "generator=stylegan2_random", "generator.space=z")
+    assert "generator.space=w" in str(caught.value.__cause__ or caught.value)
