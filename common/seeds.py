@@ -17,3 +17,8 @@ TRAIN_SALT, VALIDATION_SALT, ANALYSIS_SALT = 0, 1, 2
 HELD_OUT_STEP = -1               # the datamodules' validation batches (rank -1: one set for all)
 RCA_EVAL_FIRST_STEP = -1         # metrics/rca.py: held-out shifts -1, -2, ...
 EVALUATION_FIRST_STEP = -100     # metrics/evaluation.py: evaluation latents -100, -101, ...
+
+# Fit-free methods: InterFaceGAN's train / validation split of the extremes; GANSpace's fixed
+# subset of feature coordinates when a layer has more than max_features.
+SPLIT_SEED = 70_30
+FEATURE_SUBSET_SEED = 0

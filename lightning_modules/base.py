@@ -26,6 +26,21 @@ from generators.base import Generator, identity_mismatch
 from lightning_modules.directions import Directions, DirectionSet
 
 
+def regressor_path(generator: Generator, choice: str | None, needed_for: str | None = None,
+                   option: str = "method.module.regressor") -> str | None:
+    """The regressor file a method reads: ``auto`` is the one the generator's config names
+    (its images' world), never another world's; ``None``: none. ``needed_for``: refuse to go
+    without one, saying what it is needed for and which ``option`` to set."""
+    if choice == "auto":
+        choice = (generator.regressor_spec or {}).get("path")
+    if not choice and needed_for:
+        raise ValueError(f"{needed_for} needs an attribute regressor, and generator "
+                         f"{generator.name!r} names none in its config: pass "
+                         f"{option}=<regressor.pt> (train one with "
+                         "`python train.py experiment=regressor_folder data.root=<images>`)")
+    return choice or None
+
+
 class FrozenGeneratorModule(pl.LightningModule):
     """What every method shares. A subclass sets ``self.directions`` (a DirectionSet) by the end
     of fit; it may override ``final_evaluation`` to add metrics to the artifact.
@@ -82,17 +97,8 @@ class FrozenGeneratorModule(pl.LightningModule):
 
     # ---- shared helpers -----------------------------------------------------------------
     def regressor_path(self, choice: str | None, needed_for: str | None = None) -> str | None:
-        """The regressor file a method reads: ``auto`` is the one the generator's config names
-        (its images' world), never another world's; ``None``: none. ``needed_for``: refuse to
-        go without one, saying what it is needed for."""
-        if choice == "auto":
-            choice = (self.generator.regressor_spec or {}).get("path")
-        if not choice and needed_for:
-            raise ValueError(f"{needed_for} needs an attribute regressor, and generator "
-                             f"{self.generator.name!r} names none in its config: pass "
-                             "method.module.regressor=<regressor.pt> (train one with "
-                             "`python train.py experiment=regressor_folder data.root=<images>`)")
-        return choice or None
+        """See ``regressor_path``: the regressor file this method's generator calls for."""
+        return regressor_path(self.generator, choice, needed_for)
 
     @staticmethod
     def batch_rng(batch: dict, salt: int = TRAIN_SALT) -> torch.Generator:

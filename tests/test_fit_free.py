@@ -175,3 +175,74 @@ def test_ganspace_bad_input(tmp_path):
     with pytest.raises(Exception) as caught:
         run_fit_free(tmp_path, "ganspace", "generator=stylegan2_random", "generator.space=z")
     assert "generator.space=w" in str(caught.value.__cause__ or caught.value)
+
+
+# ---- InterFaceGAN --------------------------------------------------------------------------
+def test_the_svm_separates_a_planted_linear_attribute():
+    from lightning_modules.fit_free.interfacegan import linear_svm
+
+    gen = torch.Generator().manual_seed(0)
+    normal = torch.nn.functional.normalize(torch.randn(16, generator=gen), dim=0)
+    x = torch.randn(600, 16, generator=gen)
+    score = x @ normal
+    keep = score.abs() > 0.5                      # a margin, as the extremes of InterFaceGAN have
+    w, b = linear_svm(x[keep], (score[keep] > 0).float())
+    assert torch.nn.functional.cosine_similarity(w.float(), normal, dim=0) > 0.95
+    assert ((x[keep].double() @ w + b > 0) == (score[keep] > 0)).all()
+
+
+def test_conditioning_removes_the_projection_and_renormalises():
+    from lightning_modules.fit_free.interfacegan import condition
+
+    gen = torch.Generator().manual_seed(1)
+    v, others = torch.randn(8, generator=gen), torch.randn(2, 8, generator=gen)
+    c = condition(v / v.norm(), others)
+    assert torch.allclose(others @ c, torch.zeros(2), atol=1e-5) and abs(float(c.norm()) - 1) < 1e-5
+    with pytest.raises(ValueError, match="vanished"):
+        condition(others[0] / others[0].norm(), others)
+
+
+IFG_W = ["generator=stylegan2_random", "generator.space=w", "data.batch_size=100",
+         "method.module.method.samples=400", "method.module.method.ratio=0.05",
+         "method.module.method.factors=[scale,x]"]
+
+
+def test_interfacegan_runs_through_train_py_with_conditions(tmp_path):
+    out, metrics = run_fit_free(tmp_path, "interfacegan", *IFG_W,
+                                "method.module.method.conditions={scale:[x,y]}")
+    made = Directions.load(out / "directions.pt")
+    assert made.num_directions == 2 and made.meta["method"] == "interfacegan"
+    for name in ("scale", "x", "y"):  # y fitted for the condition only
+        assert 0 <= metrics[f"{name}/val_accuracy"] <= 1 and f"{name}/remaining_accuracy" in metrics
+    # scale's direction is orthogonal to x's (and to y's, fitted but not exported)
+    basis = made.directions.basis
+    assert abs(float(basis[0] @ basis[1])) < 1e-5
+    state = torch.load(out / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["fit_free/interfacegan"]
+    assert state["stats"]["top_scores"].shape == (3, 20)  # 5% of 400 a side, for scale, x and y
+    assert (state["stats"]["top_scores"].min(1).values >= state["stats"]["bottom_scores"].max(1).values).all()
+
+
+def test_interfacegan_two_ddp_processes_give_the_one_process_result(tmp_path):
+    from conftest import run_script
+
+    one, _ = run_fit_free(tmp_path, "interfacegan", *IFG_W, run_name="one")
+    args = ["method=interfacegan", "trainer=ddp_cpu", "run_name=two", *FIT_FREE_TINY, *IFG_W]
+    result = run_script(args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = Directions.load(one / "directions.pt").directions.basis
+    b = Directions.load(tmp_path / "outputs/two/directions.pt").directions.basis
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method.module.method.factors=[colour]"], "has no factor 'colour'"),
+    (["method.module.method.factors=[shape]"], "not a scalar score"),
+    (["method.module.method.samples=100"], "too few samples for the split"),
+    (["generator.regressor=null"], "names none in its config: pass method.module.method.regressor"),
+    (["method.module.method.conditions={hue:[x]}"], "not among factors"),
+])
+def test_interfacegan_bad_input(tmp_path, overrides, message):
+    with pytest.raises(Exception) as caught:
+        run_fit_free(tmp_path, "interfacegan", *IFG_W, *overrides)
+    cause = caught.value.__cause__ or caught.value
+    assert message in str(cause), str(cause)

@@ -99,6 +99,10 @@ class FitFreeMethod(pl.Callback):
         if generator.style_based and generator.space == "z":
             raise ValueError(f"{self.method_name} {reads}: its directions live in W, so run it "
                              "with generator.space=w (or w+ for layer ranges)")
+        self.check_layers(generator)
+
+    def check_layers(self, generator: Generator) -> None:
+        """Layer ranges need W+ (and layers the generator has)."""
         if self.edit_layers(generator) is not None and generator.space != "w+":
             raise ValueError(f"layers={self.layer_spec!r} moves some per-layer codes only: it "
                              f"needs generator.space=w+ (the generator is in {generator.space!r})")

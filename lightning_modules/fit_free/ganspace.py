@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from common.seeds import FEATURE_SUBSET_SEED
 from generators.base import Generator
 from lightning_modules.directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
@@ -90,7 +91,7 @@ class GANSpace(FitFreeMethod):
         flat = generator.features(latent, self.feature_layer).flatten(1)
         if flat.shape[1] > self.max_features:
             if self._keep is None:  # a fixed subset, the same on every process and resume
-                chosen = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0))
+                chosen = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(FEATURE_SUBSET_SEED))
                 self._keep = chosen[: self.max_features].sort().values
             flat = flat[:, self._keep.to(flat.device)]
         return flat
