@@ -246,3 +246,105 @@ def test_interfacegan_bad_input(tmp_path, overrides, message):
         run_fit_free(tmp_path, "interfacegan", *IFG_W, *overrides)
     cause = caught.value.__cause__ or caught.value
     assert message in str(cause), str(cause)
+
+
+# ---- LowRankGAN ----------------------------------------------------------------------------
+class PlantedLocal(torch.nn.Module):
+    """A generator whose central box depends on z[0:2] and the whole image on z[2:4];
+    z[4:] does nothing."""
+
+    def __init__(self, resolution=16):
+        from generators.base import Generator
+
+        super().__init__()
+        self.base = Generator()
+        self.resolution, self.latent_dim, self.space = resolution, 6, "z"
+        r = torch.arange(resolution) / resolution
+        self.register_buffer("box", ((r >= 0.25) & (r < 0.75))[:, None] & ((r >= 0.25) & (r < 0.75))[None])
+        gen = torch.Generator().manual_seed(0)
+        self.register_buffer("local", torch.randn(2, resolution, resolution, generator=gen))
+        self.register_buffer("glob", torch.randn(2, resolution, resolution, generator=gen))
+
+    @property
+    def device(self):
+        return self.box.device
+
+    def forward(self, z, y=None):
+        local = torch.tanh(torch.einsum("nk,khw->nhw", z[:, :2], self.local)) * self.box
+        glob = torch.tanh(torch.einsum("nk,khw->nhw", z[:, 2:4], self.glob))
+        return (local + glob)[:, None].expand(-1, 3, -1, -1)
+
+
+def test_the_batched_jacobian_equals_autograds():
+    from lightning_modules.fit_free.lowrankgan import image_jacobian
+
+    g = random_generator("dcgan", init_seed=0, latent_dim=8, width=8)
+    z = torch.randn(8, generator=torch.Generator().manual_seed(0))
+
+    def image(v):
+        return torch.nn.functional.interpolate(g(v[None]).mean(1, keepdim=True), size=(16, 16),
+                                               mode="bilinear", antialias=True).flatten()
+
+    reference = torch.autograd.functional.jacobian(image, z)   # one backward pass an output
+    batched = image_jacobian(g, z, 16)
+    assert batched.shape == (256, 8) and torch.allclose(batched, reference, atol=1e-5)
+    assert torch.allclose(image_jacobian(g, z, 16, chunk_size=50), batched, atol=1e-6)
+
+
+def test_robust_pca_recovers_a_planted_low_rank_matrix():
+    from lightning_modules.fit_free.lowrankgan import numerical_rank, robust_pca
+
+    gen = torch.Generator().manual_seed(0)
+    low = torch.randn(30, 2, generator=gen, dtype=torch.float64) @ torch.randn(2, 30, generator=gen, dtype=torch.float64)
+    sparse = torch.zeros(30, 30, dtype=torch.float64)
+    sparse.view(-1)[torch.randperm(900, generator=gen)[:20]] = 5.0
+    got_low, got_sparse = robust_pca(low + sparse)
+    assert numerical_rank(got_low) == 2
+    assert torch.linalg.matrix_norm(got_low - low) / torch.linalg.matrix_norm(low) < 1e-3
+
+
+def test_lowrankgan_edits_of_a_planted_local_generator_stay_in_their_region():
+    from lightning_modules.fit_free.lowrankgan import LowRankGAN
+
+    g = PlantedLocal()
+    # robust PCA on a 6 x 6 matrix is not the point here (tested above): the background's rank
+    # is given, the foreground's comes from robust PCA
+    method = LowRankGAN(region=[0.25, 0.75, 0.25, 0.75], num_directions=2, samples=3,
+                        jacobian_size=16, rank_background=2)
+    method.mask = method.make_mask(16)
+    stats = method.init_stats(g)
+    method.accumulate(g, {"latent": torch.randn(3, 6, generator=torch.Generator().manual_seed(1))}, stats)
+    directions, metrics = method.solve(g, stats)
+    assert metrics["rank_background"] == 2 and directions.num_directions >= 1
+    # the directions lie in span(z0, z1): the box's own latents
+    assert torch.allclose(directions.basis[:, :2].norm(dim=1), torch.ones(directions.num_directions), atol=1e-4)
+    z = torch.randn(5, 6, generator=torch.Generator().manual_seed(2))
+    change = (g(directions.shift(z, 0, 2.0)) - g(z)).abs()[:, 0]
+    assert change[:, ~g.box].max() < 1e-5 and change[:, g.box].mean() > 1e-2
+
+
+def test_lowrankgan_runs_through_train_py(tmp_path):
+    out, metrics = run_fit_free(tmp_path, "lowrankgan", "generator=dcgan_random",
+                                "method.module.method.samples=2", "method.module.method.jacobian_size=16",
+                                "method.module.method.num_directions=2", "data.val_batches=1")
+    made = Directions.load(out / "directions.pt")
+    assert made.meta["method"] == "lowrankgan" and 1 <= made.num_directions <= 2
+    assert metrics["local_edit_ratio"] > 0 and metrics["rank_background"] >= 1
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method.module.method.region=[0.5,0.25,0,1]"], "top < bottom"),
+    (["method.module.method.region=[0,1,0,1]"], "covers every pixel"),
+    (["method.module.method.region=MASK"], "must be 32 x 32"),
+    (["generator=stylegan2_random", "generator.space=w+"], "generator.space=z or w"),
+])
+def test_lowrankgan_bad_input(tmp_path, overrides, message):
+    import torchvision
+
+    mask = tmp_path / "mask.png"
+    torchvision.io.write_png(torch.zeros(1, 20, 20, dtype=torch.uint8), str(mask))
+    overrides = [o.replace("MASK", str(mask)) for o in overrides]
+    with pytest.raises(Exception) as caught:
+        run_fit_free(tmp_path, "lowrankgan", "generator=dcgan_random", *overrides)
+    cause = caught.value.__cause__ or caught.value
+    assert message in str(cause), str(cause)
