@@ -109,3 +109,28 @@ def test_voynov_on_an_nvidia_pickle_and_the_file_alone_drives_the_tools(tmp_path
     report = evaluate(eval_cfg)
     assert report["generator"]["adapter"] == "stylegan2-nvidia"
     assert report["generator"]["truncation"]["psi"] == 0.7
+
+
+FIT_FREE_RUN = ["run_name=ff", "logger=none", "data.batch_size=50", "data.val_batches=1",
+                "method.module.traversal.num_seeds=2", "method.module.traversal.steps=3",
+                "trainer.enable_progress_bar=false", "evaluation.enabled=false"]
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("sefa", ["method.module.method.layers=coarse", "generator.space=w+"]),
+    ("ganspace", ["method.module.method.samples=200", "generator.space=w"]),
+    ("lowrankgan", ["method.module.method.samples=1", "method.module.method.jacobian_size=8",
+                    "generator.space=w"]),
+])
+def test_fit_free_methods_on_a_rosinality_checkpoint(tmp_path, rosinality_file, method, extra):
+    """The closed-form methods on a user's StyleGAN2 file (InterFaceGAN needs a regressor of the
+    file's world; tests/test_fit_free.py runs it on the built-in world)."""
+    cfg = compose_cfg([f"method={method}", "generator=stylegan2", f"generator.path={rosinality_file}",
+                       *FIT_FREE_RUN, *extra], tmp_path)
+    train(cfg)
+    directions = Directions.load(tmp_path / "ff" / "directions.pt")
+    assert directions.meta["method"] == method
+    assert directions.meta["generator"]["adapter"] == "stylegan2-rosinality"
+    g = load_generator(rosinality_file, space=extra[-1].split("=")[1])
+    w = g.sample(2, torch.Generator().manual_seed(0))
+    assert directions.apply(w, [(0, 1.0), (1, -1.0)]).shape == w.shape

@@ -137,8 +137,16 @@ class FitFreeMethod(pl.Callback):
         if self.result is not None:
             return True
         if self.samples:
-            self.accumulate(module.generator, batch, self.stats)
-            self.seen += batch["latent"].shape[0] * module.trainer.world_size
+            # Exactly ``samples`` latents: this process's batch holds the stream's latents
+            # seen + rank * n ... (+ n), so the last batches are cut where the count ends, the
+            # same on any number of processes.
+            n = batch["latent"].shape[0]
+            take = max(0, min(n, self.samples - self.seen - module.global_rank * n))
+            if take:
+                part = {k: v[:take] if torch.is_tensor(v) and v.ndim and v.shape[0] == n else v
+                        for k, v in batch.items()}
+                self.accumulate(module.generator, part, self.stats)
+            self.seen = min(self.samples, self.seen + n * module.trainer.world_size)
         if self.seen >= self.samples:
             self.finish(module)
             return True
