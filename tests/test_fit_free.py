@@ -264,9 +264,10 @@ def test_the_batched_jacobian_equals_autograds():
                                                mode="bilinear", antialias=True).flatten()
 
     reference = torch.autograd.functional.jacobian(image, z)   # one backward pass an output
-    batched = image_jacobian(g, z, 16)
-    assert batched.shape == (256, 8) and torch.allclose(batched, reference, atol=1e-5)
-    assert torch.allclose(image_jacobian(g, z, 16, chunk_size=50), batched, atol=1e-6)
+    for mode in ("forward", "reverse"):
+        batched = image_jacobian(g, z, 16, mode=mode)
+        assert batched.shape == (256, 8) and torch.allclose(batched, reference, atol=1e-5)
+        assert torch.allclose(image_jacobian(g, z, 16, chunk_size=3, mode=mode), batched, atol=1e-6)
 
 
 def test_robust_pca_recovers_a_planted_low_rank_matrix():
@@ -285,8 +286,8 @@ def test_lowrankgan_edits_of_a_planted_local_generator_stay_in_their_region():
     from lightning_modules.fit_free.lowrankgan import LowRankGAN
 
     g = PlantedLocal()
-    # robust PCA on a 6 x 6 matrix is not the point here (tested above): the background's rank
-    # is given, the foreground's comes from robust PCA
+    # this M_b is a 2 x 2 block, which robust PCA rightly calls sparse: the background's rank
+    # is given here; the foreground's comes from robust PCA
     method = LowRankGAN(region=[0.25, 0.75, 0.25, 0.75], num_directions=2, samples=3,
                         jacobian_size=16, rank_background=2)
     method.mask = method.make_mask(16)

@@ -6,14 +6,15 @@ into the foreground f and the background b:
 
     M_f = J_f^T J_f / n_f,   M_b = J_b^T J_b / n_b      (d x d, averaged over ``samples``)
 
-Robust PCA (principal component pursuit, inexact ALM) keeps the low-rank part of each. The
-candidates are the top right singular vectors of the foreground's; the background's right
-singular vectors beyond its rank span the directions that leave the background alone, and each
+Robust PCA (principal component pursuit, inexact ALM) finds the rank of each (its low-rank
+part's). The candidates are the top right singular vectors of M_f; M_b's right singular vectors
+beyond the background's rank span the directions that leave the background alone, and each
 candidate is projected onto that null space and renormalised. ``samples = 1`` is the paper's
 single-image setting; more samples average M over images, for directions that hold across them.
 
-J comes from batched vector-Jacobian products (``torch.func.vmap`` over ``vjp``), all pixels at
-once, instead of one backward pass per output; bench/fit_free.py measures the difference. The
+J comes from one batched call (``torch.func.vmap`` over ``jvp`` for the d latent axes, or over
+``vjp`` for the pixels, whichever are fewer) instead of one backward pass per output;
+bench/lowrankgan_jacobian.py measures the difference. The
 local-edit ratio (mean change inside the region over mean change outside, for each direction at
 |alpha| = alpha_range on held-out latents) is logged and reported.
 """
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.func import vjp, vmap
+from torch.func import jvp, vjp, vmap
 
 from generators.base import Generator
 from lightning_modules.directions import BasisDirections
@@ -33,9 +34,11 @@ from lightning_modules.fit_free.base import FitFreeMethod, Stats
 
 
 def image_jacobian(generator: Generator, latent: torch.Tensor, size: int,
-                   chunk_size: int | None = None) -> torch.Tensor:
+                   chunk_size: int | None = None, mode: str = "auto") -> torch.Tensor:
     """``J`` (``size*size x d``) of the channel-averaged image resized to ``size`` px, at one
-    latent ``d``: every pixel's vector-Jacobian product in one batched call."""
+    latent ``d``, in one batched call: ``forward`` pushes the d latent axes through at once
+    (``vmap`` over ``jvp``: d passes' work), ``reverse`` pulls every pixel back at once (``vmap``
+    over ``vjp``: one per pixel); ``auto`` takes the one with fewer, forward on a tie."""
     def image(z: torch.Tensor) -> torch.Tensor:
         x = generator(z[None]).mean(1, keepdim=True)
         if x.shape[-1] != size:
@@ -43,6 +46,13 @@ def image_jacobian(generator: Generator, latent: torch.Tensor, size: int,
                               antialias=True)
         return x.flatten()
 
+    if mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"jacobian mode {mode!r}: use auto, forward or reverse")
+    d = latent.numel()
+    if mode == "forward" or (mode == "auto" and d <= size * size):
+        axes = torch.eye(d, dtype=latent.dtype, device=latent.device)
+        columns = vmap(lambda t: jvp(image, (latent,), (t,))[1], chunk_size=chunk_size)(axes)
+        return columns.T
     out, pullback = vjp(image, latent)
     eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
     (rows,) = vmap(pullback, chunk_size=chunk_size)(eye)
@@ -92,7 +102,9 @@ class LowRankGAN(FitFreeMethod):
         samples: latents whose M_f, M_b are averaged (1: the paper's single image).
         jacobian_size: the side the image is resized to before the Jacobian (pixels = outputs).
         rank_foreground, rank_background: ranks of the low-rank parts (None: from robust PCA).
-        chunk_size: pixels a vmap chunk (None: all at once; lower it to save memory).
+        chunk_size: latent axes or pixels a vmap chunk (None: all at once; lower it to save memory).
+        jacobian_mode: ``auto`` (forward-mode when the latent has fewer axes than the grid has
+            pixels, else reverse), ``forward`` or ``reverse``.
         alpha_range: |alpha| of grids, the local-edit ratio and the evaluation.
     """
 
@@ -101,20 +113,21 @@ class LowRankGAN(FitFreeMethod):
     def __init__(self, region: Sequence[float] | str = (0.25, 0.75, 0.25, 0.75),
                  num_directions: int = 5, samples: int = 4, jacobian_size: int = 32,
                  rank_foreground: int | None = None, rank_background: int | None = None,
-                 chunk_size: int | None = None, alpha_range: float | None = 3.0) -> None:
+                 chunk_size: int | None = None, jacobian_mode: str = "auto",
+                 alpha_range: float | None = 3.0) -> None:
         super().__init__(samples=samples, alpha_range=alpha_range)
         if samples < 1:
             raise ValueError(f"LowRankGAN needs at least one sample, got samples={samples}")
         self.region, self.num_directions, self.jacobian_size = region, num_directions, jacobian_size
         self.rank_foreground, self.rank_background = rank_foreground, rank_background
-        self.chunk_size = chunk_size
+        self.chunk_size, self.jacobian_mode = chunk_size, jacobian_mode
         self.mask: torch.Tensor | None = None   # jacobian_size x jacobian_size, bool
 
     def describe(self) -> dict[str, Any]:
         return dict(super().describe(), region=self.region if isinstance(self.region, str)
                     else list(self.region), num_directions=self.num_directions,
                     jacobian_size=self.jacobian_size, rank_foreground=self.rank_foreground,
-                    rank_background=self.rank_background)
+                    rank_background=self.rank_background, jacobian_mode=self.jacobian_mode)
 
     # ---- the region ---------------------------------------------------------------------
     def make_mask(self, resolution: int) -> torch.Tensor:
@@ -172,7 +185,8 @@ class LowRankGAN(FitFreeMethod):
         mask = self.mask.flatten().to(generator.device)
         for latent in batch["latent"]:
             with torch.enable_grad():
-                jac = image_jacobian(generator, latent, self.jacobian_size, self.chunk_size).double()
+                jac = image_jacobian(generator, latent, self.jacobian_size, self.chunk_size,
+                                     self.jacobian_mode).double()
             fore, back = jac[mask], jac[~mask]
             stats["fore"] += fore.T @ fore / fore.shape[0]
             stats["back"] += back.T @ back / back.shape[0]
@@ -181,17 +195,19 @@ class LowRankGAN(FitFreeMethod):
     # ---- the solve ----------------------------------------------------------------------
     def solve(self, generator: Generator, stats: Stats) -> tuple[BasisDirections, dict[str, float]]:
         n = float(stats["count"])
-        low_f, _ = robust_pca(stats["fore"].cpu() / n)
-        low_b, _ = robust_pca(stats["back"].cpu() / n)
-        rank_f = self.rank_foreground or numerical_rank(low_f)
-        rank_b = self.rank_background or numerical_rank(low_b)
-        d = low_f.shape[0]
+        m_f, m_b = stats["fore"].cpu() / n, stats["back"].cpu() / n
+        # Robust PCA gives the ranks; the subspaces come from the SVD of M itself, whose
+        # vectors beyond the rank are well defined (those of a degenerate low-rank part, as of
+        # a sparse M, would be arbitrary).
+        rank_f = self.rank_foreground or numerical_rank(robust_pca(m_f)[0])
+        rank_b = self.rank_background or numerical_rank(robust_pca(m_b)[0])
+        d = m_f.shape[0]
         if rank_b >= d:
             raise ValueError(f"the background's Jacobian has full rank ({d}): no direction leaves it "
                              "unchanged; shrink the region or set "
                              "method.module.method.rank_background below the latent size")
-        _, s_f, vh_f = torch.linalg.svd(low_f)
-        _, _, vh_b = torch.linalg.svd(low_b)
+        _, s_f, vh_f = torch.linalg.svd(m_f)
+        _, _, vh_b = torch.linalg.svd(m_b)
         null = vh_b[rank_b:]                                   # (d - r_b) x d
         k = min(self.num_directions, max(rank_f, 1))
         candidates = vh_f[:k]
