@@ -56,7 +56,7 @@ def test_sefa_runs_through_train_py(tmp_path, generator, extra):
     assert torch.allclose(made.directions.basis, expected, atol=1e-6)
     if layers:
         assert made.layers == g.layers("coarse")
-    assert (out / "traversal.png").is_file()
+    assert (out / "traversal.png").is_file() and (out / "values.png").is_file()
     assert torch.load(out / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 1
 
 

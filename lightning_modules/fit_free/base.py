@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from common.images import log_image, save_line_plot
 from common.training import batches_done
 from generators.base import Generator
 from lightning_modules.base import FrozenGeneratorModule
@@ -52,6 +54,7 @@ class FitFreeMethod(pl.Callback):
     """
 
     method_name = "fit_free"
+    value_name = "score"  # what ranks the directions (BasisDirections.values), for the plot
 
     def __init__(self, samples: int = 0, alpha_range: float | None = 3.0) -> None:
         super().__init__()
@@ -249,3 +252,10 @@ class FitFreeCarrier(FrozenGeneratorModule):
             return
         self.final_metrics.update(self.method.result["metrics"])
         super().on_fit_end()
+        values = getattr(self.directions, "values", None)
+        if self.trainer.global_rank == 0 and values is not None:
+            path = save_line_plot(Path(self.trainer.default_root_dir) / "values.png",
+                                  list(range(len(values))), [(values.tolist(), "o-", self.method_name)],
+                                  "direction", self.method.value_name)
+            log_image(self.loggers, "values", path, step=self.trainer.global_step,
+                      caption=f"{self.method_name}: {self.method.value_name} of each direction")

@@ -55,6 +55,7 @@ class GANSpace(FitFreeMethod):
     """
 
     method_name = "ganspace"
+    value_name = "variance"
 
     def __init__(self, num_directions: int = 16, samples: int = 1_000_000, layers: Any = "all",
                  feature_layer: int = 0, max_features: int = 2048,

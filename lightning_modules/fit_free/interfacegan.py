@@ -81,6 +81,7 @@ class InterFaceGAN(FitFreeMethod):
     """
 
     method_name = "interfacegan"
+    value_name = "validation accuracy"
 
     def __init__(self, factors: list[str] | str = ("scale",), conditions: dict | None = None,
                  regressor: str = "auto", samples: int = 20_000, ratio: float = 0.02,

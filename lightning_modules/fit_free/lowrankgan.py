@@ -109,6 +109,7 @@ class LowRankGAN(FitFreeMethod):
     """
 
     method_name = "lowrankgan"
+    value_name = "singular value of M_f"
 
     def __init__(self, region: Sequence[float] | str = (0.25, 0.75, 0.25, 0.75),
                  num_directions: int = 5, samples: int = 4, jacobian_size: int = 32,

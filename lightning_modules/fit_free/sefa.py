@@ -44,6 +44,7 @@ class SeFa(FitFreeMethod):
     """
 
     method_name = "sefa"
+    value_name = "eigenvalue of A^T A"
 
     def __init__(self, num_directions: int | None = 16, layers: Any = "all",
                  alpha_range: float | None = 3.0) -> None:
