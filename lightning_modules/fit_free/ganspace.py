@@ -12,9 +12,10 @@ least-squares coefficient of z on c_k is Cov(z, F) u_k / lambda_k: one pass over
 enough.
 
 Both are streaming: the sums of x, x x^T (and z F^T) are accumulated in float64 over batches
-and across processes, and one eigendecomposition follows. The reference ran scikit-learn's
+and across processes (each batch centred on a fixed estimate of the mean and multiplied in
+float32), and one eigendecomposition follows. The reference ran scikit-learn's
 IncrementalPCA, which gives the same components at a much higher cost
-(bench/fit_free_ganspace.py).
+(bench/fit_free.py).
 """
 from __future__ import annotations
 
@@ -27,15 +28,30 @@ from generators.base import Generator
 from lightning_modules.directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
 
+PROBE_SAMPLES = 1024  # latents of the fixed mean estimate the batches are centred on
 
-def streaming_pca(count: float, total: torch.Tensor, outer: torch.Tensor, k: int | None = None
+
+def add_moments(total: torch.Tensor, outer: torch.Tensor, x: torch.Tensor,
+                shift: torch.Tensor) -> None:
+    """Add a batch's sum and sum of outer products to float64 sums, in place. The batch is
+    centred on a fixed ``shift`` (near the mean) first, so its products can be taken in float32
+    (twice as fast as float64) without the cancellation an uncentred float32 sum would suffer."""
+    centred = x.float() - shift
+    total += centred.sum(0, dtype=torch.float64)
+    outer += (centred.T @ centred).double()
+
+
+def streaming_pca(count: float, total: torch.Tensor, outer: torch.Tensor, k: int | None = None,
+                  shift: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(components K x D, variances K, mean D)`` from ``count`` samples' sum and sum of outer
-    products (float64), variance descending."""
+    products (float64, centred on ``shift`` if given), variance descending."""
     mean = total / count
     cov = (outer - count * torch.outer(mean, mean)) / max(count - 1, 1)
     values, vectors = torch.linalg.eigh(cov)
     order = values.argsort(descending=True)[:k]
+    if shift is not None:
+        mean = mean + shift.double()
     return vectors[:, order].T, values[order].clamp_min(0), mean
 
 
@@ -66,6 +82,7 @@ class GANSpace(FitFreeMethod):
         self.num_directions, self.layer_spec = num_directions, layers
         self.feature_layer, self.max_features = feature_layer, max_features
         self._keep: torch.Tensor | None = None
+        self._shift: torch.Tensor | None = None  # set by init_stats
 
     def describe(self) -> dict[str, Any]:
         return dict(super().describe(), num_directions=self.num_directions, layers=self.layer_spec,
@@ -99,7 +116,12 @@ class GANSpace(FitFreeMethod):
 
     def init_stats(self, generator: Generator) -> Stats:
         d, dev = generator.latent_dim, generator.device
-        f = d if generator.style_based else self._feature_dim(generator)
+        # A fixed estimate of the mean (the same on every process and after a resume) to centre
+        # the batches on: the mean of a seeded probe batch.
+        probe = self._analysed(generator, generator.sample(
+            PROBE_SAMPLES, torch.Generator().manual_seed(FEATURE_SUBSET_SEED)))
+        self._shift = probe.float().mean(0)
+        f = probe.shape[1]
         stats = {"count": torch.zeros((), dtype=torch.float64, device=dev),
                  "sum": torch.zeros(f, dtype=torch.float64, device=dev),
                  "outer": torch.zeros(f, f, dtype=torch.float64, device=dev)}
@@ -109,30 +131,34 @@ class GANSpace(FitFreeMethod):
                          cross=torch.zeros(d, f, dtype=torch.float64, device=dev))
         return stats
 
-    def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
-        latent = batch["latent"]
-        if latent.ndim == 3:  # W+ samples repeat one w on every layer
+    def _analysed(self, generator: Generator, latent: torch.Tensor) -> torch.Tensor:
+        """What the PCA reads: w (one code of W+ samples, which repeat it) or the features."""
+        if latent.ndim == 3:
             latent = latent[:, 0]
-        x = (latent if generator.style_based else self._features(generator, latent)).double()
+        return latent if generator.style_based else self._features(generator, latent)
+
+    def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
+        x = self._analysed(generator, batch["latent"])
         stats["count"] += x.shape[0]
-        stats["sum"] += x.sum(0)
-        stats["outer"] += x.T @ x
-        if not generator.style_based:
-            z = latent.double()
+        add_moments(stats["sum"], stats["outer"], x, self._shift)
+        if not generator.style_based:  # z ~ N(0, I) is centred already
+            z = batch["latent"].double()
             stats["z_sum"] += z.sum(0)
             stats["z_outer"] += z.T @ z
-            stats["cross"] += z.T @ x
+            stats["cross"] += z.T @ (x.double() - self._shift.double())
 
     def solve(self, generator: Generator, stats: Stats) -> tuple[BasisDirections, dict[str, float]]:
         n = float(stats["count"])
-        components, variances, mean = streaming_pca(n, stats["sum"], stats["outer"],
-                                                    self.num_directions)
-        total_variance = float(torch.diagonal(stats["outer"]).sum() / n - (mean**2).sum()) * n / max(n - 1, 1)
+        components, variances, _ = streaming_pca(n, stats["sum"], stats["outer"],
+                                                 self.num_directions)
+        centred_mean = stats["sum"] / n  # of the centred samples
+        total_variance = float(torch.diagonal(stats["outer"]).sum() / n
+                               - (centred_mean**2).sum()) * n / max(n - 1, 1)
         if generator.style_based:
             basis, sigma = components, variances.sqrt()
         else:
             z_mean = stats["z_sum"] / n
-            cov_zf = (stats["cross"] - n * torch.outer(z_mean, mean)) / (n - 1)
+            cov_zf = (stats["cross"] - n * torch.outer(z_mean, centred_mean)) / (n - 1)
             coef = (cov_zf @ components.T) / variances.clamp_min(1e-12)   # d x K
             basis = (coef / coef.norm(dim=0, keepdim=True).clamp_min(1e-12)).T
             cov_zz = (stats["z_outer"] - n * torch.outer(z_mean, z_mean)) / (n - 1)
