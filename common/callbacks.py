@@ -45,7 +45,8 @@ class LastCheckpoint(pl.Callback):
 
     def save(self, trainer) -> None:
         tmp = self.dirpath / f".{self.FILENAME}.tmp"
-        trainer.save_checkpoint(tmp)  # collective: every rank calls it, rank 0 writes
+        # collective: every rank calls it, rank 0 writes; the full state (not weights only)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("last_checkpoint")
