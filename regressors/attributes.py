@@ -244,26 +244,35 @@ class AttributeRegressor(nn.Module):
 
 
 class AttributeAssessor(nn.Module):
-    """One scalar factor of a regressor as a differentiable score of images (GANalyze's
-    assessor): the value of a continuous factor, the probability of a binary one.
+    """One scalar read from a regressor, as a differentiable score of images (GANalyze's
+    assessor, InterFaceGAN's scores):
+
+    - ``name`` of a continuous factor: its value; of a binary one: its probability;
+    - ``name=k`` of a categorical factor: the probability of class k (``shape=0``);
+    - ``name.cos`` / ``name.sin`` of a circular factor: that component of its angle.
 
     Args:
         regressor: a (frozen) AttributeRegressor.
-        factor: the name of a continuous or binary factor it predicts.
+        factor: the spec above.
     """
 
     def __init__(self, regressor: AttributeRegressor, factor: str) -> None:
         super().__init__()
-        kinds = {t.name: t.kind for t in regressor.targets}
-        scalar = [n for n, k in kinds.items() if k in ("continuous", "binary")]
-        if factor not in kinds:
-            raise ValueError(f"the regressor has no factor {factor!r}; its scalar factors: {scalar}")
-        if kinds[factor] not in ("continuous", "binary"):
-            raise ValueError(f"factor {factor!r} is {kinds[factor]}, not a scalar score; choose one "
-                             f"of {scalar}")
-        self.regressor, self.factor = regressor, factor
-        self.position = regressor.factor_names.index(factor)
-        self.binary = kinds[factor] == "binary"
+        kinds = {t.name: t for t in regressor.targets}
+        name, part = factor, None
+        for sep in ("=", "."):
+            if sep in factor and factor.split(sep)[0] in kinds:
+                name, part = factor.split(sep, 1)
+        choices = [spec for t in regressor.targets for spec in _scalar_specs(t)]
+        if name not in kinds:
+            raise ValueError(f"the regressor has no factor {name!r}; its scalar reads: {choices}")
+        target = kinds[name]
+        if factor not in choices:
+            raise ValueError(f"factor {factor!r}: {name!r} is {target.kind}, read it as one of "
+                             f"{_scalar_specs(target)} (scalar reads of this regressor: {choices})")
+        self.regressor, self.factor, self.kind = regressor, factor, target.kind
+        self.position = regressor.factor_names.index(name)
+        self.part = part
 
     def train(self, mode: bool = True) -> "AttributeAssessor":
         # Frozen for good: Lightning's .train() on the method must not switch batch-norm to
@@ -271,8 +280,22 @@ class AttributeAssessor(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.regressor.split(self.regressor(images))[self.position][:, 0]
-        return out.sigmoid() if self.binary else out
+        out = self.regressor.split(self.regressor(images))[self.position]
+        if self.kind == "categorical":
+            return out.softmax(1)[:, int(self.part)]
+        if self.kind == "circular":
+            unit = F.normalize(out, dim=1)
+            return unit[:, 0 if self.part == "cos" else 1]
+        return out[:, 0].sigmoid() if self.kind == "binary" else out[:, 0]
+
+
+def _scalar_specs(target: Target) -> list[str]:
+    """The scalar reads of a target (see AttributeAssessor)."""
+    if target.kind == "categorical":
+        return [f"{target.name}={k}" for k in range(target.classes)]
+    if target.kind == "circular":
+        return [f"{target.name}.cos", f"{target.name}.sin"]
+    return [target.name]
 
 
 def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegressor:

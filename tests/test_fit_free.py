@@ -197,6 +197,13 @@ IFG_W = ["generator=stylegan2_random", "generator.space=w", "data.batch_size=100
          "method.module.method.factors=[scale,x]"]
 
 
+def test_interfacegan_reads_any_factor_class_probabilities_and_angle_components(tmp_path):
+    out, metrics = run_fit_free(tmp_path, "interfacegan", *IFG_W,
+                                "method.module.method.factors=['shape=1','hue.cos']")
+    assert Directions.load(out / "directions.pt").num_directions == 2
+    assert {"shape=1/val_accuracy", "hue.cos/val_accuracy"} <= set(metrics)
+
+
 def test_interfacegan_runs_through_train_py_with_conditions(tmp_path):
     out, metrics = run_fit_free(tmp_path, "interfacegan", *IFG_W,
                                 "method.module.method.conditions={scale:[x,y]}")
@@ -214,7 +221,7 @@ def test_interfacegan_runs_through_train_py_with_conditions(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     (["method.module.method.factors=[colour]"], "has no factor 'colour'"),
-    (["method.module.method.factors=[shape]"], "not a scalar score"),
+    (["method.module.method.factors=[shape]"], "is categorical, read it as one of ['shape=0'"),
     (["method.module.method.samples=100"], "too few samples for the split"),
     (["generator.regressor=null"], "names none in its config: pass method.module.method.regressor"),
     (["method.module.method.conditions={hue:[x]}"], "not among factors"),

@@ -30,6 +30,14 @@ def test_assessor_reads_one_scalar_factor_and_stays_frozen():
         AttributeAssessor(regressor, "hue")
     with pytest.raises(ValueError, match="no factor 'smile'"):
         AttributeAssessor(regressor, "smile")
+    # any factor as a scalar: a class probability, an angle's component
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    probs = torch.stack([AttributeAssessor(regressor, f"shape={k}")(images) for k in range(3)])
+    assert torch.allclose(probs.sum(0), torch.ones(4), atol=1e-5)
+    cos, sin = (AttributeAssessor(regressor, f"hue.{c}")(images) for c in ("cos", "sin"))
+    assert torch.allclose(cos**2 + sin**2, torch.ones(4), atol=1e-5)
+    with pytest.raises(ValueError, match="shape=0"):
+        AttributeAssessor(regressor, "shape=7")
 
 
 def test_linear_fit_of_a_line():

@@ -68,7 +68,9 @@ class InterFaceGAN(FitFreeMethod):
     """One SVM normal per factor of the regressor.
 
     Args:
-        factors: the regressor's scalar factors to find a direction for (one each, in order).
+        factors: what to find a direction for, one each, in order: any scalar read of the
+            regressor (a value ``scale``, a class probability ``shape=0``, an angle component
+            ``hue.cos``; see AttributeAssessor).
         conditions: ``{factor: [other factors]}``: that factor's direction made orthogonal to
             the others' (which are fitted on the same samples even when not in ``factors``).
         regressor: ``auto`` (the generator's) or a regressor file.
