@@ -40,7 +40,8 @@ class GANalyze(DirectionModule):
         regressor: the regressor file (a name in regressors/weights/ or a path) the assessor
             reads; its other factors measure the side effects. ``auto``: the one the
             generator's config names.
-        factor: the regressor's continuous or binary factor used as the assessor A.
+        factor: the regressor read used as the assessor A (see AttributeAssessor: a value, a
+            class probability ``shape=0``, an angle component ``hue.cos``).
         alpha_range: r: alpha ~ U[-r, r] (0.5 in the paper).
         class_dependent: one theta per class (needs a conditional generator).
         init_scale: theta starts as init_scale times a Gaussian vector.
