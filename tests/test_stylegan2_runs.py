@@ -121,10 +121,14 @@ FIT_FREE_RUN = ["run_name=ff", "logger=none", "data.batch_size=50", "data.val_ba
     ("ganspace", ["method.module.method.samples=200", "generator.space=w"]),
     ("lowrankgan", ["method.module.method.samples=1", "method.module.method.jacobian_size=8",
                     "generator.space=w"]),
+    # a user's file names no regressor: InterFaceGAN is given one (here the shipped one, which
+    # reads 32 px images; this file draws 16 px ones, resized by the regressor)
+    ("interfacegan", ["method.module.method.samples=200", "method.module.method.ratio=0.1",
+                      "method.module.method.factors=[scale,x]",
+                      "method.module.method.regressor=shapes_regressor32.pt", "generator.space=w"]),
 ])
 def test_fit_free_methods_on_a_rosinality_checkpoint(tmp_path, rosinality_file, method, extra):
-    """The closed-form methods on a user's StyleGAN2 file (InterFaceGAN needs a regressor of the
-    file's world; tests/test_fit_free.py runs it on the built-in world)."""
+    """The closed-form methods on a user's StyleGAN2 file."""
     cfg = compose_cfg([f"method={method}", "generator=stylegan2", f"generator.path={rosinality_file}",
                        *FIT_FREE_RUN, *extra], tmp_path)
     train(cfg)
