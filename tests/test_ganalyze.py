@@ -86,7 +86,7 @@ def test_class_dependent_variant_has_one_theta_per_class():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.module.factor=rotation", "not a scalar score"),
+    ("method.module.factor=rotation", "is circular, read it as one of"),
     ("method.module.alpha_range=0", "alpha_range must be positive"),
     ("method.module.regressor=missing.pt", "regressor weights not found"),
 ])
