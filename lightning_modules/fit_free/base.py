@@ -165,6 +165,16 @@ class FitFreeMethod(pl.Callback):
                        "state_dict": {k: v.detach().cpu() for k, v in directions.state_dict().items()},
                        "metrics": {k: float(v) for k, v in metrics.items()}}
 
+    @staticmethod
+    def held_out_batches(module: "FitFreeCarrier") -> list[dict]:
+        """This process's held-out batches of the datamodule (on the module's device), for the
+        metrics measured after the solve; none when the datamodule has none."""
+        datamodule = module.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+            return []
+        return [{k: v.to(module.device) for k, v in batch.items()}
+                for batch in datamodule.val_dataloader()]
+
     def directions(self) -> DirectionSet:
         """The solved DirectionSet, rebuilt from the result (also after a resume)."""
         if self.result is None:
@@ -234,9 +244,8 @@ class FitFreeCarrier(FrozenGeneratorModule):
         opt.step()
         self.log("fit_free/samples", float(min(self.method.seen, self.method.samples)),
                  prog_bar=True, batch_size=batch["latent"].shape[0])
-        if solved:
+        if solved:  # on_fit_end adds the metrics to the artifact
             self.directions = self.method.directions()
-            self.final_metrics.update(self.method.result["metrics"])
             for logger in self.loggers:
                 logger.log_metrics({f"{self.method_name}/{k}": v
                                     for k, v in self.method.result["metrics"].items()},

@@ -212,14 +212,13 @@ class InterFaceGAN(FitFreeMethod):
     def finish(self, module) -> None:
         super().finish(module)
         # Accuracy on held-out latents whose scores lie between the extremes, every process.
-        datamodule = module.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+        batches = self.held_out_batches(module)
+        if not batches:
             return
         counts = torch.zeros(len(self.fitted), 2, dtype=torch.float64, device=module.device)
-        for batch in datamodule.val_dataloader():
-            latent = batch["latent"].to(module.device)
-            y = batch.get("y")
-            s = self.scores(module.generator, latent, None if y is None else y.to(module.device))
+        for batch in batches:
+            latent = batch["latent"]
+            s = self.scores(module.generator, latent, batch.get("y"))
             codes = (latent[:, 0] if latent.ndim == 3 else latent).double().cpu()
             for i, (w, b, low, high, midpoint) in enumerate(self.svms):
                 middle = (s[i] > low) & (s[i] < high)

@@ -224,16 +224,16 @@ class LowRankGAN(FitFreeMethod):
     def finish(self, module) -> None:
         super().finish(module)
         # The local-edit ratio on held-out latents: mean |change| inside / outside the region.
-        datamodule = module.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+        batches = self.held_out_batches(module)
+        if not batches:
             return
         directions = self.directions().to(module.device)
         alpha = self.alpha_range or 1.0
         sums = torch.zeros(directions.num_directions, 2, dtype=torch.float64, device=module.device)
         size = self.jacobian_size
         mask = self.mask.to(module.device)
-        for batch in datamodule.val_dataloader():
-            z = batch["latent"].to(module.device)
+        for batch in batches:
+            z = batch["latent"]
             base = F.interpolate(module.generator(z).mean(1, keepdim=True), size=(size, size),
                                  mode="area")
             for k in range(directions.num_directions):
