@@ -4,6 +4,12 @@ as an image grid or an animated GIF.
     python edit.py directions=outputs/<run>/directions.pt direction=3 seeds=[1,2,3]   # alphas=auto
     python edit.py directions=... direction=[0,3] alphas=[-6,-3,0,3,6] format=gif
     python edit.py directions=... latents=my_latents.pt direction=5
+    python edit.py directions=... direction=3 image=photo.png   # invert a real image, then edit
+
+With ``image=``, the image is inverted into the generator's editing space first (several
+starts, L2 + Lap1 by default; ``inversion.*``); the reconstruction error is reported and written
+beside the strip (``<image>_inversion.json``), with the inverted latents (``<image>_latents.pt``,
+reusable as ``latents=``); the strip's first column is the image itself.
 
 Non-linear directions (warps, walks) are applied by their own ``shift``, like linear ones.
 """
@@ -16,8 +22,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from common.images import save_grid
-from common.io import atomic_write
+from common.images import read_image, save_grid
+from common.io import atomic_write, atomic_write_json
 from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
 from lightning_modules.directions import Directions
 
@@ -36,6 +42,52 @@ def _indices(value, count: int) -> list[int]:
         raise EditSetupError(f"direction={value}: the file has {count} directions, so pass an index "
                              f"from 0 to {count - 1} (or a list of them)")
     return indices
+
+
+def _images(cfg: DictConfig, generator) -> torch.Tensor | None:
+    """The images of ``image=`` (one path or a list), checked before any work; None without."""
+    if not cfg.get("image"):
+        return None
+    paths = list(cfg.image) if isinstance(cfg.image, (list, ListConfig)) else [cfg.image]
+    if cfg.latents:
+        raise EditSetupError("pass either image=... or latents=..., not both")
+    if generator.num_classes:
+        raise EditSetupError(f"image= inverts into an unconditional generator; {generator.name!r} "
+                             "is conditional (class-conditional inversion is not supported yet)")
+    inv = cfg.inversion
+    if int(inv.steps) < 1 or int(inv.starts) < 1 or float(inv.lr) <= 0:
+        raise EditSetupError(f"inversion.steps and inversion.starts must be >= 1 and inversion.lr "
+                             f"> 0; got {inv.steps}, {inv.starts}, {inv.lr}")
+    try:
+        return torch.stack([read_image(p, generator.resolution) for p in paths])
+    except ValueError as err:
+        raise EditSetupError(str(err)) from None
+
+
+def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag: str) -> torch.Tensor:
+    """Invert ``images``; report and write the reconstruction error and the latents."""
+    from lightning_modules.inversion import invert
+    from metrics.distances import ImageDistance
+
+    inv = cfg.inversion
+    try:
+        distance = ImageDistance.named(inv.loss)
+    except (ValueError, RuntimeError) as err:
+        raise EditSetupError(f"inversion.loss={inv.loss}: {err}") from None
+    result = invert(generator, images.to(generator.device), distance=distance, steps=int(inv.steps),
+                    lr=float(inv.lr), starts=int(inv.starts), seed=int(inv.seed))
+    summary = dict(result.summary(), space=generator.space, loss=distance.describe(),
+                   psnr_per_image=[round(float(v), 3) for v in result.psnr],
+                   files=[str(p) for p in (cfg.image if isinstance(cfg.image, (list, ListConfig))
+                                            else [cfg.image])])
+    atomic_write_json(summary, out_dir / f"{tag}_inversion.json")
+    latents_path = out_dir / f"{tag}_latents.pt"
+    atomic_write(latents_path, lambda handle: torch.save(result.latents.cpu(), handle))
+    log.info("inverted %d image(s) into %s (%s space): reconstruction PSNR %.2f dB (lowest "
+             "%.2f), %s %.4g; latents in %s", len(images), generator.name, generator.space,
+             summary["psnr"], summary["psnr_min"], distance.describe(), summary["distance"],
+             latents_path)
+    return result.latents
 
 
 def _latents(cfg: DictConfig, generator) -> torch.Tensor:
@@ -88,14 +140,26 @@ def edit(cfg: DictConfig) -> Path:
     except ValueError as err:
         raise EditSetupError(str(err)) from err
     indices = _indices(cfg.direction, directions.num_directions)
-    latents, y = _latents(cfg, generator)
+    images = _images(cfg, generator)
     name = "direction" + "-".join(f"{k:02d}" for k in indices)
+    tag = None
+    if images is not None:
+        first = Path(cfg.image[0] if isinstance(cfg.image, (list, ListConfig)) else cfg.image)
+        tag = first.stem if len(images) == 1 else f"{first.stem}+{len(images) - 1}"
+        name = f"{tag}_{name}"
     out = Path(cfg.out) if cfg.out else path.parent / "edits" / f"{name}.{cfg.format}"
+    if images is not None:
+        latents, y = _invert(cfg, generator, images, out.parent, tag), None
+    else:
+        latents, y = _latents(cfg, generator)
     # One row per (direction, latent), direction-major; one column per alpha.
     rows = directions.traversal_rows(generator, latents, indices, alphas, y=y)
     grid = rows.reshape(-1, len(alphas), *rows.shape[2:])
     if cfg.format == "png":
-        save_grid(grid.flatten(0, 1), out, nrow=len(alphas))
+        if images is not None:  # the real image first, then the edits of its reconstruction
+            originals = images.to(grid).repeat(len(indices), 1, 1, 1)[:, None]
+            grid = torch.cat([originals, grid], dim=1)
+        save_grid(grid.flatten(0, 1), out, nrow=grid.shape[1])
     else:
         _save_gif(grid.transpose(0, 1), out, columns=latents.shape[0], fps=cfg.fps)
     rows = grid.shape[0]

@@ -17,6 +17,29 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int, padding: int = 
     return path
 
 
+def read_image(path: str | Path, resolution: int) -> torch.Tensor:
+    """An RGB image file as a ``3 x H x W`` tensor in [-1, 1]; a clear error for a missing,
+    unreadable or wrongly sized file (the generator's images are ``resolution`` px squares)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image={path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            image = handle.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"image={path} is not a readable image ({type(err).__name__}: {err}); "
+                         "pass a PNG or JPEG file") from None
+    if image.size != (resolution, resolution):
+        raise ValueError(f"image={path} is {image.size[0]} x {image.size[1]} px; this generator "
+                         f"draws {resolution} x {resolution}: crop and resize it first, e.g. "
+                         f"PIL's ImageOps.fit(image, ({resolution}, {resolution}))")
+    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return array.view(resolution, resolution, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
 def log_image(loggers, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
     """Send a saved PNG to every W&B logger among ``loggers`` (others keep the file only)."""
     for logger in loggers:

@@ -28,10 +28,9 @@ from lightning_modules.base import DirectionModule
 from lightning_modules.directions import MLPWalk, VectorDirections
 from lightning_modules.edits import get_edit
 from metrics.curves import linear_fit
-from metrics.distances import l2, lap1, make_lpips
+from metrics.distances import ImageDistance
 from regressors.attributes import load_regressor
 
-LOSSES = ("l2", "lap1", "lpips")
 WALKS = ("linear", "mlp")
 # The regressor factor each edit moves (for the end-of-fit measurement).
 EDIT_FACTORS = {"shift_x": "x", "shift_y": "y", "zoom": "scale"}
@@ -44,7 +43,8 @@ class Steerability(DirectionModule):
         generator: the frozen generator.
         edit: ``zoom``, ``shift_x``, ``shift_y``, ``rotate``, ``color`` (3 sliders), ``brightness``.
         walk: ``linear`` or ``mlp`` (one-slider edits).
-        loss: ``l2``, ``lap1`` or ``lpips`` (needs torchvision's weights on disk).
+        loss: ``l2``, ``lap1``, ``lpips`` (needs torchvision's weights on disk) or a sum such
+            as ``l2+lap1`` (``metrics.distances.ImageDistance``).
         lpips_net: LPIPS backbone (``alex`` or ``vgg``).
         init_scale: the linear walk's w starts as init_scale times a Gaussian vector.
         hidden, step_size: the MLP walk's hidden width and step length (slider units).
@@ -55,7 +55,7 @@ class Steerability(DirectionModule):
     """
 
     method_name = "steerability"
-    frozen_submodules = ("generator", "lpips", "_regressor")
+    frozen_submodules = ("generator", "image_distance", "_regressor")
 
     def __init__(self, generator: Generator, edit: str = "shift_x", walk: str = "linear",
                  loss: str = "l2", lpips_net: str = "alex", init_scale: float = 0.1,
@@ -66,15 +66,13 @@ class Steerability(DirectionModule):
         self_edit = get_edit(edit)
         if walk not in WALKS:
             raise ValueError(f"unknown walk {walk!r}; use one of {WALKS}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
         if walk == "mlp" and self_edit.dims > 1:
             raise ValueError(f"walk=mlp walks one slider; edit {edit!r} has {self_edit.dims}: use "
                              "walk=linear")
         super().__init__(generator, optimizer, traversal, alpha_range=self_edit.walk_range)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.edit = self_edit
-        self.lpips = make_lpips(lpips_net) if loss == "lpips" else None
+        self.image_distance = ImageDistance.named(loss, lpips_net=lpips_net)
         if walk == "linear":
             self.directions = VectorDirections(generator.latent_dim, self_edit.dims, init_scale,
                                                keep_norm=False, init_seed=init_seed)
@@ -85,7 +83,7 @@ class Steerability(DirectionModule):
 
     def train(self, mode: bool = True) -> "Steerability":
         super().train(mode)
-        for frozen in (self.lpips, self._regressor):  # dropout and batch-norm stay in eval mode
+        for frozen in (self.image_distance, self._regressor):  # dropout and batch-norm stay in eval mode
             if frozen is not None:
                 frozen.eval()
         return self
@@ -98,13 +96,9 @@ class Steerability(DirectionModule):
         return z
 
     def distance(self, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-image distance on the valid region (invalid pixels set equal in both)."""
-        x, target = x * mask + (1 - mask) * -1.0, target * mask + (1 - mask) * -1.0
-        if self.hparams.loss == "l2":
-            return l2(x, target) / mask.flatten(1).mean(1).clamp_min(1e-3)
-        if self.hparams.loss == "lap1":
-            return lap1(x, target)
-        return self.lpips(x, target).flatten()
+        """Per-image distance on the valid region (the edit fills the rest with the
+        background, which the walk is not asked to paint)."""
+        return self.image_distance(x, target, mask)
 
     def loss(self, batch: dict, salt: int = TRAIN_SALT) -> torch.Tensor:
         z, y = batch["latent"], batch.get("y")

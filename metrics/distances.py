@@ -81,3 +81,92 @@ def make_lpips(net: str = "alex") -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (reflect padding, radius 3 sigma); ``sigma <= 0``: x itself."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class ImageDistance(torch.nn.Module):
+    """A weighted sum of image distances, per image (``N``): the one reconstruction / content
+    loss of the methods (Steerability's walk loss, EYE's content term, inversion, GLO-style
+    fits, Plumerault's trajectories)
+
+        d(x, t) = w_l2 L2 + w_lap1 Lap1 + w_lpips LPIPS
+
+    optionally on the ``mask``ed region only (pixels outside it take the target's values, so
+    they add nothing; L2 is divided by the masked share, the mean over the valid pixels) and
+    optionally after a Gaussian blur of both images (a low-pass error that does not chase the
+    pixels a generator cannot draw exactly).
+
+    Args:
+        l2, lap1, lpips: the weights (0 leaves a term out). LPIPS needs its backbone weights on
+            disk (``make_lpips``); asked for without them, this fails at construction, before
+            any work.
+        lpips_net: LPIPS's network (alex, vgg, squeeze).
+        levels: Laplacian pyramid levels of Lap1.
+        blur_sigma: Gaussian blur of both images first (pixels; 0: none).
+    """
+
+    def __init__(self, l2: float = 1.0, lap1: float = 0.0, lpips: float = 0.0,
+                 lpips_net: str = "alex", levels: int = 4, blur_sigma: float = 0.0) -> None:
+        super().__init__()
+        weights = {"l2": float(l2), "lap1": float(lap1), "lpips": float(lpips)}
+        if any(w < 0 for w in weights.values()) or not any(weights.values()):
+            raise ValueError(f"image distance weights must be >= 0 with one of them positive, got "
+                             f"{weights}")
+        if blur_sigma < 0:
+            raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
+        self.weights, self.levels, self.blur_sigma = weights, levels, float(blur_sigma)
+        self.lpips = make_lpips(lpips_net) if weights["lpips"] > 0 else None
+
+    @classmethod
+    def named(cls, name: str, **kwargs) -> "ImageDistance":
+        """One term by name (``l2``, ``lap1``, ``lpips``) or a sum ``l2+lap1`` (weights 1)."""
+        terms = [t.strip() for t in str(name).split("+")]
+        bad = [t for t in terms if t not in ("l2", "lap1", "lpips")]
+        if bad or not terms:
+            raise ValueError(f"unknown image distance {name!r}: use l2, lap1, lpips or a sum such "
+                             "as l2+lap1")
+        return cls(**{t: 1.0 if t in terms else 0.0 for t in ("l2", "lap1", "lpips")}, **kwargs)
+
+    def describe(self) -> str:
+        terms = " + ".join(f"{w:g} {k}" for k, w in self.weights.items() if w)
+        return terms + (f" (blur sigma {self.blur_sigma:g})" if self.blur_sigma else "")
+
+    def train(self, mode: bool = True) -> "ImageDistance":
+        return super().train(False)  # LPIPS's dropout stays off
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        share = None
+        if mask is not None:
+            x = x * mask + target * (1 - mask)
+            share = mask.expand_as(x).flatten(1).mean(1).clamp_min(1e-3)
+        x, target = gaussian_blur(x, self.blur_sigma), gaussian_blur(target, self.blur_sigma)
+        w = self.weights
+        total = x.new_zeros(x.shape[0])
+        if w["l2"]:
+            d = l2(x, target)
+            total = total + w["l2"] * (d if share is None else d / share)
+        if w["lap1"]:
+            total = total + w["lap1"] * lap1(x, target, self.levels)
+        if w["lpips"]:
+            total = total + w["lpips"] * self.lpips(x, target).flatten()
+        return total
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image (``N``, dB) of images in [-1, 1] (peak-to-peak 2)."""
+    mse = ((x.float() - y.float()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10(4.0 / mse)

@@ -139,3 +139,63 @@ def test_bad_input_gets_clear_errors(voynov_run, tmp_path, monkeypatch):
     with pytest.raises(evaluate.EvaluationSetupError, match="lap1"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.settings.lpips=alex"))
     assert (run / "evaluation.json").read_bytes() == before  # nothing written by failed runs
+
+
+def _edit_cfg(run, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("edit", overrides=[f"directions={run}/directions.pt", *overrides])
+
+
+def test_edit_inverts_a_real_image_then_edits_its_reconstruction(voynov_run, tmp_path):
+    """image=: a world render no generator made is inverted (its PSNR reported and written with
+    the latents), and the strip starts with the image itself."""
+    import edit
+    from PIL import Image
+
+    from datamodules.world import ShapesWorld
+
+    _, run, _ = voynov_run
+    world = ShapesWorld(32)
+    render = world.render(world.sample_factors(1, torch.Generator().manual_seed(3)))[0]
+    pixels = ((render.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    cfg = _edit_cfg(run, f"image={tmp_path}/photo.png", "direction=[0,2]", "alphas=[-2,0,2]",
+                    "inversion.steps=20", "inversion.starts=2")
+    path = edit.edit(cfg)
+    assert path.name == "photo_direction00-02.png"
+    assert Image.open(path).size == (4 * 33 + 1, 2 * 33 + 1)  # image + 3 alphas; 2 directions
+    report = json.loads((path.parent / "photo_inversion.json").read_text())
+    assert report["images"] == 1 and report["files"] == [str(tmp_path / "photo.png")]
+    assert report["psnr"] == pytest.approx(report["psnr_per_image"][0], abs=1e-3) and report["psnr"] > 5
+    latents = torch.load(path.parent / "photo_latents.pt", weights_only=True)
+    assert latents.shape == (1, 8)
+    # The latents file reproduces the strip without inverting again.
+    again = edit.edit(_edit_cfg(run, f"latents={path.parent}/photo_latents.pt", "direction=[0,2]",
+                                "alphas=[-2,0,2]", f"out={tmp_path}/again.png"))
+    strip, replay = (torch.tensor(list(Image.open(p).getdata())).view(67, -1, 3) for p in (path, again))
+    assert torch.equal(strip[:, 33:], replay)  # the same edits, without the image column
+
+
+def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
+    import edit
+    from PIL import Image
+
+    _, run, _ = voynov_run
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("RGB", (40, 30)).save(tmp_path / "big.png")
+    (tmp_path / "folder.png").mkdir()
+    bad = [(f"image={tmp_path}/notes.png", "not a readable image"),
+           (f"image={tmp_path}/big.png", "is 40 x 30 px; this generator draws 32 x 32"),
+           (f"image={tmp_path}/missing.png", "no such file"),
+           (f"image={tmp_path}/folder.png", "it is a directory"),
+           ("inversion.loss=l3", "unknown image distance"),
+           ("inversion.steps=0", "inversion.steps")]
+    for override, message in bad:
+        extra = [] if override.startswith("image=") else [f"image={tmp_path}/big.png"]
+        if override.startswith("inversion.loss"):
+            Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+            extra = [f"image={tmp_path}/ok.png"]
+        with pytest.raises(edit.EditSetupError, match=message):
+            edit.edit(_edit_cfg(run, override, *extra))
+    assert not (run / "edits" / "ok_inversion.json").exists()

@@ -50,7 +50,7 @@ def test_steerability_runs(tiny_cfg, edit, walk, loss):
 @pytest.mark.parametrize("override, message", [
     ("method.module.edit=blur", "unknown edit 'blur'"),
     ("method.module.walk=spline", "unknown walk 'spline'"),
-    ("method.module.loss=l3", "unknown loss 'l3'"),
+    ("method.module.loss=l3", "unknown image distance 'l3'"),
     ("method.module.edit=color method.module.walk=mlp", "walk=mlp walks one slider"),
     ("method.module.loss=lpips", "LPIPS.*lap1"),
 ])
