@@ -71,6 +71,16 @@ class FrozenGeneratorModule(pl.LightningModule):
         self.final_metrics: dict[str, float] = {}
         self.directions: DirectionSet
 
+    def train(self, mode: bool = True) -> "FrozenGeneratorModule":
+        """Lightning switches the module to training mode: the frozen parts stay in eval mode
+        (batch norm keeps its running statistics, dropout stays off)."""
+        super().train(mode)
+        for name in self.frozen_submodules:
+            part = getattr(self, name, None)
+            if isinstance(part, torch.nn.Module):
+                part.eval()
+        return self
+
     # ---- checkpoints without the generator ----------------------------------------------
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         state = super().state_dict(*args, destination=destination, prefix=prefix,

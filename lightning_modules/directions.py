@@ -516,9 +516,114 @@ class BasisDirections(DirectionSet):
         return latent + (alpha * self.scales[index])[:, None] * self.basis[index]
 
 
+class LayerVectors(DirectionSet):
+    """One free vector per direction and per layer of W+ (Enjoy Your Editing's per-layer
+    directions): a direction is an ``L x d`` offset of the per-layer codes,
+
+        shift(w+, k, alpha) = w+ + alpha theta_k         (theta_k: one row per layer)
+
+    so each layer may move its own way. Takes ``N x L x d`` latents only (a W+ space).
+
+    Args:
+        latent_dim, num_directions: d and K.
+        num_layers: L, the generator's per-layer codes; ``layers`` (default: all of them) are
+            the ones the set moves.
+        init_scale, init_seed: theta starts as ``init_scale`` times a seeded Gaussian.
+    """
+
+    kind = "layer_vectors"
+    translation = True
+
+    def __init__(self, latent_dim: int, num_directions: int, num_layers: int,
+                 init_scale: float = 0.1, init_seed: int | None = None,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, list(range(num_layers)) if layers is None else layers)
+        if self.layers[-1] >= num_layers:
+            raise ValueError(f"layers {self.layers} are outside 0..{num_layers - 1}")
+        gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
+        self.theta = nn.Parameter(init_scale * torch.randn(num_directions, len(self.layers),
+                                                           latent_dim, generator=gen))
+        self.num_layers, self.init_scale, self.init_seed = num_layers, init_scale, init_seed
+
+    def config(self) -> dict[str, Any]:
+        return dict(super().config(), num_layers=self.num_layers, init_scale=self.init_scale,
+                    init_seed=self.init_seed)
+
+    def vectors(self) -> torch.Tensor:
+        """The mean over layers of each direction's offset, normalised (a summary: the set is
+        not one vector per direction)."""
+        mean = self.theta.mean(1)
+        return mean / mean.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        if latent.ndim != 3 or tuple(latent.shape[1:]) != (self.num_layers, self.latent_dim):
+            raise ValueError(f"per-layer directions take W+ latents N x {self.num_layers} x "
+                             f"{self.latent_dim}, got {tuple(latent.shape)}: use the generator's "
+                             "W+ space (generator.space=w+)")
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        alpha = _as_batch(alpha, n, latent.device, latent.dtype)
+        offset = alpha[:, None, None] * self.theta[index]
+        return latent.index_add(1, self._layers_on(latent.shape[1], latent.device), offset)
+
+
+class LocalDirections(DirectionSet):
+    """Latent-dependent directions (Enjoy Your Editing's local directions): a global vector
+    per direction plus a small network's correction at the latent,
+
+        shift(z, k, alpha) = z + alpha (theta_k + f(z)_k)
+
+    with f an MLP whose last layer starts at zero (the set starts as global vectors). On W+
+    codes each selected layer's code is moved by its own f.
+
+    Args:
+        latent_dim, num_directions: d and K.
+        hidden: width of f's hidden layer.
+        init_scale, init_seed: theta's start (a seeded Gaussian) and f's initialisation.
+        layers: the per-layer codes moved (see ``DirectionSet``).
+    """
+
+    kind = "local_mlp"
+
+    def __init__(self, latent_dim: int, num_directions: int, hidden: int = 64,
+                 init_scale: float = 0.1, init_seed: int | None = None,
+                 layers: Sequence[int] | None = None) -> None:
+        super().__init__(latent_dim, num_directions, layers)
+        with torch.random.fork_rng(devices=[]):
+            if init_seed is not None:
+                torch.manual_seed(init_seed)
+            self.theta = nn.Parameter(init_scale * torch.randn(num_directions, latent_dim))
+            self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, num_directions * latent_dim))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+        self.hidden, self.init_scale, self.init_seed = hidden, init_scale, init_seed
+
+    def config(self) -> dict[str, Any]:
+        return dict(super().config(), hidden=self.hidden, init_scale=self.init_scale,
+                    init_seed=self.init_seed)
+
+    def vectors(self) -> torch.Tensor:
+        """The global parts theta_k, normalised (the local correction depends on the latent)."""
+        return self.theta / self.theta.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    def direction_at(self, latent: torch.Tensor, index) -> torch.Tensor:
+        """Each latent's own direction ``N x d`` (unnormalised: its length is the step of
+        alpha = 1)."""
+        n = latent.shape[0]
+        index = _as_batch(index, n, latent.device, torch.long)
+        local = self.net(latent).view(n, self.num_directions, self.latent_dim)
+        return self.theta[index] + local[torch.arange(n, device=latent.device), index]
+
+    def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
+        alpha = _as_batch(alpha, latent.shape[0], latent.device, latent.dtype)
+        return latent + alpha[:, None] * self.direction_at(latent, index)
+
+
 PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
     cls.kind: cls for cls in (LinearDirections, OrthoDirections, ProjDirections, RBFWarps,
-                              VectorDirections, MLPWalk, BasisDirections)
+                              VectorDirections, MLPWalk, BasisDirections, LayerVectors,
+                              LocalDirections)
 }
 
 BASELINE_KINDS = ("random", "id")

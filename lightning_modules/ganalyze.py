@@ -28,7 +28,7 @@ from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import VectorDirections
 from metrics.curves import bounded_response
-from metrics.effects import factor_change
+from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
 
 
@@ -104,12 +104,8 @@ class GANalyze(DirectionModule):
         for i, a in enumerate(alphas):
             images = self.generator(self.directions.shift(latents, index, a), classes)
             score_change[:, i] = self.assessor(images) - score0
-            pred = regressor.predict(images)
-            for f, t in enumerate(regressor.targets):
-                valid = base["valid"][:, f] & pred["valid"][:, f]
-                change = factor_change(t.kind, base["values"][:, f], pred["values"][:, f],
-                                       base["probs"].get(t.name), pred["probs"].get(t.name))
-                changes[i, f] = change[valid].double().sum() * latents.shape[0] / valid.sum().clamp_min(1)
+            changes[i] = mean_factor_changes(regressor.targets, base,
+                                             regressor.predict(images)) * latents.shape[0]
         return {"alphas": alphas, "score0": score0, "score_change": score_change,
                 "changes": changes, "count": latents.shape[0]}
 

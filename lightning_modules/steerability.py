@@ -81,13 +81,6 @@ class Steerability(DirectionModule):
         regressor = self.regressor_path(regressor)
         self._regressor = load_regressor(regressor) if regressor else None
 
-    def train(self, mode: bool = True) -> "Steerability":
-        super().train(mode)
-        for frozen in (self.image_distance, self._regressor):  # dropout and batch-norm stay in eval mode
-            if frozen is not None:
-                frozen.eval()
-        return self
-
     # ---- the step -----------------------------------------------------------------------
     def walk(self, z: torch.Tensor, slider: torch.Tensor) -> torch.Tensor:
         """Walk ``slider`` (N x dims, slider units) from z: one shift per slider."""

@@ -37,6 +37,20 @@ def factor_change(kind: str, before: torch.Tensor, after: torch.Tensor,
     return (after - before).abs()
 
 
+def mean_factor_changes(targets: Sequence[Any], before: dict[str, Any],
+                        after: dict[str, Any]) -> torch.Tensor:
+    """The mean change of each of a regressor's factors (``targets``) between two decoded
+    predictions (``AttributeRegressor.predict``) of the same samples, over the samples where the
+    factor is defined in both (float64, one value per factor)."""
+    out = torch.zeros(len(targets), dtype=torch.float64, device=before["values"].device)
+    for f, t in enumerate(targets):
+        valid = before["valid"][:, f] & after["valid"][:, f]
+        change = factor_change(t.kind, before["values"][:, f], after["values"][:, f],
+                               before["probs"].get(t.name), after["probs"].get(t.name))
+        out[f] = change[valid].double().sum() / valid.sum().clamp_min(1)
+    return out
+
+
 class EffectMatrix(Metric):
     """Accumulates E[k, f] over batches (and processes: the sums reduce across DDP ranks).
 

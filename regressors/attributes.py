@@ -280,7 +280,12 @@ class AttributeAssessor(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.regressor.split(self.regressor(images))[self.position]
+        return self.read(self.regressor(images))
+
+    def read(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The score from the regressor's raw outputs (several assessors of one regressor share
+        one forward pass)."""
+        out = self.regressor.split(outputs)[self.position]
         if self.kind == "categorical":
             return out.softmax(1)[:, int(self.part)]
         if self.kind == "circular":

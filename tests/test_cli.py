@@ -51,14 +51,16 @@ def test_unknown_method_and_generator(tmp_path):
         assert f"Could not find '{group}/nope'" in message and "Available options" in message
 
 
-@pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability"])
+@pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability", "eye"])
 def test_ddp_two_cpu_processes(tmp_path, method):
-    args = [f"method={method}", "trainer=ddp_cpu", "run_name=ddp", *TINY, *EVAL_TINY]
+    # The tiny random generator has no discriminator: EYE runs without its term here.
+    extra = ["method.module.lambda_disc=0"] if method == "eye" else []
+    args = [f"method={method}", "trainer=ddp_cpu", "run_name=ddp", *TINY, *EVAL_TINY, *extra]
     result = run_script(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "outputs" / "ddp"
     directions = Directions.load(out / "directions.pt")
-    assert directions.num_directions == (16 if method in ("voynov", "warped") else 1)
+    assert directions.num_directions == {"voynov": 16, "warped": 16, "eye": 2}.get(method, 1)
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     # each process evaluates its own held-out batches: 2 processes x 2 batches x 8 latents
     assert metrics["eval_samples"] == 32

@@ -50,9 +50,11 @@ def test_direction_types(tiny_cfg, kind):
         assert torch.allclose(after @ after.T, torch.eye(8), atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability"])
+@pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability", "eye"])
 def test_resume_matches_one_go(tmp_path, method):
-    base = [f"method={method}", "generator=dcgan_random", "logger=none", "data.batch_size=8",
+    # EYE runs with its discriminator term here: the DCGAN whose weights ship has one.
+    generator = "dcgan_shapes" if method == "eye" else "dcgan_random"
+    base = [f"method={method}", f"generator={generator}", "logger=none", "data.batch_size=8",
             "data.val_batches=1", "method.val_every=100", "method.module.traversal.every_n_steps=0",
             "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=3",
             "evaluation.enabled=false"]
