@@ -17,6 +17,9 @@ Batches are ``{"images": N x 3 x H x W in [-1, 1], "factors": N x F}``, the keys
 batches, so that ``lightning_modules.regressor.RegressorTraining`` trains on either. Unlike the world's
 endless streams this is a finite, map-style dataset: training is driven by ``max_steps`` and
 the epochs simply repeat.
+
+A folder without labels is read by ``list_images`` and ``ImageFolderImages`` (no CSV, items
+without ``factors``): the training set of GLO (``datamodules/image_set.py``).
 """
 from __future__ import annotations
 
@@ -98,10 +101,28 @@ def infer_kind(values: torch.Tensor) -> str:
     return "binary" if present <= {0.0, 1.0} or present <= {-1.0, 1.0} else "continuous"
 
 
-class ImageFolderImages(Dataset):
-    """``{"images": 3 x R x R in [-1, 1], "factors": F}`` of the given files, loaded lazily."""
+# Files an unlabelled folder is read from (list_images), by suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
-    def __init__(self, paths: Sequence[Path], factors: torch.Tensor, resolution: int) -> None:
+
+def list_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (recursively, by suffix), in sorted order: the images of
+    a folder without a labels CSV (GLO trains on them)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root} (data.root)")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"no images in {root}: expected files ending in "
+                                f"{', '.join(IMAGE_SUFFIXES)} (in the folder or below it)")
+    return paths
+
+
+class ImageFolderImages(Dataset):
+    """``{"images": 3 x R x R in [-1, 1], "factors": F}`` of the given files, loaded lazily;
+    without ``factors`` (an unlabelled folder) the items hold ``images`` only."""
+
+    def __init__(self, paths: Sequence[Path], factors: torch.Tensor | None, resolution: int) -> None:
         self.paths, self.factors, self.resolution = list(paths), factors, resolution
 
     def __len__(self) -> int:
@@ -122,6 +143,8 @@ class ImageFolderImages(Dataset):
             # cut-off margins. PIL's filter widens when it downsizes, so it antialiases.
             image = image.crop((left, top, left + side, top + side)).resize(size, Image.Resampling.BICUBIC)
         pixels = pil_to_tensor(image).float() / 127.5 - 1.0
+        if self.factors is None:
+            return {"images": pixels}
         return {"images": pixels, "factors": self.factors[i]}
 
 

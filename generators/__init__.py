@@ -10,13 +10,16 @@ import torch
 from common.io import read_weights_file, resolve_shipped
 from generators.base import Generator, file_sha256
 from generators.dcgan import DCGANGenerator, SNDiscriminator
+from generators.glo import GLOGenerator
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
 # Imported after the names above exist: generators.formats loads the project format through
 # load_generator (the one entry point).
 from generators.formats import LOADERS, detect_format  # noqa: E402
 
+# architecture -> (generator class, discriminator class or None: GLO trains without one)
 ARCHITECTURES = {"dcgan": (DCGANGenerator, SNDiscriminator),
+                 "glo": (GLOGenerator, None),
                  "stylegan2": (StyleGAN2Generator, StyleGAN2Discriminator)}
 _REQUIRED_KEYS = {"format", "architecture", "generator_config", "generator"}
 _OPTIONAL_KEYS = {"discriminator_config", "discriminator", "info"}
@@ -35,7 +38,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
     them unpickled in a way that could run code.
 
     Args:
-        path: a ``generator.pt`` written by GAN pretraining (or a name shipped in
+        path: a ``generator.pt`` written by GAN pretraining or GLO (or a name shipped in
             generators/weights/), a rosinality ``.pt`` or an NVIDIA ``.pkl``.
         name: identifier to record in checkpoints; the file's stem by default.
         space, truncation_psi, truncation_cutoff: the view (``Generator.set_view``).
@@ -77,6 +80,9 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
     generator.set_view(space, truncation_psi, truncation_cutoff)
     generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
     if "discriminator" in blob:
+        if disc_cls is None:
+            raise ValueError(f"{path}: architecture {blob['architecture']!r} has no "
+                             "discriminator, but the file stores one")
         discriminator = disc_cls(**blob["discriminator_config"])
         _load_state(discriminator, blob["discriminator"], path, "discriminator")
         for p in discriminator.parameters():
@@ -142,5 +148,5 @@ def state_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["Generator", "DCGANGenerator", "SNDiscriminator", "load_generator", "random_generator",
-           "shipped_weights", "file_sha256"]
+__all__ = ["Generator", "DCGANGenerator", "GLOGenerator", "SNDiscriminator", "load_generator",
+           "random_generator", "shipped_weights", "file_sha256"]

@@ -177,14 +177,16 @@ class GANPretraining(pl.LightningModule):
 
 
 def save_weights(path: str | Path, architecture: str, generator_config: dict,
-                 discriminator_config: dict, generator_state: dict, discriminator_state: dict,
-                 info: dict) -> Path:
-    """The one writer of the weights format that ``generators.load_generator`` reads."""
-    return atomic_torch_save({
-        "format": WEIGHTS_FORMAT, "architecture": architecture,
-        "generator_config": generator_config, "discriminator_config": discriminator_config,
-        "generator": generator_state, "discriminator": discriminator_state, "info": info,
-    }, path)
+                 discriminator_config: dict | None, generator_state: dict,
+                 discriminator_state: dict | None, info: dict) -> Path:
+    """The one writer of the weights format that ``generators.load_generator`` reads. A
+    generator trained without a discriminator (GLO) passes None for both of its entries, and
+    the file has none."""
+    blob = {"format": WEIGHTS_FORMAT, "architecture": architecture,
+            "generator_config": generator_config, "generator": generator_state, "info": info}
+    if discriminator_state is not None:
+        blob.update(discriminator_config=discriminator_config, discriminator=discriminator_state)
+    return atomic_torch_save(blob, path)
 
 
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:

@@ -166,7 +166,11 @@ class ImageDistance(torch.nn.Module):
         return total
 
 
+def psnr_of_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their mean squared errors."""
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image (``N``, dB) of images in [-1, 1] (peak-to-peak 2)."""
-    mse = ((x.float() - y.float()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(4.0 / mse)
+    """Peak signal-to-noise ratio per image (``N``, dB) of images in [-1, 1]."""
+    return psnr_of_mse(l2(x.float(), y.float()))
