@@ -138,3 +138,20 @@ def test_fit_free_methods_on_a_rosinality_checkpoint(tmp_path, rosinality_file, 
     g = load_generator(rosinality_file, space=extra[-1].split("=")[1])
     w = g.sample(2, torch.Generator().manual_seed(0))
     assert directions.apply(w, [(0, 1.0), (1, -1.0)]).shape == w.shape
+
+
+def test_eye_on_a_rosinality_checkpoint_uses_its_own_discriminator(tmp_path, rosinality_file):
+    """EYE on a user's StyleGAN2 file: its stored discriminator ``d`` is the one judged by, and
+    per-layer directions move W+ codes."""
+    cfg = compose_cfg(["method=eye", "generator=stylegan2", f"generator.path={rosinality_file}",
+                       "generator.space=w+", "method.module.kind=layers",
+                       "method.module.regressor=shapes_regressor32.pt", *FIT_FREE_RUN,
+                       "method.max_steps=3", "method.val_every=3"], tmp_path)
+    metrics = train(cfg)
+    directions = Directions.load(tmp_path / "ff" / "directions.pt")
+    assert directions.directions.kind == "layer_vectors" and directions.space == "w+"
+    assert {"r/x", "r/scale", "d_change/x"} <= set(metrics)
+    g = load_generator(rosinality_file, space="w+")
+    assert g.discriminator is not None
+    w = g.sample(2, torch.Generator().manual_seed(0))
+    assert directions.apply(w, [(0, 0.3), (1, -0.2)]).shape == w.shape
