@@ -269,6 +269,10 @@ EDITS: dict[str, Edit] = {
 }
 
 
+# The shapes world's factor each edit moves (what a regressor measures along an edit's path).
+EDIT_FACTORS = {"shift_x": "x", "shift_y": "y", "zoom": "scale"}
+
+
 def get_edit(name: str) -> Edit:
     """The registered edit called ``name``; a ValueError lists the known ones otherwise."""
     try:

@@ -26,14 +26,13 @@ from common.seeds import TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import MLPWalk, VectorDirections
-from lightning_modules.edits import get_edit
+from lightning_modules.edits import EDIT_FACTORS, get_edit
 from metrics.curves import linear_fit
 from metrics.distances import ImageDistance
 from regressors.attributes import load_regressor
 
 WALKS = ("linear", "mlp")
 # The regressor factor each edit moves (for the end-of-fit measurement).
-EDIT_FACTORS = {"shift_x": "x", "shift_y": "y", "zoom": "scale"}
 
 
 class Steerability(DirectionModule):
