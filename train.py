@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.io import atomic_write_json
 from common.loggers import finish_wandb
-from common.runs import exit_on_setup_error
+from common.runs import exit_on_setup_error, hydra_run_dir
 from lightning_modules.evaluation import EvaluationSetupError, prepare_evaluation, run_evaluation
 
 log = logging.getLogger("train")
@@ -175,7 +175,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    exit_on_setup_error(train, cfg, (RunSetupError, EvaluationSetupError), log)
+    # A run refused at start-up leaves no empty run directory behind (only the main process:
+    # DDP children and multirun jobs share or name theirs the same way).
+    exit_on_setup_error(train, cfg, (RunSetupError, EvaluationSetupError), log,
+                        run_dir=hydra_run_dir())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 used, and the config resolvers that turn a file's path into its run directory."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -39,9 +40,40 @@ def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, f
     return instantiate(generator_cfg)
 
 
-def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], ...], log) -> None:
+# What Hydra itself writes into a run directory before the job starts.
+_HYDRA_ONLY = {".hydra", "train.log"}
+
+
+def remove_if_only_hydra(run_dir: str | Path | None) -> bool:
+    """Remove ``run_dir`` when it holds nothing but what Hydra wrote at start-up (``.hydra/``
+    and the log): what a run refused before any work leaves behind. A directory holding
+    anything else (a checkpoint, directions, a W&B run) is never touched."""
+    if run_dir is None:
+        return False
+    path = Path(run_dir)
+    if not path.is_dir() or path == Path.cwd() or not {p.name for p in path.iterdir()} <= _HYDRA_ONLY:
+        return False
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    return not path.exists()
+
+
+def hydra_run_dir() -> Path | None:
+    """The output directory Hydra made for this job (None outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    out = HydraConfig.get().runtime.get("output_dir")
+    return Path(out).resolve() if out else None
+
+
+def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], ...], log,
+                        run_dir: Path | None = None) -> None:
     """Run a script's job; a mistake in the command (one of ``errors``, found before any work)
-    is one clear line on the log and exit status 2, not a traceback."""
+    is one clear line on the log and exit status 2, not a traceback. ``run_dir``: the job's own
+    run directory, removed if the refusal left nothing in it but Hydra's start-up files."""
     from hydra.errors import InstantiationException
 
     try:
@@ -50,4 +82,6 @@ def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], 
         # Hydra wraps what a constructor raised: report the constructor's own message.
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         log.error("%s: %s", type(cause).__name__, cause)
+        logging.shutdown()  # the log file is closed before its directory goes
+        remove_if_only_hydra(run_dir)
         sys.exit(2)

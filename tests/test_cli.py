@@ -42,6 +42,23 @@ def test_forgetting_the_method_lists_the_options(tmp_path):
     assert "pretrain_gan" not in message and "regressor" not in message.split("Available options")[-1]
 
 
+def test_a_run_refused_at_start_up_leaves_no_run_directory(tmp_path):
+    """A mistake found before any work: one clear line, exit status 2, and no empty run
+    directory left in outputs/ (Hydra had made one with its own files); a run directory that
+    holds more than Hydra's files is kept."""
+    result = run_script(["method=eye", "generator=glo_shapes", "logger=none", "run_name=refused"],
+                        cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs the generator's own trained discriminator" in result.stderr + result.stdout
+    assert not (tmp_path / "outputs" / "refused").exists()
+    kept = tmp_path / "outputs" / "kept"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    result = run_script(["method=eye", "generator=glo_shapes", "logger=none", "run_name=kept"],
+                        cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and (kept / "notes.txt").read_text() == "mine"
+
+
 def test_unknown_method_and_generator(tmp_path):
     for arg, group in (("method=nope", "method"), ("generator=nope", "generator")):
         result = run_script(["method=voynov", arg] if group == "generator" else [arg],
