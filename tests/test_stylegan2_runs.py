@@ -123,6 +123,10 @@ FIT_FREE_RUN = ["run_name=ff", "logger=none", "data.batch_size=50", "data.val_ba
                     "generator.space=w"]),
     # a user's file names no regressor: InterFaceGAN is given one (here the shipped one, which
     # reads 32 px images; this file draws 16 px ones, resized by the regressor)
+    # Plumerault reads the edited factor with the shipped regressor (16 px images resized)
+    ("plumerault", ["method.module.method.samples=4", "method.module.method.steps=2",
+                    "method.module.method.strengths=[1,2]", "method.module.method.eval_samples=4",
+                    "method.module.method.regressor=shapes_regressor32.pt", "generator.space=w"]),
     ("interfacegan", ["method.module.method.samples=200", "method.module.method.ratio=0.1",
                       "method.module.method.factors=[scale,x]",
                       "method.module.method.regressor=shapes_regressor32.pt", "generator.space=w"]),
@@ -137,7 +141,8 @@ def test_fit_free_methods_on_a_rosinality_checkpoint(tmp_path, rosinality_file, 
     assert directions.meta["generator"]["adapter"] == "stylegan2-rosinality"
     g = load_generator(rosinality_file, space=extra[-1].split("=")[1])
     w = g.sample(2, torch.Generator().manual_seed(0))
-    assert directions.apply(w, [(0, 1.0), (1, -1.0)]).shape == w.shape
+    last = directions.num_directions - 1  # Plumerault finds one direction
+    assert directions.apply(w, [(0, 1.0), (last, -1.0)]).shape == w.shape
 
 
 def test_eye_on_a_rosinality_checkpoint_uses_its_own_discriminator(tmp_path, rosinality_file):
