@@ -60,6 +60,9 @@ def read_weights_file(path: str | Path, folder: Path, what: str, how_to_make: st
     ``folder``; a clear error when it is missing or unreadable (``what``: e.g. "generator";
     ``how_to_make``: the command that writes one)."""
     path = resolve_shipped(path, folder)
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} weights: {path} is a directory; pass the weights file "
+                                f"itself (e.g. {path}/{what}.pt)")
     if not path.is_file():
         shipped = ", ".join(sorted(p.name for p in folder.glob("*.pt"))) or "none"
         raise FileNotFoundError(f"{what} weights not found: {path}. Shipped weights in {folder}: "

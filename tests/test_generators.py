@@ -64,6 +64,9 @@ def test_shipped_generator_loads_and_draws():
 def test_missing_weights_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found.*Shipped weights"):
         load_generator(tmp_path / "nope.pt")
+    # a directory exists, but is not a weights file: said so, not "not found"
+    with pytest.raises(FileNotFoundError, match="is a directory; pass the weights file"):
+        load_generator(tmp_path)
 
 
 def test_wrong_format_names_keys(tmp_path):
