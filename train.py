@@ -41,6 +41,15 @@ def _is_launcher_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) != 0 or int(os.environ.get("NODE_RANK", 0)) != 0
 
 
+def check_run_name(name) -> None:
+    """A run name is one folder name inside paths.output_dir: no path of its own."""
+    text = str(name)
+    if not text or text in (".", "..") or any(sep in text for sep in ("/", "\\")) or "\x00" in text:
+        raise RunSetupError(f"run_name={text!r} is not a folder name: a run is written to "
+                            "<paths.output_dir>/<run_name>, so pass a plain name such as "
+                            "run_name=exp1 (to write elsewhere, set paths.output_dir)")
+
+
 def resolve_run_dir(cfg: DictConfig) -> Path:
     """The run directory: Hydra's output directory when launched through Hydra (so that DDP
     processes and multirun jobs agree on it), else ``paths.run_dir``."""
@@ -119,6 +128,7 @@ def instantiate_all(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Runs one training job as configured; returns its final metrics."""
+    check_run_name(cfg.run_name)
     run_dir = resolve_run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
     evaluation = cfg.get("evaluation")

@@ -59,6 +59,15 @@ def test_a_run_refused_at_start_up_leaves_no_run_directory(tmp_path):
     assert result.returncode == 2 and (kept / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_name_that_is_a_path_is_refused_and_writes_nothing(tmp_path):
+    (tmp_path / "work").mkdir()
+    result = run_script(["method=voynov", "logger=none", "run_name=../escaped"],
+                        cwd=tmp_path / "work", timeout=300)
+    assert result.returncode == 2
+    assert "is not a folder name" in result.stderr + result.stdout
+    assert not (tmp_path / "work" / "escaped").exists() and not (tmp_path / "escaped").exists()
+
+
 def test_unknown_method_and_generator(tmp_path):
     for arg, group in (("method=nope", "method"), ("generator=nope", "generator")):
         result = run_script(["method=voynov", arg] if group == "generator" else [arg],
