@@ -50,6 +50,33 @@ def check_run_name(name) -> None:
                             "run_name=exp1 (to write elsewhere, set paths.output_dir)")
 
 
+def check_numbers(cfg: DictConfig) -> None:
+    """The numbers every run reads, checked before any work: the seed is an integer, the run
+    length and batch size positive integers, and every learning rate of the method (any key
+    ``lr`` or ``lr_*`` under method.module) a number >= 0."""
+    def integer(value, name: str, low: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise RunSetupError(f"{name}={value!r}: expected an integer >= {low}")
+
+    integer(cfg.get("seed"), "seed", 0)
+    if cfg.method.get("max_steps") is not None:
+        integer(cfg.method.max_steps, "method.max_steps", 1)
+    if "batch_size" in cfg.get("data", {}):
+        integer(cfg.data.batch_size, "data.batch_size", 1)
+
+    def walk(node, where: str) -> None:
+        for key, value in node.items():
+            name = f"{where}.{key}"
+            if isinstance(value, DictConfig):
+                walk(value, name)
+            elif str(key) == "lr" or str(key).startswith("lr_"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                    raise RunSetupError(f"{name}={value!r}: a learning rate must be a number "
+                                        ">= 0 (0 freezes what it drives)")
+
+    walk(cfg.method.get("module") or OmegaConf.create({}), "method.module")
+
+
 def resolve_run_dir(cfg: DictConfig) -> Path:
     """The run directory: Hydra's output directory when launched through Hydra (so that DDP
     processes and multirun jobs agree on it), else ``paths.run_dir``."""
@@ -129,6 +156,7 @@ def instantiate_all(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Runs one training job as configured; returns its final metrics."""
     check_run_name(cfg.run_name)
+    check_numbers(cfg)
     run_dir = resolve_run_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
     evaluation = cfg.get("evaluation")

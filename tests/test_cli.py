@@ -68,6 +68,17 @@ def test_a_run_name_that_is_a_path_is_refused_and_writes_nothing(tmp_path):
     assert not (tmp_path / "work" / "escaped").exists() and not (tmp_path / "escaped").exists()
 
 
+@pytest.mark.parametrize("arg, message", [
+    ("seed=abc", "seed='abc': expected an integer"),
+    ("method.module.optimizer.lr=-1", "a learning rate must be a number >= 0"),
+    ("method.max_steps=0", "method.max_steps=0: expected an integer >= 1"),
+])
+def test_bad_numbers_get_one_clear_line(tmp_path, arg, message):
+    result = run_script(["method=voynov", "logger=none", arg], cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("outputs/*"))
+
+
 def test_unknown_method_and_generator(tmp_path):
     for arg, group in (("method=nope", "method"), ("generator=nope", "generator")):
         result = run_script(["method=voynov", arg] if group == "generator" else [arg],
