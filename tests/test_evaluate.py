@@ -138,6 +138,15 @@ def test_bad_input_gets_clear_errors(voynov_run, tmp_path, monkeypatch):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.regressor=nope.pt"))
     with pytest.raises(evaluate.EvaluationSetupError, match="lap1"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.settings.lpips=alex"))
+    # A text file and a truncated directions file: one clear error, and nothing written beside them.
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "text.pt").write_text("hello\n")
+    (bad_dir / "cut.pt").write_bytes((run / "directions.pt").read_bytes()[:3000])
+    for name in ("text.pt", "cut.pt"):
+        with pytest.raises(evaluate.EvaluationSetupError, match="not a readable torch file"):
+            evaluate.evaluate(eval_cfg(bad_dir / name))
+    assert sorted(p.name for p in bad_dir.iterdir()) == ["cut.pt", "text.pt"]
     assert (run / "evaluation.json").read_bytes() == before  # nothing written by failed runs
 
 
