@@ -44,11 +44,19 @@ def _indices(value, count: int) -> list[int]:
     return indices
 
 
+def _image_paths(cfg: DictConfig) -> list[Path]:
+    """The files of ``image=`` (one path or a list; [] without)."""
+    value = cfg.get("image")
+    if not value:
+        return []
+    return [Path(p) for p in (value if isinstance(value, (list, ListConfig)) else [value])]
+
+
 def _images(cfg: DictConfig, generator) -> torch.Tensor | None:
-    """The images of ``image=`` (one path or a list), checked before any work; None without."""
-    if not cfg.get("image"):
+    """The images of ``image=``, checked before any work; None without."""
+    paths = _image_paths(cfg)
+    if not paths:
         return None
-    paths = list(cfg.image) if isinstance(cfg.image, (list, ListConfig)) else [cfg.image]
     if cfg.latents:
         raise EditSetupError("pass either image=... or latents=..., not both")
     if generator.num_classes:
@@ -78,8 +86,7 @@ def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag
                     lr=float(inv.lr), starts=int(inv.starts), seed=int(inv.seed))
     summary = dict(result.summary(), space=generator.space, loss=distance.describe(),
                    psnr_per_image=[round(float(v), 3) for v in result.psnr],
-                   files=[str(p) for p in (cfg.image if isinstance(cfg.image, (list, ListConfig))
-                                            else [cfg.image])])
+                   files=[str(p) for p in _image_paths(cfg)])
     atomic_write_json(summary, out_dir / f"{tag}_inversion.json")
     latents_path = out_dir / f"{tag}_latents.pt"
     atomic_write(latents_path, lambda handle: torch.save(result.latents.cpu(), handle))
@@ -144,7 +151,7 @@ def edit(cfg: DictConfig) -> Path:
     name = "direction" + "-".join(f"{k:02d}" for k in indices)
     tag = None
     if images is not None:
-        first = Path(cfg.image[0] if isinstance(cfg.image, (list, ListConfig)) else cfg.image)
+        first = _image_paths(cfg)[0]
         tag = first.stem if len(images) == 1 else f"{first.stem}+{len(images) - 1}"
         name = f"{tag}_{name}"
     out = Path(cfg.out) if cfg.out else path.parent / "edits" / f"{name}.{cfg.format}"

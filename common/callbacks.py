@@ -45,8 +45,8 @@ class LastCheckpoint(pl.Callback):
 
     def save(self, trainer) -> None:
         tmp = self.dirpath / f".{self.FILENAME}.tmp"
-        # collective: every rank calls it, rank 0 writes. A save of the run's own state, not a
-        # load: weights_only=False asks for the full state (optimisers, loops, callbacks).
+        # collective: every rank calls it, rank 0 writes. A save of the run's own state (not a
+        # load): the full state is asked for (optimisers, loops, callbacks).
         trainer.save_checkpoint(tmp, weights_only=False)  # trusted-ok
         if trainer.is_global_zero:
             os.replace(tmp, self.path)

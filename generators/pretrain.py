@@ -189,6 +189,11 @@ def save_weights(path: str | Path, architecture: str, generator_config: dict,
     return atomic_torch_save(blob, path)
 
 
+def submodule_state(state: dict, prefix: str) -> dict:
+    """The entries of a module's state dict under ``prefix.``, with the prefix removed."""
+    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     """Write the weights file of a pretraining checkpoint (e.g. a run stopped early).
 
@@ -199,8 +204,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
         raise ValueError(f"{ckpt_path} is not a checkpoint of GAN pretraining "
                          "(it records no generator_config)")
     state = ckpt["state_dict"]
-    ema = {k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")}
-    disc = {k[len("discriminator."):]: v for k, v in state.items() if k.startswith("discriminator.")}
+    ema, disc = submodule_state(state, "ema"), submodule_state(state, "discriminator")
     info = {"batches": ckpt["global_step"] // GANPretraining.optimizer_steps_per_batch,
             "from_checkpoint": str(ckpt_path)}
     return save_weights(out_path, ckpt.get("architecture", "dcgan"), ckpt["generator_config"],

@@ -39,6 +39,7 @@ from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from lightning_modules.directions import LayerVectors, LocalDirections, VectorDirections
 from metrics.distances import ImageDistance, lap1
+from metrics.curves import pearson
 from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
 
@@ -123,8 +124,16 @@ class EnjoyYourEditing(DirectionModule):
     # ---- the step -----------------------------------------------------------------------
     def read(self, images: torch.Tensor) -> torch.Tensor:
         """The attributes ``N x K`` of images (one regressor pass)."""
-        out = self.regressor(images)
-        return torch.stack([a.read(out) for a in self.assessors], dim=1)
+        return self.read_outputs(self.regressor(images))
+
+    def read_outputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """The attributes ``N x K`` from the regressor's raw outputs."""
+        return torch.stack([a.read(raw) for a in self.assessors], dim=1)
+
+    def read_all(self, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The attributes ``N x K`` and every factor's decoded prediction, from one pass."""
+        raw = self.regressor(images)
+        return self.read_outputs(raw), self.regressor.decode(raw)
 
     def edit(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """z moved by eps_k along each direction k in turn (``eps``: ``N x K``)."""
@@ -188,8 +197,7 @@ class EnjoyYourEditing(DirectionModule):
         mean change of every regressor factor (``K x F``), Lap1 and D's change (``K``)."""
         regressor = self.regressor
         before = self.generator(z, y)
-        score0 = self.read(before)
-        base = regressor.predict(before)
+        score0, base = self.read_all(before)
         d0 = self.generator_d(before)
         n, k = z.shape[0], len(self.factors)
         reached = torch.zeros(n, k, device=z.device)
@@ -200,8 +208,9 @@ class EnjoyYourEditing(DirectionModule):
             eps = torch.zeros(n, k, device=z.device)
             eps[:, j] = target[:, j] - score0[:, j]
             after = self.generator(self.edit(z, eps), y)
-            reached[:, j] = self.read(after)[:, j]
-            changes[j] = mean_factor_changes(regressor.targets, base, regressor.predict(after)) * n
+            score, pred = self.read_all(after)
+            reached[:, j] = score[:, j]
+            changes[j] = mean_factor_changes(regressor.targets, base, pred) * n
             content[j] = lap1(before, after).double().sum()
             if d0 is not None:
                 realism[j] = (self.generator_d(after) - d0).double().sum()
@@ -243,9 +252,9 @@ class EnjoyYourEditing(DirectionModule):
         metrics: dict[str, float] = {"eval_samples": count}
         names = [t.name for t in self.regressor.targets]
         for j, factor in enumerate(self.factors):
-            metrics[f"r/{factor}"] = _pearson(target[:, j], reached[:, j])
+            metrics[f"r/{factor}"] = pearson(target[:, j], reached[:, j])
             metrics[f"mae/{factor}"] = float((reached[:, j] - target[:, j]).abs().mean())
-            metrics[f"r_unedited/{factor}"] = _pearson(target[:, j], score0[:, j])
+            metrics[f"r_unedited/{factor}"] = pearson(target[:, j], score0[:, j])
             metrics[f"lap1/{factor}"] = float(content[j]) / count
             if getattr(self.generator, "discriminator", None) is not None:
                 metrics[f"d_change/{factor}"] = float(realism[j]) / count
@@ -274,7 +283,3 @@ class EnjoyYourEditing(DirectionModule):
         log_image(self.loggers, "eye_response", path, step=self.trainer.global_step)
         return path
 
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))

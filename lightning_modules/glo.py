@@ -45,7 +45,7 @@ from common.training import batches_done
 from generators.base import Generator
 from generators.dcgan import DCGANGenerator
 from generators.glo import GLOGenerator, fit_gaussian
-from generators.pretrain import save_weights
+from generators.pretrain import save_weights, submodule_state
 from metrics.distances import l2, lap1, psnr_of_mse as psnr
 
 INITS = ("pca", "random")
@@ -425,7 +425,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     if "glo_data" not in ckpt:
         raise ValueError(f"{ckpt_path} is not a checkpoint of GLO (it records no glo_data)")
     state = ckpt["state_dict"]
-    generator = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
+    generator = submodule_state(state, "generator")
     info = {"method": "glo", "batches": ckpt["global_step"] // GLO.optimizer_steps_per_batch,
             "num_images": ckpt["glo_data"]["num_images"],
             "data_sha256": ckpt["glo_data"]["sha256"], "from_checkpoint": str(ckpt_path)}

@@ -15,6 +15,12 @@ def linear_fit(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     return float(slope), float(intercept), float(1 - residual / total)
 
 
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson's correlation of two samples (0 when either is constant)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    return float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-12))
+
+
 def bounded_response(alphas: torch.Tensor, base: torch.Tensor, change: torch.Tensor,
                      quantile: float = 0.01) -> dict[str, float]:
     """How a score follows a step when the score lives in a bounded range (GANalyze's test).

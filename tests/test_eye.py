@@ -89,7 +89,7 @@ def test_eye_run_with_the_generators_own_discriminator(tiny_cfg):
     assert {"side/x/scale", "side/x/hue", "side/scale/x"} <= set(metrics)
     assert "side/x/x" not in metrics
     assert {"train/regression", "train/disc", "train/content"} <= set(metrics)
-    ckpt = torch.load(f"{out}/checkpoints/last.ckpt", weights_only=False)
+    ckpt = torch.load(f"{out}/checkpoints/last.ckpt", weights_only=True)
     frozen = ("generator.", "regressor.", "assessors.", "discriminator.", "content.")
     assert not any(k.startswith(frozen) for k in ckpt["state_dict"])
     assert __import__("pathlib").Path(f"{out}/eye_response.png").is_file()
