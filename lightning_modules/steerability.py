@@ -40,7 +40,7 @@ class Steerability(DirectionModule):
 
     Args:
         generator: the frozen generator.
-        edit: ``zoom``, ``shift_x``, ``shift_y``, ``rotate``, ``color`` (3 sliders), ``brightness``.
+        edit: ``zoom``, ``scale`` (a zoom about the object's own centre), ``shift_x``, ``shift_y``, ``rotate``, ``color`` (3 sliders), ``brightness``.
         walk: ``linear`` or ``mlp`` (one-slider edits).
         loss: ``l2``, ``lap1``, ``lpips`` (needs torchvision's weights on disk) or a sum such
             as ``l2+lap1`` (``metrics.distances.ImageDistance``).
@@ -144,7 +144,7 @@ class Steerability(DirectionModule):
 
     def plot(self, sliders: torch.Tensor, walked: torch.Tensor, edited: torch.Tensor,
              factor: str) -> Path:
-        zoom = " (log2 zoom)" if self.hparams.edit == "zoom" else ""
+        zoom = f" (log2 {self.hparams.edit})" if self.hparams.edit in ("zoom", "scale") else ""
         path = save_line_plot(
             Path(self.trainer.default_root_dir) / "steerability_response.png", sliders,
             [(edited, "o--", "the edit applied to G(z)"), (walked, "o-", "G(walk(z, alpha))")],

@@ -104,6 +104,20 @@ def test_zoom_out_halves_the_shape_with_an_invalid_border():
     assert torch.allclose(y1 - RES / 2, (y0 - RES / 2) / 2, atol=0.3)
 
 
+@pytest.mark.parametrize("factor", [0.5, 1.6])
+def test_scale_resizes_an_off_centre_shape_in_place(factor):
+    """``scale`` changes the size about the shape's own centre (zoom would move it)."""
+    off = _render([1, 0.3, 0, 0.75, 0.3, 0.5], [0, 0.4, 0.1, 0.3, 0.7, 0.2])
+    x0, y0, area0 = _centroid_and_area(off)
+    edited, mask = get_edit("scale").apply(off, factor)
+    x1, y1, area1 = _centroid_and_area(edited)
+    assert torch.allclose(area1 / area0, torch.full((2,), factor ** 2), rtol=0.12)
+    assert torch.allclose(x1, x0, atol=0.3) and torch.allclose(y1, y0, atol=0.3)
+    assert mask.shape == (2, 1, RES, RES)
+    with pytest.raises(ValueError, match="positive"):
+        get_edit("scale").apply(off, -1.0)
+
+
 def test_zoom_rejects_non_positive_factors():
     with pytest.raises(ValueError, match="positive"):
         get_edit("zoom").apply(CENTRED, torch.tensor([1.0, 0.0, 2.0, 1.0]))
@@ -211,10 +225,10 @@ def test_to_walk_steps():
 
 
 def test_registry_lookup_and_frozen_descriptions():
-    assert set(EDITS) == {"zoom", "shift_x", "shift_y", "rotate", "color", "brightness"}
+    assert set(EDITS) == {"zoom", "scale", "shift_x", "shift_y", "rotate", "color", "brightness"}
     assert all(isinstance(edit, Edit) and edit.name == name for name, edit in EDITS.items())
     assert get_edit("color").dims == 3 and get_edit("zoom").identity == 1.0
-    with pytest.raises(ValueError, match="'blur'.*zoom, shift_x, shift_y, rotate, color, brightness"):
+    with pytest.raises(ValueError, match="'blur'.*zoom, scale, shift_x, shift_y, rotate, color, brightness"):
         get_edit("blur")
     with pytest.raises(dataclasses.FrozenInstanceError):
         get_edit("zoom").dims = 2

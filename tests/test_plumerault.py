@@ -190,7 +190,7 @@ def test_two_ddp_processes_give_the_one_process_direction(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method.module.method.edit=rotate"], "edit='rotate' is not one of shift_x, shift_y, zoom, brightness"),
+    (["method.module.method.edit=rotate"], "edit='rotate' is not one of shift_x, shift_y, zoom, scale, brightness"),
     (["method.module.method.edit=colour"], "is not one of"),
     (["method.module.method.strengths=[2,1]"], "strictly increasing"),
     (["method.module.method.strengths=[0,1]"], "positive and strictly increasing"),

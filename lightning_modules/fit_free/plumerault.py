@@ -77,15 +77,16 @@ log = logging.getLogger("fit_free")
 # The edits with one continuous parameter whose strengths add up (t and t' make t + t'), and
 # what a unit of t is. Zoom's t is log2 of the factor, so that -t undoes +t.
 EDIT_UNITS = {"shift_x": "pixels", "shift_y": "pixels", "zoom": "log2 zoom",
-              "brightness": "brightness ([0, 1] image units)"}
+              "scale": "log2 scale", "brightness": "brightness ([0, 1] image units)"}
 DEFAULT_STRENGTHS = {"shift_x": [1.0, 2.0, 3.0, 4.0], "shift_y": [1.0, 2.0, 3.0, 4.0],
-                     "zoom": [0.1, 0.2, 0.3, 0.4], "brightness": [0.05, 0.1, 0.15, 0.2]}
+                     "zoom": [0.1, 0.2, 0.3, 0.4], "scale": [0.1, 0.2, 0.3, 0.4],
+                     "brightness": [0.05, 0.1, 0.15, 0.2]}
 MODELS = ("relative", "absolute")
 
 
 def edit_parameter(edit: str, t: torch.Tensor) -> torch.Tensor:
-    """The parameter of ``get_edit(edit).apply`` for strengths ``t`` (zoom: 2^t)."""
-    return torch.exp2(t) if edit == "zoom" else t
+    """The parameter of ``get_edit(edit).apply`` for strengths ``t`` (zoom and scale: 2^t)."""
+    return torch.exp2(t) if edit in ("zoom", "scale") else t
 
 
 # ---- the monotone fit ---------------------------------------------------------------------
@@ -245,7 +246,8 @@ class Plumerault(FitFreeMethod):
     """A latent direction for a known image edit, fitted to inversion trajectories.
 
     Args:
-        edit: ``shift_x``, ``shift_y``, ``zoom`` or ``brightness`` (lightning_modules/edits.py).
+        edit: ``shift_x``, ``shift_y``, ``zoom``, ``scale`` (a zoom about the object's centre) or
+            ``brightness`` (lightning_modules/edits.py).
         strengths: t1 < t2 < ... > 0, each used with both signs, in the edit's units (pixels,
             log2 zoom, brightness); null: the edit's default (``DEFAULT_STRENGTHS``).
         samples: trajectories (latents), all processes together.
