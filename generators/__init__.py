@@ -16,6 +16,9 @@ from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
 # Imported after the names above exist: generators.formats loads the project format through
 # load_generator (the one entry point).
 from generators.formats import LOADERS, detect_format  # noqa: E402
+from generators.formats.biggan import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
+
+BIGGAN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 # architecture -> (generator class, discriminator class or None: GLO trains without one)
 ARCHITECTURES = {"dcgan": (DCGANGenerator, SNDiscriminator),
@@ -31,28 +34,49 @@ def shipped_weights() -> list[str]:
 
 def load_generator(path: str | Path, name: str | None = None, space: str = "z",
                    truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                   regressor: dict | None = None, map_location: str = "cpu") -> Generator:
+                   regressor: dict | None = None, map_location: str = "cpu",
+                   truncation: float | None = None, classes=None) -> Generator:
     """Load a frozen generator (and its discriminator, if stored) from a weights file: the one
     entry point for every format (``generators.formats.detect_format``): the project's own
-    weights, rosinality/stylegan2-pytorch checkpoints and NVIDIA StyleGAN2 pickles, none of
-    them unpickled in a way that could run code.
+    weights, rosinality/stylegan2-pytorch checkpoints, NVIDIA StyleGAN2 pickles and
+    pytorch-pretrained-biggan directories, none of them unpickled in a way that could run code.
 
     Args:
         path: a ``generator.pt`` written by GAN pretraining or GLO (or a name shipped in
-            generators/weights/), a rosinality ``.pt`` or an NVIDIA ``.pkl``.
+            generators/weights/), a rosinality ``.pt``, an NVIDIA ``.pkl``, or a BigGAN
+            directory (``config.json`` + ``pytorch_model.bin``).
         name: identifier to record in checkpoints; the file's stem by default.
         space, truncation_psi, truncation_cutoff: the view (``Generator.set_view``).
         regressor: ``{"path": ..., "factors": ...}``, the attribute regressor that reads this
             generator's images for the evaluation (None: factor metrics are skipped).
+        truncation, classes: BigGAN only: its truncation in (0, 1] (None: 1) and the classes
+            it samples (None: all, an index, or a list).
     """
     source = {"_target_": "generators.load_generator", "path": str(path), "name": name,
               "space": space, "truncation_psi": truncation_psi,
               "truncation_cutoff": truncation_cutoff, "regressor": regressor}
     resolved = resolve_shipped(path, WEIGHTS_DIR)
-    fmt = detect_format(resolved) if resolved.is_file() else "project"  # missing: say so below
-    if fmt != "project":
+    # A file, or a directory with a BigGAN file in it, is recognised; a missing path gets
+    # read_weights_file's message below.
+    biggan_like = resolved.is_dir() and any((resolved / n).is_file() for n in BIGGAN_FILES)
+    if resolved.is_dir() and not biggan_like:
+        raise FileNotFoundError(f"generator weights: {path} is a directory; pass the weights file "
+                                f"itself (e.g. {path}/generator.pt), or a BigGAN directory holding "
+                                f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+    fmt = detect_format(resolved) if resolved.is_file() or biggan_like else "project"
+    if fmt != "biggan" and (truncation is not None or classes is not None):
+        raise ValueError(f"generator.truncation and generator.classes are options of BigGAN "
+                         f"directories; {path} is a {fmt!r} checkpoint (a StyleGAN's truncation "
+                         "is generator.truncation_psi)")
+    if fmt == "biggan":
+        generator = LOADERS[fmt](resolved, truncation=1.0 if truncation is None else truncation,
+                                 classes=plain(classes), space=space, truncation_psi=truncation_psi,
+                                 truncation_cutoff=truncation_cutoff, name=name or resolved.name)
+        source.update(truncation=generator.truncation, classes=generator.classes)
+    elif fmt != "project":
         generator = LOADERS[fmt](resolved, space=space, truncation_psi=truncation_psi,
                                  truncation_cutoff=truncation_cutoff, name=name or resolved.stem)
+    if fmt != "project":
         generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
         return generator
     path, blob = read_weights_file(

@@ -253,12 +253,15 @@ class Generator(nn.Module):
 
 
 IDENTITY_KEYS = ("sha256", "adapter", "space", "latent_dim", "num_layers", "truncation", "num_classes")
+# Recorded only by the generators that have them (BigGAN: the classes it samples), compared where
+# a record holds them.
+OPTIONAL_IDENTITY_KEYS = ("classes",)
 
 
 def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
     """The identity fields that differ (fields a saved identity lacks are not compared, so
     records written before a field existed still match)."""
-    return {k: (saved[k], current.get(k)) for k in IDENTITY_KEYS
+    return {k: (saved[k], current.get(k)) for k in IDENTITY_KEYS + OPTIONAL_IDENTITY_KEYS
             if k in saved and saved[k] is not None and saved[k] != current.get(k)}
 
 

@@ -31,8 +31,24 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def build(name: str, checkpoint: Path, *overrides: str):
-    extra = [f"generator.path={checkpoint}"] if name == "stylegan2" else []
+@pytest.fixture(scope="module")
+def biggan_dir(tmp_path_factory) -> Path:
+    """A tiny BigGAN directory in pytorch-pretrained-biggan's layout (configs/generator/biggan)."""
+    from test_formats_biggan import write_biggan
+
+    path = tmp_path_factory.mktemp("biggan") / "biggan-tiny"
+    write_biggan(path)
+    return path
+
+
+@pytest.fixture
+def files(checkpoint, biggan_dir) -> dict[str, Path]:
+    """The path each config that names a file of the user's is given here."""
+    return {"stylegan2": checkpoint, "biggan": biggan_dir}
+
+
+def build(name: str, files: dict[str, Path], *overrides: str):
+    extra = [f"generator.path={files[name]}"] if name in files else []
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["method=voynov", f"generator={name}", *extra, *overrides])
     return instantiate(cfg.generator)
@@ -46,8 +62,8 @@ CASES = [(name, space) for name in CONFIGS for space in views(name)]
 
 
 @pytest.mark.parametrize("name, space", CASES)
-def test_generator_contract(name, space, checkpoint):
-    g = build(name, checkpoint, f"generator.space={space}")
+def test_generator_contract(name, space, files):
+    g = build(name, files, f"generator.space={space}")
     n = 3
     rng = lambda: torch.Generator().manual_seed(7)  # noqa: E731
     latent, y = g.draw(n, rng())
@@ -58,7 +74,7 @@ def test_generator_contract(name, space, checkpoint):
         images = g(latent, y)
     assert images.shape == (n, 3, g.resolution, g.resolution)
     assert torch.isfinite(images).all()
-    if g.adapter == "dcgan":  # tanh output; StyleGAN2's is unbounded, as published
+    if g.adapter in ("dcgan", "biggan"):  # tanh output; StyleGAN2's is unbounded, as published
         assert images.abs().max() <= 1
     # determinism: the same latents give the same images (fixed noise), draws are seeded
     with torch.no_grad():
@@ -88,8 +104,8 @@ def test_generator_contract(name, space, checkpoint):
 
 
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("stylegan2")])
-def test_views_of_one_checkpoint_are_different_generators(name, checkpoint):
-    z, w = build(name, checkpoint, "generator.space=z"), build(name, checkpoint, "generator.space=w")
+def test_views_of_one_checkpoint_are_different_generators(name, files):
+    z, w = build(name, files, "generator.space=z"), build(name, files, "generator.space=w")
     assert z.identity()["sha256"] == w.identity()["sha256"]
     assert z.identity() != w.identity()
     # The W view of a Z latent's mapping draws the same image.
@@ -125,9 +141,9 @@ def test_spaces_and_truncation_are_checked():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_closed_form_hooks(name, checkpoint):
+def test_closed_form_hooks(name, files):
     """SeFa reads projection_weight (columns: the W or Z coordinates), GANSpace reads features."""
-    g = build(name, checkpoint, "generator.space=w" if name.startswith("stylegan2") else "generator.space=z")
+    g = build(name, files, "generator.space=w" if name.startswith("stylegan2") else "generator.space=z")
     weight = g.projection_weight()
     assert weight.ndim == 2 and weight.shape[1] == g.latent_dim
     latent, y = g.draw(2, torch.Generator().manual_seed(0))

@@ -9,7 +9,9 @@
 - a plain pickle (``.pkl``: protocol header ``\\x80``) is only scanned opcode by opcode
   (``pickletools``): NVIDIA's persistent network objects make it ``"nvidia-pickle"`` (StyleGAN2
   synthesis: stylegan2-ada-pytorch, or stylegan3's StyleGAN2 configuration) or
-  ``"stylegan3-pickle"`` (a StyleGAN3 -T / -R synthesis network).
+  ``"stylegan3-pickle"`` (a StyleGAN3 -T / -R synthesis network);
+- a directory holding ``config.json`` and ``pytorch_model.bin`` is ``"biggan"``
+  (pytorch-pretrained-biggan, generators/formats/biggan.py).
 
 ``load_checkpoint(path, format=None, **view)`` dispatches to ``LOADERS[format]``.
 """
@@ -21,6 +23,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from generators.formats.biggan import (CONFIG_NAME, MARKER_KEY, WEIGHTS_NAME, is_biggan_dir,
+                                       load_biggan)
 from generators.formats.rosinality import (UnsafeCheckpointError, load_rosinality,
                                            read_rosinality, safe_torch_load,
                                            stylegan2_config_from_state,
@@ -32,6 +36,7 @@ FORMATS = {
     "rosinality": "a rosinality/stylegan2-pytorch checkpoint (.pt from its train.py or convert_weight.py)",
     "nvidia-pickle": "an NVIDIA network pickle with a StyleGAN2 synthesis (stylegan2-ada-pytorch, stylegan3 --cfg=stylegan2)",
     "stylegan3-pickle": "an NVIDIA network pickle with a StyleGAN3 (-T / -R) synthesis",
+    "biggan": "a pytorch-pretrained-biggan directory (config.json + pytorch_model.bin: BigGAN-deep)",
 }
 
 # The torch file of the legacy (non-zip) serialisation starts with this pickled magic number.
@@ -136,7 +141,7 @@ def _classify_nvidia(path: Path, info: dict | None = None) -> str:
 
 def detect_format(path: str | Path) -> str:
     """The format of a generator checkpoint: ``"project"``, ``"rosinality"``,
-    ``"nvidia-pickle"`` or ``"stylegan3-pickle"`` (see ``FORMATS``). Nothing in the file is
+    ``"nvidia-pickle"``, ``"stylegan3-pickle"`` or (a directory) ``"biggan"`` (see ``FORMATS``). Nothing in the file is
     executed: torch files are read with ``weights_only=True``, plain pickles only scanned.
 
     Raises:
@@ -145,8 +150,16 @@ def detect_format(path: str | Path) -> str:
         ValueError: anything else, saying what was found and which formats are supported.
     """
     path = Path(path)
+    if is_biggan_dir(path):
+        return "biggan"
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, expected a checkpoint file. Supported formats: "
+        present = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (path / n).is_file()]
+        if present:  # half a BigGAN directory: say what is missing
+            missing = sorted({CONFIG_NAME, WEIGHTS_NAME} - set(present))
+            raise FileNotFoundError(f"{path} holds {present[0]} but not {missing[0]}: a "
+                                    f"pytorch-pretrained-biggan directory needs both")
+        raise ValueError(f"{path} is a directory, expected a checkpoint file (or a BigGAN "
+                         f"directory with {CONFIG_NAME} and {WEIGHTS_NAME}). Supported formats: "
                          f"{_supported()}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -185,6 +198,9 @@ def detect_format(path: str | Path) -> str:
     if isinstance(blob, dict) and ("state_dict" in blob or "pytorch-lightning_version" in blob):
         hint = (" (a Lightning checkpoint: use the generator.pt of that run, or export one with "
                 "`python -m generators.pretrain <ckpt> <out.pt>`)")
+    elif isinstance(blob, dict) and MARKER_KEY in blob:
+        hint = (f" (a pytorch-pretrained-biggan {WEIGHTS_NAME}: pass the directory that holds it "
+                f"and its {CONFIG_NAME})")
     elif isinstance(blob, dict) and "style.1.weight" in blob:
         hint = (" (a bare StyleGAN2 generator state: save it as {'g_ema': state} to load it "
                 "as a rosinality checkpoint)")
@@ -214,6 +230,7 @@ def _load_project(path: str | Path, **kwargs) -> Any:
 LOADERS: dict[str, Callable[..., Any]] = {
     "project": _load_project,
     "rosinality": load_rosinality,
+    "biggan": load_biggan,
 }
 
 # >>> NVIDIA loader registration point >>>
@@ -247,4 +264,4 @@ def load_checkpoint(path: str | Path, format: str | None = None, **kwargs) -> An
 __all__ = ["FORMATS", "LOADERS", "detect_format", "load_checkpoint", "scan_pickle",
            "scan_torch_pickle", "load_rosinality", "read_rosinality", "safe_torch_load",
            "stylegan2_config_from_state", "stylegan2_discriminator_config_from_state",
-           "UnsafeCheckpointError"]
+           "UnsafeCheckpointError", "load_biggan", "is_biggan_dir"]
