@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.io import atomic_write_json
 from common.loggers import finish_wandb
+from common.preemption import Preemption, stopped_by_signal
 from common.runs import exit_on_setup_error, hydra_run_dir
 from lightning_modules.evaluation import EvaluationSetupError, prepare_evaluation, run_evaluation
 
@@ -38,7 +39,8 @@ class RunSetupError(ValueError):
 
 def _is_launcher_child() -> bool:
     # DDP processes started by Lightning re-run this script with LOCAL_RANK / NODE_RANK set.
-    return int(os.environ.get("LOCAL_RANK", 0)) != 0 or int(os.environ.get("NODE_RANK", 0)) != 0
+    # Under srun every task runs it; SLURM numbers them.
+    return any(int(os.environ.get(k, 0)) != 0 for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def check_run_name(name) -> None:
@@ -94,6 +96,10 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     """Checks what to resume from (or that a new run will not clobber an old one)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt = cfg.get("ckpt_path")
+    if ckpt == "auto":  # a requeued cluster job: resume if there is anything to resume
+        if last.exists():
+            return check_checkpoint(last)
+        ckpt = None
     if ckpt in (None, "", "null"):
         if not _is_launcher_child() and (last.exists() or (run_dir / "directions.pt").exists()):
             raise RunSetupError(
@@ -194,6 +200,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.interrupted:  # Ctrl-C: Lightning stops gracefully; the last checkpoint stands
         log.warning("interrupted: resume with the same command and  run_name=%s ckpt_path=last",
                     cfg.run_name)
+        return {}
+    stopped_by = stopped_by_signal(trainer)
+    if stopped_by:  # preempted: last.ckpt holds the run; no export, no evaluation yet
+        requeued = trainer.is_global_zero and next(
+            c for c in trainer.callbacks if isinstance(c, Preemption)).requeue()
+        if not requeued and trainer.is_global_zero:
+            log.warning("stopped by %s: resume with the same command and run_name=%s "
+                        "ckpt_path=last", stopped_by, cfg.run_name)
+        finish_wandb(parts["loggers"], log)
         return {}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(getattr(module, "final_metrics", {}) or {})

@@ -40,6 +40,10 @@ class LastCheckpoint(pl.Callback):
             self.save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self.ensure_saved(trainer)
+
+    def ensure_saved(self, trainer) -> None:
+        """Writes the checkpoint unless it already holds the current batch."""
         if self._saved_at != batches_done(trainer):
             self.save(trainer)
 

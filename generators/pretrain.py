@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from common.images import log_image, save_grid
 from common.io import atomic_torch_save
 from common.seeds import PRETRAIN_SAMPLE_SEED
+from common.preemption import stopped_by_signal
 from common.training import batches_done
 from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
@@ -171,6 +172,8 @@ class GANPretraining(pl.LightningModule):
         checkpoint["discriminator_config"] = self.discriminator.config()
 
     def on_fit_end(self) -> None:
+        if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
+            return
         if self.trainer.global_rank == 0:
             self.save_samples("final")
             self.export(Path(self.trainer.default_root_dir) / "generator.pt")

@@ -21,6 +21,7 @@ import torch
 
 from common.images import log_image, save_grid
 from common.seeds import TRAIN_SALT, TRAVERSAL_SEED, VALIDATION_SALT
+from common.preemption import stopped_by_signal
 from common.training import batches_done
 from generators.base import Generator, identity_mismatch
 from lightning_modules.directions import Directions, DirectionSet
@@ -163,6 +164,8 @@ class FrozenGeneratorModule(pl.LightningModule):
         return Directions(self.directions, meta)
 
     def on_fit_end(self) -> None:
+        if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
+            return
         self.final_metrics.update(self.final_evaluation())
         if self.trainer.global_rank != 0:
             return

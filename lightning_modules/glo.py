@@ -41,6 +41,7 @@ from torch import nn
 
 from common.images import log_image, save_grid
 from common.seeds import PRETRAIN_SAMPLE_SEED
+from common.preemption import stopped_by_signal
 from common.training import batches_done
 from generators.base import Generator
 from generators.dcgan import DCGANGenerator
@@ -373,6 +374,8 @@ class GLO(pl.LightningModule):
     def on_train_end(self) -> None:
         # Here rather than in on_fit_end: the module is still on its device (the strategy's
         # teardown moves it to the CPU before on_fit_end), and every process is still there.
+        if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
+            return
         self._check_codes_agree()
         if self.trainer.global_rank != 0:
             return

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from common.io import atomic_write_json
+from common.preemption import stopped_by_signal
 from common.training import batches_done
 from metrics.attributes import AttributeScores
 from regressors.attributes import AttributeRegressor, Target
@@ -98,6 +99,8 @@ class RegressorTraining(pl.LightningModule):
     @torch.no_grad()
     def on_fit_end(self) -> None:
         """Held-out scores (every process scores its share; the metric sums them) and export."""
+        if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
+            return
         datamodule = self.trainer.datamodule
         was_training = self.training
         self.eval()

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from common.images import log_image, save_line_plot
+from common.preemption import stopped_by_signal
 from common.training import batches_done
 from generators.base import Generator
 from lightning_modules.base import FrozenGeneratorModule
@@ -253,6 +254,8 @@ class FitFreeCarrier(FrozenGeneratorModule):
             self.trainer.should_stop = True
 
     def on_fit_end(self) -> None:
+        if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
+            return
         if self.method.result is None:  # method.max_steps cut it short: nothing to export yet
             log.warning("%s stopped after %d of %d samples, before solving: no directions were "
                         "written; resume with ckpt_path=last (and method.max_steps=null) to "
