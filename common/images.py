@@ -1,20 +1,32 @@
 """Image grids: saved as PNG in the run directory and logged to W&B when that logger is on."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 import torchvision
 
 
+def _grid(images: torch.Tensor, nrow: int, padding: int) -> torch.Tensor:
+    """Images in [-1, 1] (N x 3 x H x W) as one grid in [0, 1], grey between the images."""
+    return torchvision.utils.make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5,
+                                       nrow=nrow, padding=padding, pad_value=0.5)
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int, padding: int = 1) -> Path:
     """Save images in [-1, 1] (N x 3 x H x W) as one PNG grid with ``nrow`` images a row."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = torchvision.utils.make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5,
-                                       nrow=nrow, padding=padding, pad_value=0.5)
-    torchvision.utils.save_image(grid, path)
+    torchvision.utils.save_image(_grid(images, nrow, padding), path)
     return path
+
+
+def png_bytes(images: torch.Tensor, nrow: int, padding: int = 0) -> bytes:
+    """The PNG file of ``save_grid``'s grid, in memory (what a web page is sent)."""
+    buffer = io.BytesIO()
+    torchvision.utils.save_image(_grid(images, nrow, padding), buffer, format="png")
+    return buffer.getvalue()
 
 
 def read_image(path: str | Path, resolution: int) -> torch.Tensor:

@@ -1,0 +1,71 @@
+"""Explore directions in the browser: a local page with the image of a seed and one slider a
+direction, for one directions file or two side by side (made for the same generator).
+
+    python explore.py directions=outputs/<run>/directions.pt
+    python explore.py directions=[outputs/a/directions.pt,outputs/b/directions.pt] port=0
+    python explore.py directions=... host=0.0.0.0 port=8080 seed=42
+
+Prints the page's address and serves until Ctrl+C. It needs the files and the generator they
+record (rebuilt as edit.py rebuilds it), and the optional ``explore`` extra
+(``pip install -e '.[explore]'``: Starlette and uvicorn). It listens on 127.0.0.1 unless
+``host=`` says otherwise, and writes nothing. The page and its API: ``explorer/app.py``.
+"""
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+from common.runs import exit_on_setup_error, register_resolvers
+from explorer.render import Explorer, ExploreSetupError
+
+log = logging.getLogger("explore")
+register_resolvers()
+# Mistakes in the command: one line on the log and exit status 2 (exit_on_setup_error).
+SETUP_ERRORS = (ExploreSetupError, FileNotFoundError)
+
+
+def explore(cfg: DictConfig) -> None:
+    """Check everything, then serve the page until interrupted."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise ExploreSetupError(f"the explorer needs Starlette and uvicorn ({err}): install them "
+                                "with pip install -e '.[explore]'") from None
+    value = cfg.directions
+    paths = list(value) if isinstance(value, (list, ListConfig)) else [value]
+    if len(paths) > 2:
+        raise ExploreSetupError(f"directions= names {len(paths)} files; the page shows one, or two "
+                                "side by side")
+    if isinstance(cfg.port, bool) or not isinstance(cfg.port, int) or not 0 <= cfg.port <= 65535:
+        raise ExploreSetupError(f"port={cfg.port}: give a port in 1..65535 (0: a free one)")
+    explorer = Explorer.open(paths, cfg.generator, cfg.generator_from_run, cfg.default_alpha_range)
+    # the web stack after the files: a mistake in them is reported without loading it
+    from explorer.app import ExplorerApp, RequestError, make_server
+
+    try:
+        app = ExplorerApp(explorer, seed=cfg.seed, thumbnails=cfg.thumbnails,
+                          strip_steps=cfg.strip_steps)
+    except RequestError as err:
+        raise ExploreSetupError(str(err)) from None
+    host = str(cfg.host)
+    try:
+        server, sock, url = make_server(app, host, cfg.port)
+    except OSError as err:
+        raise ExploreSetupError(f"cannot listen on {host}:{cfg.port} ({err.strerror or err}): "
+                                "pass another port (port=0 picks a free one) or host") from None
+    shown = ", ".join(f"{f.name} ({f.directions.meta.get('method')})" for f in explorer.files)
+    log.info("exploring %s on generator %r", shown, explorer.generator.name)
+    print(f"Explorer running at {url}  (Ctrl+C stops it)", flush=True)
+    server.run(sockets=[sock])
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="explore")
+def main(cfg: DictConfig) -> None:
+    exit_on_setup_error(explore, cfg, SETUP_ERRORS, log)
+
+
+if __name__ == "__main__":
+    main()

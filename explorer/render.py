@@ -1,0 +1,184 @@
+"""What the explorer shows, without the web: one generator, the directions files made for it,
+and the images of a seed under several edits at once.
+
+The generator is rebuilt the way ``edit.py`` rebuilds it (``common.runs.load_run_generator``:
+the run's config.yaml beside the first file, else the build config the file records), and
+every file must be made for it (``Directions.check_generator``). Renders hold one lock (torch
+modules are not safe to run from racing threads) and run under ``torch.no_grad``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from common.runs import load_run_generator
+from lightning_modules.directions import Directions
+
+log = logging.getLogger("explore")
+
+
+class ExploreSetupError(ValueError):
+    """A mistake in what was asked to be explored, found before the server starts."""
+
+
+@dataclass
+class DirectionsFile:
+    """One directions file as the page shows it: a slider a direction, each labelled."""
+
+    directions: Directions
+    path: Path
+    alpha_range: float  # the sliders span -alpha_range..alpha_range
+    labels: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}"
+
+
+def direction_labels(path: Path, count: int) -> list[str]:
+    """A label a direction: the factor it moves most and its purity (the share of its effect
+    that goes to that factor), read from the evaluation.json beside ``path`` when it scored
+    this file; ``direction k`` otherwise."""
+    labels = [f"direction {k}" for k in range(count)]
+    report_path = path.parent / "evaluation.json"
+    if not report_path.is_file():
+        return labels
+    try:
+        report = json.loads(report_path.read_text())
+        if Path(str(report.get("directions", path.name))).name != path.name:
+            return labels  # the report of another file in the same folder
+        result = report["results"][report["label"]]
+        if "effect_matrix" not in result:  # evaluated without a regressor: no factors
+            return labels
+        effects = torch.tensor(result["effect_matrix"], dtype=torch.float64)
+        factors = list(result["factors"])
+        if effects.shape != (count, len(factors)):
+            log.warning("%s: its effect matrix is %s, not %d directions x %d factors; "
+                        "directions are unlabelled", report_path, tuple(effects.shape), count,
+                        len(factors))
+            return labels
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("%s is unreadable (%s); directions are unlabelled", report_path, err)
+        return labels
+    # purity P[k, f] = E[k, f] / sum_f' E[k, f'] (metrics/effects.py)
+    purity = effects / effects.sum(1, keepdim=True).clamp_min(1e-12)
+    top = effects.argmax(1).tolist()
+    return [f"direction {k}: {factors[f]}, purity {purity[k, f]:.2f}" for k, f in enumerate(top)]
+
+
+class Explorer:
+    """The renderer behind the page.
+
+    Args:
+        generator: the frozen generator every file was made for.
+        files: the directions files, in the order given (the page refers to them by index).
+    """
+
+    def __init__(self, generator, files: Sequence[DirectionsFile]) -> None:
+        self.generator = generator
+        self.files = list(files)
+        self.lock = threading.Lock()
+
+    @classmethod
+    def open(cls, paths: Sequence[str | Path], generator_cfg, from_run: bool = True,
+             default_alpha_range: float | None = None) -> "Explorer":
+        """Load ``paths`` and the generator the first one records; every file must be made
+        for that generator. Any mistake is an ``ExploreSetupError`` naming the file."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ExploreSetupError("directions=[] names no file: pass directions=<run>/directions.pt "
+                                    "or a list directions=[a.pt,b.pt]")
+        generator, files = None, []
+        for path in paths:
+            try:
+                directions = Directions.load(path)
+                if generator is None:
+                    generator = load_run_generator(path, generator_cfg, from_run,
+                                                   recorded=directions.meta.get("generator_source"))
+                # the generator comes from the first file; the others must match it
+                where = str(path) if path == paths[0] else \
+                    f"{path} (shown with the generator of {paths[0]})"
+                directions.check_generator(generator, source=where)
+                alpha_range, _ = directions.alpha_range(default=default_alpha_range)
+            except (FileNotFoundError, ValueError) as err:
+                hint = " (or pass default_alpha_range=...)" if "alpha_range" in str(err) else ""
+                raise ExploreSetupError(f"{err}{hint}") from err
+            files.append(DirectionsFile(directions.to(generator.device), path, alpha_range,
+                                        direction_labels(path, directions.num_directions)))
+        return cls(generator, files)
+
+    # ---- what the page needs to know ------------------------------------------------------
+    @property
+    def style_based(self) -> bool:
+        return bool(getattr(self.generator, "style_based", False))
+
+    def info(self) -> dict:
+        g = self.generator
+        groups = {k: v for k, v in g.layer_groups().items() if v} if self.style_based else {}
+        return {
+            "generator": {"name": g.name, "space": g.space, "resolution": g.resolution,
+                          "num_layers": g.num_layers, "style_based": self.style_based,
+                          "layer_groups": groups, "conditional": bool(g.num_classes),
+                          "truncation_psi": g.truncation_psi if self.style_based else None},
+            "files": [{"index": i, "name": f.name, "method": f.directions.meta.get("method"),
+                       "num_directions": f.directions.num_directions,
+                       "alpha_range": f.alpha_range, "labels": f.labels,
+                       "layers": f.directions.layers} for i, f in enumerate(self.files)],
+        }
+
+    # ---- rendering ------------------------------------------------------------------------
+    @contextmanager
+    def _truncation(self, psi: float | None):
+        """The generator's truncation psi set to ``psi`` for one render (under the lock)."""
+        kept = self.generator.truncation_psi
+        self.generator.truncation_psi = kept if psi is None else float(psi)
+        try:
+            yield
+        finally:
+            self.generator.truncation_psi = kept
+
+    def _synthesise(self, latent, edited, y, layers: tuple[int, int] | None) -> torch.Tensor:
+        """Images of ``edited``; with ``layers`` (a, b), the edited per-layer codes on layers
+        a..b only and the unedited codes elsewhere (style mixing of the edit)."""
+        g = self.generator
+        if layers is None or (layers[0] == 0 and layers[1] == g.num_layers - 1):
+            return g(edited, y)
+        chosen = torch.zeros(g.num_layers, dtype=torch.bool, device=edited.device)
+        chosen[layers[0]:layers[1] + 1] = True
+        codes = torch.where(chosen[None, :, None], g.to_layers(edited, y), g.to_layers(latent, y))
+        return g.synthesis(codes)
+
+    @torch.no_grad()
+    def render(self, file: int, seeds: Sequence[int], edits: Sequence[tuple[int, float]] = (),
+               layers: tuple[int, int] | None = None, psi: float | None = None,
+               strip: tuple[int, Sequence[float]] | None = None,
+               wanted: Callable[[], bool] | None = None) -> torch.Tensor | None:
+        """Images ``N x 3 x H x W`` (on the CPU) of ``seeds`` (drawn as edit.py draws them)
+        under ``edits`` ((index, alpha) pairs, combined by ``Directions.apply``). With
+        ``strip=(k, alphas)``: for each seed, direction k walked over ``alphas`` from the image
+        with the other edits (``N * len(alphas)`` images, seed-major). ``wanted`` is asked once
+        the lock is held: when it says no (a newer request replaced this one), nothing is
+        rendered and None is returned. Arguments are assumed valid (the app checks them)."""
+        directions = self.files[file].directions
+        with self.lock, self._truncation(psi):
+            if wanted is not None and not wanted():
+                return None
+            draws = [self.generator.draw(1, torch.Generator().manual_seed(int(s))) for s in seeds]
+            latent = torch.cat([z for z, _ in draws])
+            y = torch.cat([c for _, c in draws]) if self.generator.num_classes else None
+            if strip is not None:
+                edits = [e for e in edits if e[0] != strip[0]]
+            edited = directions.apply(latent, [(k, float(a)) for k, a in edits if a != 0])
+            if strip is not None:
+                k, alphas = strip
+                edited = directions.traverse(edited, k, alphas).flatten(0, 1)
+                latent = latent.repeat_interleave(len(alphas), 0)
+                y = None if y is None else y.repeat_interleave(len(alphas))
+            return self._synthesise(latent, edited, y, layers).cpu()
