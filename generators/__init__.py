@@ -9,6 +9,7 @@ import torch
 
 from common.io import read_weights_file, resolve_shipped
 from generators.base import Generator, file_sha256
+from generators.check import GeneratorCheckError, check_generator
 from generators.dcgan import DCGANGenerator, SNDiscriminator
 from generators.glo import GLOGenerator
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -40,6 +41,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
     entry point for every format (``generators.formats.detect_format``): the project's own
     weights, rosinality/stylegan2-pytorch checkpoints, NVIDIA StyleGAN2 pickles and
     pytorch-pretrained-biggan directories, none of them unpickled in a way that could run code.
+    The generator passes the start-up check (``generators.check``) or is refused.
 
     Args:
         path: a ``generator.pt`` written by GAN pretraining or GLO (or a name shipped in
@@ -78,6 +80,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
                                  truncation_cutoff=truncation_cutoff, name=name or resolved.stem)
     if fmt != "project":
         generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
+        check_generator(generator)
         return generator
     path, blob = read_weights_file(
         path, WEIGHTS_DIR, "generator", "train your own with `python train.py "
@@ -113,7 +116,8 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
             p.requires_grad_(False)
         # Kept outside the module tree: it is not part of the generator's weights.
         object.__setattr__(generator, "discriminator", discriminator.eval())
-    return generator.freeze()
+    check_generator(generator.freeze())
+    return generator
 
 
 def _load_state(module: torch.nn.Module, state: dict, path: Path, what: str) -> None:
@@ -127,7 +131,8 @@ def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bo
                      space: str = "z", truncation_psi: float = 1.0,
                      truncation_cutoff: int | None = None, regressor: dict | None = None,
                      **kwargs) -> Generator:
-    """A randomly initialised generator (tests, and the starting point of pretraining)."""
+    """A randomly initialised generator (tests, and the starting point of pretraining);
+    checked at start-up (``generators.check``) when frozen."""
     source = {"_target_": "generators.random_generator", "architecture": architecture,
               "init_seed": init_seed, "space": space, "truncation_psi": truncation_psi,
               "truncation_cutoff": truncation_cutoff, "regressor": regressor, **kwargs}
@@ -141,7 +146,9 @@ def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bo
     generator.set_view(space, truncation_psi, truncation_cutoff)
     generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
     generator.sha256 = state_sha256(generator)
-    return generator.freeze() if frozen else generator
+    if frozen:  # an unfrozen one is a GAN pretraining's starting point, not a run's generator
+        check_generator(generator.freeze())
+    return generator
 
 
 def plain(value):
@@ -173,4 +180,5 @@ def state_sha256(module: torch.nn.Module) -> str:
 
 
 __all__ = ["Generator", "DCGANGenerator", "GLOGenerator", "SNDiscriminator", "load_generator",
-           "random_generator", "shipped_weights", "file_sha256"]
+           "random_generator", "shipped_weights", "file_sha256", "check_generator",
+           "GeneratorCheckError"]

@@ -41,6 +41,9 @@ class Generator(nn.Module):
         space: the editing space.
         num_layers: number of per-layer codes (1 for a generator without them).
         num_classes: number of classes of a conditional generator, else ``None``.
+        bounded_output: whether the images stay inside [-1, 1] (a tanh); False where the
+            published network is only roughly in range (StyleGAN2): the start-up check
+            (``generators.check``) then tests the range less strictly.
         sha256: hash of the weights the generator was built from (file or state).
         source: how to rebuild it (the generator config: ``_target_``, path, space, truncation).
     """
@@ -51,6 +54,7 @@ class Generator(nn.Module):
     z_dim: int
     num_layers: int = 1
     num_classes: int | None = None
+    bounded_output: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -253,9 +257,9 @@ class Generator(nn.Module):
 
 
 IDENTITY_KEYS = ("sha256", "adapter", "space", "latent_dim", "num_layers", "truncation", "num_classes")
-# Recorded only by the generators that have them (BigGAN: the classes it samples), compared where
-# a record holds them.
-OPTIONAL_IDENTITY_KEYS = ("classes",)
+# Recorded only by the generators that have them (BigGAN: the classes it samples; the adapter of
+# your own module: its class and output range), compared where a record holds them.
+OPTIONAL_IDENTITY_KEYS = ("classes", "target", "output_range")
 
 
 def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:

@@ -269,6 +269,7 @@ class StyleGAN2Generator(Generator):
     """
 
     adapter = "stylegan2"
+    bounded_output = False  # no tanh on the images, as published: mostly, not strictly, in [-1, 1]
 
     def __init__(self, resolution: int = 32, style_dim: int = 64, n_mlp: int = 4,
                  channels: Sequence[int] | None = None, channel_multiplier: int = 2,

@@ -61,10 +61,11 @@ def tiny_cfg(tmp_path):
     return make
 
 
-def run_script(args: list[str], cwd: Path, timeout: int = 300):
-    """Run train.py in a subprocess (real Hydra CLI), returning the CompletedProcess."""
+def run_script(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
+    """Run train.py in a subprocess (real Hydra CLI), returning the CompletedProcess
+    (``env``: variables set on top of PYTHONPATH=<repository> and WANDB_MODE=offline)."""
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

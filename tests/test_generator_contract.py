@@ -3,6 +3,7 @@ style-based one offers): what every method, metric and tool relies on."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ from generators.base import IDENTITY_KEYS
 from generators.stylegan2 import StyleGAN2Discriminator
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "generator").glob("*.yaml"))
+# Your own generator (README): the example's config, found through Hydra's search path.
+EXAMPLE = ROOT / "examples" / "my_generator"
+sys.path.insert(0, str(EXAMPLE))
+CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "generator").glob("*.yaml")) + ["my_generator"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,8 @@ def files(checkpoint, biggan_dir) -> dict[str, Path]:
 def build(name: str, files: dict[str, Path], *overrides: str):
     extra = [f"generator.path={files[name]}"] if name in files else []
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["method=voynov", f"generator={name}", *extra, *overrides])
+        cfg = compose("train", overrides=["method=voynov", f"hydra.searchpath=[file://{EXAMPLE}]",
+                                          f"generator={name}", *extra, *overrides])
     return instantiate(cfg.generator)
 
 

@@ -150,7 +150,8 @@ def test_missing_generator_weights(tiny_cfg, tmp_path):
     assert not (run_dir(cfg) / "checkpoints").exists()
 
 
-def test_nan_loss_stops_without_writing(tiny_cfg, tmp_path):
+def _nan_generator_cfg(tiny_cfg, tmp_path):
+    """A run on a generator file whose images are all NaN."""
     from generators import random_generator
     from generators.weights import WEIGHTS_FORMAT
 
@@ -160,7 +161,22 @@ def test_nan_loss_stops_without_writing(tiny_cfg, tmp_path):
     path = tmp_path / "nan.pt"
     torch.save({"format": WEIGHTS_FORMAT, "architecture": "dcgan", "generator": state,
                 "generator_config": {"latent_dim": 8, "resolution": 32, "width": 8}}, path)
-    cfg = tiny_cfg("generator=dcgan_shapes", f"generator.path={path}")
+    return tiny_cfg("generator=dcgan_shapes", f"generator.path={path}")
+
+
+def test_nan_generator_is_refused_at_start_up(tiny_cfg, tmp_path):
+    cfg = _nan_generator_cfg(tiny_cfg, tmp_path)
+    with pytest.raises(Exception, match="start-up check: the images hold NaN"):
+        train(cfg)
+    assert not (run_dir(cfg) / "checkpoints").exists()
+
+
+def test_nan_loss_stops_without_writing(tiny_cfg, tmp_path, monkeypatch):
+    # The start-up check would refuse this generator first; without it the loss guard stops
+    # the run (a generator or method that turns NaN during training).
+    import generators
+    monkeypatch.setattr(generators, "check_generator", lambda generator: None)
+    cfg = _nan_generator_cfg(tiny_cfg, tmp_path)
     with pytest.raises(FloatingPointError, match="not finite.*last good checkpoint"):
         train(cfg)
     assert not (run_dir(cfg) / "checkpoints/last.ckpt").exists()
