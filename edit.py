@@ -5,6 +5,7 @@ as an image grid or an animated GIF.
     python edit.py directions=... direction=[0,3] alphas=[-6,-3,0,3,6] format=gif
     python edit.py directions=... latents=my_latents.pt direction=5
     python edit.py directions=... direction=3 image=photo.png   # invert a real image, then edit
+    python edit.py directions=... direction=0 seeds=[1,2] classes=[207,208]   # conditional G
 
 With ``image=``, the image is inverted into the generator's editing space first (several
 starts, L2 + Lap1 by default; ``inversion.*``); the reconstruction error is reported and written
@@ -12,6 +13,11 @@ beside the strip (``<image>_inversion.json``), with the inverted latents (``<ima
 reusable as ``latents=``); the strip's first column is the image itself.
 
 Non-linear directions (warps, walks) are applied by their own ``shift``, like linear ones.
+
+On a conditional generator each seed draws its class among the generator's configured classes,
+or, with ``classes=`` (one class or a list), is rendered once with each class given (rows:
+seed x class); a latents file or an image needs ``classes=`` there. Class-dependent directions
+(GANalyze's ``class_dependent``) move each latent along its own class's direction.
 """
 from __future__ import annotations
 
@@ -44,6 +50,28 @@ def _indices(value, count: int) -> list[int]:
     return indices
 
 
+def _classes(cfg: DictConfig, generator, directions: Directions) -> list[int] | None:
+    """The classes of ``classes=`` (None: each seed draws its own), checked before any work."""
+    value = cfg.get("classes")
+    if value is None:
+        return None
+    classes = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    n = generator.num_classes
+    if not n:
+        raise EditSetupError(f"classes={value}: generator {generator.name!r} is unconditional; "
+                             "drop classes=")
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
+    if bad or not classes:
+        raise EditSetupError(f"classes={value}: generator {generator.name!r} has classes 0..{n - 1}; "
+                             "pass one class index or a list of them")
+    made = directions.meta.get("direction_classes")
+    if made is not None and set(classes) - set(made):
+        raise EditSetupError(f"classes={value}: these class-dependent directions have none for "
+                             f"class(es) {sorted(set(classes) - set(made))}; they were made for "
+                             f"classes {sorted(set(made))}")
+    return classes
+
+
 def _image_paths(cfg: DictConfig) -> list[Path]:
     """The files of ``image=`` (one path or a list; [] without)."""
     value = cfg.get("image")
@@ -52,16 +80,16 @@ def _image_paths(cfg: DictConfig) -> list[Path]:
     return [Path(p) for p in (value if isinstance(value, (list, ListConfig)) else [value])]
 
 
-def _images(cfg: DictConfig, generator) -> torch.Tensor | None:
+def _images(cfg: DictConfig, generator, classes: list[int] | None) -> torch.Tensor | None:
     """The images of ``image=``, checked before any work; None without."""
     paths = _image_paths(cfg)
     if not paths:
         return None
     if cfg.latents:
         raise EditSetupError("pass either image=... or latents=..., not both")
-    if generator.num_classes:
-        raise EditSetupError(f"image= inverts into an unconditional generator; {generator.name!r} "
-                             "is conditional (class-conditional inversion is not supported yet)")
+    if generator.num_classes and (classes is None or len(classes) != 1):
+        raise EditSetupError(f"image= on a conditional generator ({generator.name!r}) needs the "
+                             "class to invert it as: pass classes=<one class index>")
     inv = cfg.inversion
     if int(inv.steps) < 1 or int(inv.starts) < 1 or float(inv.lr) <= 0:
         raise EditSetupError(f"inversion.steps and inversion.starts must be >= 1 and inversion.lr "
@@ -72,8 +100,10 @@ def _images(cfg: DictConfig, generator) -> torch.Tensor | None:
         raise EditSetupError(str(err)) from None
 
 
-def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag: str) -> torch.Tensor:
-    """Invert ``images``; report and write the reconstruction error and the latents."""
+def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag: str,
+            y: torch.Tensor | None = None) -> torch.Tensor:
+    """Invert ``images`` (of classes ``y``); report and write the reconstruction error and the
+    latents."""
     from lightning_modules.inversion import invert
     from metrics.distances import ImageDistance
 
@@ -83,7 +113,7 @@ def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag
     except (ValueError, RuntimeError) as err:
         raise EditSetupError(f"inversion.loss={inv.loss}: {err}") from None
     result = invert(generator, images.to(generator.device), distance=distance, steps=int(inv.steps),
-                    lr=float(inv.lr), starts=int(inv.starts), seed=int(inv.seed))
+                    lr=float(inv.lr), starts=int(inv.starts), seed=int(inv.seed), y=y)
     summary = dict(result.summary(), space=generator.space, loss=distance.describe(),
                    psnr_per_image=[round(float(v), 3) for v in result.psnr],
                    files=[str(p) for p in _image_paths(cfg)])
@@ -97,7 +127,11 @@ def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag
     return result.latents
 
 
-def _latents(cfg: DictConfig, generator) -> torch.Tensor:
+def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classes: bool
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latents to edit and their classes (None: unconditional): a latents file, or seeds;
+    with ``classes``, each latent once with each class (latent-major)."""
+    chosen = None if classes is None else torch.tensor(classes)
     if cfg.latents:
         path = Path(cfg.latents)
         if not path.is_file():
@@ -109,16 +143,28 @@ def _latents(cfg: DictConfig, generator) -> torch.Tensor:
             want = " x ".join(map(str, ("N",) + expected))
             raise EditSetupError(f"latents={path} holds {shape}; expected an {want} tensor for "
                                  f"generator {generator.name!r} ({generator.space} space)")
-        if generator.num_classes and generator.space == "z":
-            raise EditSetupError("a latents file holds no classes: for a conditional generator "
-                                 "in Z, use seeds=[...]")
-        return latents.float().to(generator.device), None
+        if chosen is None:
+            if needs_classes:
+                raise EditSetupError("a latents file holds no classes, and these latents or "
+                                     "directions need them: pass classes=[...] (or use seeds=[...])")
+            return latents.float().to(generator.device), None
+        k = len(classes)
+        return (latents.float().repeat_interleave(k, 0).to(generator.device),
+                chosen.repeat(latents.shape[0]).to(generator.device))
     seeds = list(cfg.seeds) if isinstance(cfg.seeds, (list, ListConfig)) else [cfg.seeds]
     if not seeds:
         raise EditSetupError("seeds=[] gives nothing to edit: pass seeds=[0,1,2] or latents=<file>")
-    draws = [generator.draw(1, torch.Generator().manual_seed(int(s))) for s in seeds]
-    y = torch.cat([d[1] for d in draws]) if generator.num_classes else None
-    return torch.cat([d[0] for d in draws]), y
+    if chosen is None:
+        draws = [generator.draw(1, torch.Generator().manual_seed(int(s))) for s in seeds]
+        y = torch.cat([d[1] for d in draws]) if generator.num_classes else None
+        return torch.cat([d[0] for d in draws]), y
+    latents = []
+    for s in seeds:
+        for c in classes:  # the seed's latent as draw() gives it, with class c instead
+            rng = torch.Generator().manual_seed(int(s))
+            generator.sample_classes(1, rng)
+            latents.append(generator.sample(1, rng, y=torch.tensor([c]).to(generator.device)))
+    return torch.cat(latents), chosen.repeat(len(seeds)).to(generator.device)
 
 
 def edit(cfg: DictConfig) -> Path:
@@ -147,8 +193,11 @@ def edit(cfg: DictConfig) -> Path:
     except ValueError as err:
         raise EditSetupError(str(err)) from err
     indices = _indices(cfg.direction, directions.num_directions)
-    images = _images(cfg, generator)
+    classes = _classes(cfg, generator, directions)
+    images = _images(cfg, generator, classes)
     name = "direction" + "-".join(f"{k:02d}" for k in indices)
+    if classes is not None:
+        name += "_class" + "-".join(map(str, classes))
     tag = None
     if images is not None:
         first = _image_paths(cfg)[0]
@@ -156,9 +205,11 @@ def edit(cfg: DictConfig) -> Path:
         name = f"{tag}_{name}"
     out = Path(cfg.out) if cfg.out else path.parent / "edits" / f"{name}.{cfg.format}"
     if images is not None:
-        latents, y = _invert(cfg, generator, images, out.parent, tag), None
+        y = None if classes is None else torch.tensor(classes * len(images)).to(generator.device)
+        latents = _invert(cfg, generator, images, out.parent, tag, y)
     else:
-        latents, y = _latents(cfg, generator)
+        needs = directions.class_dependent or bool(generator.num_classes and generator.space == "z")
+        latents, y = _latents(cfg, generator, classes, needs)
     # One row per (direction, latent), direction-major; one column per alpha.
     rows = directions.traversal_rows(generator, latents, indices, alphas, y=y)
     grid = rows.reshape(-1, len(alphas), *rows.shape[2:])

@@ -175,10 +175,10 @@ class Explorer:
             y = torch.cat([c for _, c in draws]) if self.generator.num_classes else None
             if strip is not None:
                 edits = [e for e in edits if e[0] != strip[0]]
-            edited = directions.apply(latent, [(k, float(a)) for k, a in edits if a != 0])
+            edited = directions.apply(latent, [(k, float(a)) for k, a in edits if a != 0], y=y)
             if strip is not None:
                 k, alphas = strip
-                edited = directions.traverse(edited, k, alphas).flatten(0, 1)
+                edited = directions.traverse(edited, k, alphas, y=y).flatten(0, 1)
                 latent = latent.repeat_interleave(len(alphas), 0)
                 y = None if y is None else y.repeat_interleave(len(alphas))
             return self._synthesise(latent, edited, y, layers).cpu()

@@ -59,6 +59,9 @@ class FrozenGeneratorModule(pl.LightningModule):
     method_name: str = "base"
     # Frozen submodules whose weights stay out of checkpoints (a method may add its assessor).
     frozen_submodules: tuple[str, ...] = ("generator",)
+    # Class-dependent directions (GANalyze's theta(y)): the class of each stored direction,
+    # recorded in the Directions file so that every tool gives a latent its class's direction.
+    direction_classes: list[int] | None = None
 
     def __init__(self, generator: Generator, traversal: dict | None = None,
                  alpha_range: float | None = None) -> None:
@@ -124,7 +127,7 @@ class FrozenGeneratorModule(pl.LightningModule):
         cfg = self.traversal
         was_training = self.directions.training
         self.directions.eval()
-        artifact = Directions(self.directions)
+        artifact = Directions(self.directions, {"direction_classes": self.direction_classes})
         latents, y = self.generator.draw(cfg["num_seeds"], torch.Generator().manual_seed(TRAVERSAL_SEED))
         # Directions ordered by how much they change the image (mean L1 between -+alpha).
         ends = artifact.traversal_rows(self.generator, latents, range(artifact.num_directions),
@@ -156,6 +159,7 @@ class FrozenGeneratorModule(pl.LightningModule):
             "space": self.generator.space,
             "layers": self.directions.layers,
             "alpha_range": self.alpha_range,
+            "direction_classes": self.direction_classes,
             "config": {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
                            else repr(v)) for k, v in self.hparams.items()},
             "metrics": dict(self.final_metrics),

@@ -15,6 +15,11 @@ in memory.
 Per-layer (W+) directions: a set built with ``layers=[...]`` moves only those per-layer codes of
 ``N x L x d`` latents and refuses ``N x d`` latents; a set with ``layers=None`` moves ``N x d``
 latents, or every layer of ``N x L x d`` ones.
+
+Class-dependent directions (GANalyze's theta(y) on a conditional generator): ``meta
+["direction_classes"]`` names the class of each stored direction, and the artifact's
+``shift`` / ``apply`` / ``traverse`` / renderers take the latents' classes ``y`` and move each
+latent along its own class's direction (``num_directions`` counts the directions of one class).
 """
 from __future__ import annotations
 
@@ -736,6 +741,48 @@ def _module_device(module, fallback) -> torch.device:
     return fallback
 
 
+def class_table(direction_classes: Sequence[int]) -> torch.Tensor:
+    """Which stored direction belongs to which class, for class-dependent sets (GANalyze's
+    theta(y)): ``direction_classes[j]`` is the class of stored direction j, and the table
+    ``(max class + 1) x P`` holds the stored index of each class's p-th direction (-1 where a
+    class has none). Every class listed must own the same number P of directions."""
+    classes = [operator.index(c) for c in direction_classes]
+    if not classes or min(classes) < 0:
+        raise ValueError(f"direction_classes must list a class index >= 0 for each stored "
+                         f"direction, got {list(direction_classes)}")
+    owned = {c: [j for j, k in enumerate(classes) if k == c] for c in sorted(set(classes))}
+    per_class = {len(v) for v in owned.values()}
+    if len(per_class) != 1:
+        raise ValueError(f"direction_classes {classes}: every class must own as many directions "
+                         "as the others")
+    table = torch.full((max(classes) + 1, per_class.pop()), -1, dtype=torch.long)
+    for c, stored in owned.items():
+        table[c] = torch.tensor(stored)
+    return table
+
+
+def class_index(table: torch.Tensor, y, index) -> torch.Tensor:
+    """The stored index of logical direction ``index`` (an int or ``N`` ints) for each class of
+    ``y`` (``N`` class indices), from a ``class_table``; a class without directions, or a
+    missing ``y``, is a ValueError that names the classes the directions were made for."""
+    made_for = (table[:, 0] >= 0).nonzero().flatten().tolist()
+    if y is None:
+        raise ValueError(f"these directions depend on the class (one per class of {made_for}): "
+                         "pass the classes y of the latents")
+    y = torch.as_tensor(y, device=table.device).long().flatten()
+    index = _as_batch(index, y.shape[0], table.device, torch.long)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= table.shape[1]):
+        raise ValueError(f"direction index {index.unique().tolist()}: these class-dependent "
+                         f"directions have indices 0..{table.shape[1] - 1}")
+    inside = (y >= 0) & (y < table.shape[0])
+    stored = torch.full_like(y, -1)
+    stored[inside] = table[y[inside], index[inside]]
+    if (stored < 0).any():
+        raise ValueError(f"no direction for class(es) {y[stored < 0].unique().tolist()}: these "
+                         f"class-dependent directions were made for classes {made_for}")
+    return stored
+
+
 class Directions:
     """The artifact every method produces; load it with ``Directions.load``.
 
@@ -759,6 +806,14 @@ class Directions:
         identity = self.meta.get("generator") if isinstance(self.meta.get("generator"), Mapping) else {}
         self.meta["space"] = (self.meta.get("space") or identity.get("space")
                               or ("w+" if layers is not None else "z"))
+        # Class-dependent sets (GANalyze's theta(y)): the class of each stored direction.
+        classes = self.meta.get("direction_classes")
+        self._class_table = None
+        if classes is not None:
+            if len(classes) != directions.num_directions:
+                raise ValueError(f"direction_classes names {len(classes)} classes for "
+                                 f"{directions.num_directions} stored directions")
+            self._class_table = class_table(classes)
         self.path: Path | None = None  # the file it was loaded from
         self.format = DIRECTIONS_FORMAT  # the format of that file (v1 files are upgraded)
 
@@ -774,7 +829,21 @@ class Directions:
 
     @property
     def num_directions(self) -> int:
-        return self.directions.num_directions
+        """Directions a latent can take: for a class-dependent set, those of one class."""
+        table = self._class_table
+        return self.directions.num_directions if table is None else table.shape[1]
+
+    @property
+    def class_dependent(self) -> bool:
+        """Whether each latent's direction depends on its class (``shift`` needs ``y``)."""
+        return self._class_table is not None
+
+    def stored_index(self, index, y=None):
+        """The stored direction of ``index`` for classes ``y`` (``index`` itself for a set that
+        does not depend on the class: ``y`` is ignored then)."""
+        if self._class_table is None:
+            return index
+        return class_index(self._class_table, y, index)
 
     @property
     def latent_dim(self) -> int:
@@ -794,23 +863,31 @@ class Directions:
 
     # ---- editing --------------------------------------------------------------------------
     @torch.no_grad()
-    def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
-        return self.directions.shift(latent, index, alpha)
+    def shift(self, latent: torch.Tensor, index, alpha, y=None) -> torch.Tensor:
+        """Latents moved along direction ``index`` by ``alpha``; ``y``: the latents' classes,
+        which pick each latent's own direction in a class-dependent set (ignored otherwise)."""
+        return self.directions.shift(latent, self.stored_index(index, y), alpha)
 
     @torch.no_grad()
-    def apply(self, latent: torch.Tensor, edits) -> torch.Tensor:
+    def apply(self, latent: torch.Tensor, edits, y=None) -> torch.Tensor:
         """Several edits at once: ``edits`` is a list of ``(index, alpha)`` pairs (alpha a float
         or ``N`` floats), applied in order, each from the previous result. Linear edits commute
         (their offsets add up); non-linear ones (warps, walks, norm-keeping vectors) are walked
-        one after the other, so their order matters."""
-        return self.directions.apply(latent, edits)
+        one after the other, so their order matters. ``y``: as for ``shift``."""
+        for edit in edits:
+            try:
+                index, alpha = edit
+            except (TypeError, ValueError):
+                raise ValueError(f"an edit is a pair (index, alpha), got {edit!r}") from None
+            latent = self.shift(latent, index, alpha, y)
+        return latent
 
     @torch.no_grad()
-    def traverse(self, latent: torch.Tensor, index: int, alphas) -> torch.Tensor:
+    def traverse(self, latent: torch.Tensor, index: int, alphas, y=None) -> torch.Tensor:
         """Latents ``N x len(alphas) x d`` (``N x len(alphas) x L x d`` for W+ latents) along
         direction ``index`` (each alpha walked from the start: non-linear paths re-evaluate their
-        direction along the way)."""
-        return torch.stack([self.shift(latent, index, float(a)) for a in alphas], dim=1)
+        direction along the way). ``y``: as for ``shift``."""
+        return torch.stack([self.shift(latent, index, float(a), y) for a in alphas], dim=1)
 
     # ---- rendering ------------------------------------------------------------------------
     @torch.no_grad()
@@ -848,14 +925,16 @@ class Directions:
         n = latents.shape[0]
         own = _module_device(self.directions, latents.device)
         target = _module_device(generator, latents.device)
-        # every direction's traversal: K x N x A latents, flattened direction, seed, alpha
-        path = torch.stack([self.traverse(latents.to(own), k, alphas) for k in indices])
-        path = path.flatten(0, 2)
         if y is not None:
             y = torch.as_tensor(y)
             if y.shape != (n,):
                 raise ValueError(f"y must hold one class index per latent ({n}), got shape "
                                  f"{tuple(y.shape)}")
+        # every direction's traversal: K x N x A latents, flattened direction, seed, alpha
+        path = torch.stack([self.traverse(latents.to(own), k, alphas,
+                                          None if y is None else y.to(own)) for k in indices])
+        path = path.flatten(0, 2)
+        if y is not None:
             y = y.to(target).repeat_interleave(len(alphas)).repeat(len(indices))
         chunks = []
         for start in range(0, path.shape[0], batch_size):
@@ -998,6 +1077,13 @@ class Directions:
                 raise ValueError(f"{source} was made for generator {saved.get('name')!r}, not for "
                                  f"{name!r}: {fields}; use the generator it was made for "
                                  f"({self.made_for()})")
+        classes = self.meta.get("direction_classes")
+        num_classes = getattr(generator, "num_classes", None)
+        if classes is not None and (not num_classes or max(classes) >= num_classes):
+            raise ValueError(f"{source} holds class-dependent directions for classes up to "
+                             f"{max(classes)}, but generator {name!r} has "
+                             f"{num_classes or 'no'} classes: use the generator it was made for "
+                             f"({self.made_for()})")
         layers = self.directions.layers
         if layers is not None:
             num_layers = getattr(generator, "num_layers", 1)

@@ -9,6 +9,9 @@ table and images to the run's W&B run (offline unless logged in).
 Evaluation follows the generator: the attribute regressor and the factors it reads come from
 the generator's config (``regressor: {path, factors}``); a generator that names none gets the
 metrics that need no regressor (RCA, content, realism), and the report says how to get one.
+On a conditional generator the report also gives the metrics of each class it draws (a second
+table; ``per_class`` in evaluation.json), and says which class each direction of a
+class-dependent set belongs to.
 """
 from __future__ import annotations
 
@@ -165,7 +168,7 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     for name, dirs in sets.items():
         log.info("evaluating %s (%d directions)", name, dirs.num_directions)
         results[name] = evaluate_directions(dirs, generator, regressor, settings, rank, world_size,
-                                            lpips=lpips)
+                                            lpips=lpips, per_class=name == label)
         if name in keys and rank == 0:
             atomic_write_json(results[name], cache_dir / f"{keys[name]}.json")
     for name, result in cached.items():
@@ -175,13 +178,18 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     num_factors = results[label].get("num_factors")
     table = markdown_table([(name if name == label else f"{name} (baseline)", r["metrics"])
                             for name, r in results.items()], num_factors)
+    per_class = results[label].pop("per_class", None)
+    if per_class is not None:
+        table += per_class_table(per_class, label, num_factors, directions.meta.get("direction_classes"))
     report = {"directions": str(directions_path), "method": directions.meta.get("method"),
               "run_name": run_dir.name, "generator": generator.identity(),
               "regressor": ({"path": str(regressor.path), "sha256": regressor.sha256}
                             if regressor is not None else {"path": None, "note": NO_REGRESSOR}),
               "alpha_range": {"value": alpha_range, "source": alpha_source},
               "settings": settings.to_dict(), "label": label, "order": order, "results": results,
-              "table": table}
+              "direction_classes": directions.meta.get("direction_classes"), "table": table}
+    if per_class is not None:
+        report["per_class"] = per_class
     if rank == 0:
         _write_reports(report, run_dir, directions, generator, cfg, loggers)
         print(f"\nEvaluation of {directions_path} ({results[label]['metrics']['seconds']} s):\n\n{table}")
@@ -189,6 +197,18 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
         if regressor is None:
             print(f"\nNo regressor: {NO_REGRESSOR}.")
     return report
+
+
+def per_class_table(per_class: dict, label: str, num_factors: int | None,
+                    direction_classes: list[int] | None) -> str:
+    """The report's per-class section (markdown) of ``evaluate_directions``' ``per_class``."""
+    own = (" Class-dependent directions: each sample moves along its own class's direction "
+           f"(made for classes {sorted(set(direction_classes))})." if direction_classes else "")
+    if "note" in per_class:
+        return f"\nPer class: {per_class['note']}.{own}\n"
+    rows = [(f"{c} (n={m['samples']})", m) for c, m in per_class.items()]
+    return (f"\nPer class ({label}; the classes the generator draws).{own}\n\n"
+            + markdown_table(rows, num_factors, first="class"))
 
 
 @torch.no_grad()

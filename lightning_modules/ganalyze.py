@@ -10,7 +10,10 @@ by alpha when the latent moves by alpha:
 Each sample is rescaled to its own norm (the PyTorch reference rescales by the norm of the whole
 batch: a defect not kept). The class-dependent variant learns theta(y) = W one_hot(y), one
 vector per class of a conditional generator. At the end of fit the assessor's response is
-measured over alpha (slope, R^2) with the side effects on the regressor's other factors. A score
+measured over alpha (slope, R^2) with the side effects on the regressor's other factors.
+The class-dependent set holds one theta for each class the generator draws (``generator.classes``
+of a BigGAN, else every class) and records which class each belongs to (``direction_classes``
+in the Directions file), so every tool gives a latent its own class's theta. A score
 bounded by the range the generator draws cannot rise by alpha for samples near its ends, so the
 measurement also gives the ceiling that bound allows and the slope where the target stays inside
 it (``metrics.curves.bounded_response``).
@@ -26,7 +29,7 @@ from common.images import log_image, save_line_plot
 from common.seeds import ANALYSIS_SALT, TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from lightning_modules.directions import VectorDirections
+from lightning_modules.directions import VectorDirections, class_index, class_table
 from metrics.curves import bounded_response
 from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
@@ -43,7 +46,8 @@ class GANalyze(DirectionModule):
         factor: the regressor read used as the assessor A (see AttributeAssessor: a value, a
             class probability ``shape=0``, an angle component ``hue.cos``).
         alpha_range: r: alpha ~ U[-r, r] (0.5 in the paper).
-        class_dependent: one theta per class (needs a conditional generator).
+        class_dependent: one theta per class (needs a conditional generator): per class the
+            generator draws (a BigGAN's ``generator.classes``, else every class).
         init_scale: theta starts as init_scale times a Gaussian vector.
         init_seed: seed of theta's start.
         eval_alphas: points of the response curve measured at the end of fit.
@@ -66,7 +70,11 @@ class GANalyze(DirectionModule):
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         model = load_regressor(self.regressor_path(regressor, needed_for="GANalyze's assessor"))
         self.assessor = AttributeAssessor(model, factor)
-        count = generator.num_classes if class_dependent else 1
+        if class_dependent:
+            self.direction_classes = list(getattr(generator, "classes", None)
+                                          or range(generator.num_classes))
+            self.register_buffer("class_table", class_table(self.direction_classes), persistent=False)
+        count = len(self.direction_classes) if class_dependent else 1
         self.directions = VectorDirections(generator.latent_dim, count, init_scale, keep_norm=True,
                                            init_seed=init_seed)
 
@@ -78,9 +86,13 @@ class GANalyze(DirectionModule):
         alpha = (2 * torch.rand(n, generator=rng) - 1).to(z) * self.hparams.alpha_range
         return z, alpha, batch.get("y")  # the batch's classes (conditional generators)
 
+    def index(self, classes: torch.Tensor | None):
+        """The theta each sample moves along: its class's (class-dependent), else the one."""
+        return class_index(self.class_table, classes, 0) if self.hparams.class_dependent else 0
+
     def loss(self, batch: dict, salt: int = TRAIN_SALT) -> torch.Tensor:
         z, alpha, classes = self.draw(batch, salt)
-        index = classes if self.hparams.class_dependent else 0
+        index = self.index(classes)
         with torch.no_grad():
             before = self.assessor(self.generator(z, classes))
         after = self.assessor(self.generator(self.directions.shift(z, index, alpha), classes))
@@ -94,7 +106,7 @@ class GANalyze(DirectionModule):
         regressor = self.assessor.regressor
         r = self.hparams.alpha_range
         alphas = torch.linspace(-r, r, self.hparams.eval_alphas).tolist()
-        index = classes if self.hparams.class_dependent else 0
+        index = self.index(classes)
         images0 = self.generator(latents, classes)
         base = regressor.predict(images0)
         score0 = self.assessor(images0)

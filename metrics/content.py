@@ -29,12 +29,24 @@ class ContentPreservation(Metric):
         for state in ("lap1", "l2", "lpips_sum", "count"):
             self.add_state(state, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, original: torch.Tensor, edited: torch.Tensor) -> None:
-        self.lap1 += lap1(original, edited, self.levels).double().sum()
-        self.l2 += l2(original, edited).double().sum()
+    def update(self, original: torch.Tensor | None = None, edited: torch.Tensor | None = None,
+               distances: dict[str, torch.Tensor] | None = None) -> None:
+        """Edits as image pairs, or as their ``distances`` (computed once by ``distances`` and
+        given to several metrics: overall and per class)."""
+        if distances is None:
+            distances = self.distances(original, edited)
+        self.lap1 += distances["lap1"].double().sum()
+        self.l2 += distances["l2"].double().sum()
         if self.lpips is not None:
-            self.lpips_sum += self.lpips(original, edited).double().sum()
-        self.count += original.shape[0]
+            self.lpips_sum += distances["lpips"].double().sum()
+        self.count += distances["l2"].shape[0]
+
+    def distances(self, original: torch.Tensor, edited: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each edit's distances (``N`` each)."""
+        out = {"lap1": lap1(original, edited, self.levels), "l2": l2(original, edited)}
+        if self.lpips is not None:
+            out["lpips"] = self.lpips(original, edited).flatten()
+        return out
 
     def compute(self) -> dict[str, float]:
         n = float(self.count.clamp_min(1))

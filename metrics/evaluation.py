@@ -5,11 +5,18 @@ regressor. Takes any object with ``num_directions`` and ``shift(latent, index, a
 
 Each process scores its share of the samples; the torchmetrics Metrics sum the shares, so the
 same call works in one process and in every process of a DDP run.
+
+On a conditional generator the samples carry their classes through every generator call and
+every shift (a class-dependent set gives each latent its class's direction), and the metrics
+that are means over samples (effects, content, D's scores) are also given per class
+(``per_class``), for the classes the generator draws (at most ``MAX_CLASSES`` of them).
 """
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,8 +26,66 @@ from common.seeds import EVALUATION_FIRST_STEP
 from datamodules.streams import batch_seed
 from metrics.content import ContentPreservation
 from metrics.effects import EffectMatrix
-from metrics.rca import RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range
+from metrics.rca import (RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range,
+                         shifted)
 from metrics.realism import DiscriminatorScore, feature_fid
+
+MAX_CLASSES = 50  # per-class metrics for at most this many classes (set generator.classes)
+
+
+def drawn_classes(generator) -> list[int] | None:
+    """The classes a conditional generator draws (its ``classes`` option, else every class);
+    None for an unconditional one."""
+    if not getattr(generator, "num_classes", None):
+        return None
+    return list(getattr(generator, "classes", None) or range(generator.num_classes))
+
+
+def _rows(value, rows: torch.Tensor | None):
+    """The samples ``rows`` (a mask; None: all) of a tensor or of a regressor's predictions."""
+    if rows is None or value is None:
+        return value
+    if isinstance(value, dict):
+        return {k: _rows(v, rows) for k, v in value.items()}
+    return value[rows]
+
+
+class _Scores:
+    """The metrics that average over samples, for one group of them (all, or one class)."""
+
+    def __init__(self, num_directions: int, regressor, settings: "EvaluationSettings",
+                 lpips: torch.nn.Module | None, with_d: bool, device) -> None:
+        self.content = ContentPreservation(lpips).to(device)
+        self.effect = None if regressor is None else EffectMatrix(
+            num_directions, regressor.factor_names, [t.kind for t in regressor.targets],
+            settings.threshold, settings.min_effect).to(device)
+        self.d_score = DiscriminatorScore().to(device) if with_d else None
+
+    def original(self, d0: torch.Tensor | None) -> None:
+        if self.d_score is not None:
+            self.d_score.update(d0, real=True)
+
+    def edit(self, k: int, distances: dict, before, after, d1, alpha: float) -> None:
+        self.content.update(distances=distances)
+        if self.effect is not None:
+            self.effect.update(k, before, after, alpha)
+        if self.d_score is not None:
+            self.d_score.update(d1, real=False)
+
+    def compute(self, num_directions: int) -> tuple[dict[str, float], dict[str, Any]]:
+        metrics: dict[str, float] = {}
+        summary: dict[str, Any] = {}
+        if self.effect is not None:
+            summary = self.effect.compute()
+            # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
+            shown = ("coverage", "purity", "gap", "focus") if num_directions > 1 else ("coverage", "focus")
+            metrics.update({k: summary[k] for k in shown})
+        metrics.update(self.content.compute())
+        # Counted by the reduced metric: every process's share is in.
+        metrics["samples"] = metrics.pop("edits") // (2 * num_directions)
+        if self.d_score is not None:
+            metrics.update(self.d_score.compute())
+        return metrics, summary
 
 
 @dataclass
@@ -79,33 +144,36 @@ class EvaluationSettings:
 
 def evaluate_directions(directions, generator, regressor, settings: EvaluationSettings,
                         rank: int = 0, world_size: int = 1, progress: bool = True,
-                        lpips: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Scores one direction set; returns flat ``metrics`` and the ``effect_matrix`` details."""
+                        lpips: torch.nn.Module | None = None,
+                        per_class: bool = False) -> dict[str, Any]:
+    """Scores one direction set; returns flat ``metrics`` and the ``effect_matrix`` details,
+    and with ``per_class`` (on a conditional generator) the metrics of each class drawn."""
     settings = settings.resolve(recorded_alpha_range(directions))
     start = time.perf_counter()
     device = generator.device
-    effect = fid = None
+    k_count = directions.num_directions
+    fid = None
     if regressor is not None:
         regressor = regressor.to(device)
-        kinds = [t.kind for t in regressor.targets]
-        effect = EffectMatrix(directions.num_directions, regressor.factor_names, kinds,
-                              settings.threshold, settings.min_effect).to(device)
         # A Frechet distance needs more samples than feature dimensions (a full-rank covariance).
         if settings.fid and settings.samples > regressor.num_features:
             fid = feature_fid(regressor.num_features).to(device)
-    content = ContentPreservation(lpips).to(device)
     disc = getattr(generator, "discriminator", None)
-    d_score = DiscriminatorScore().to(device) if disc is not None else None
+    make = partial(_Scores, k_count, regressor, settings, lpips, disc is not None, device)
+    overall = make()
+    classes = drawn_classes(generator) if per_class else None
+    classes = classes if classes is not None and len(classes) <= MAX_CLASSES else None
+    by_class = {c: make() for c in classes or []}
 
     def observe(images: torch.Tensor, real: bool):
-        if d_score is not None:
-            d_score.update(disc(images).flatten(), real=real)
+        """D's scores and the regressor's predictions of the images (FID fed on the way)."""
+        d = disc(images).flatten() if disc is not None else None
         if regressor is None:
-            return None
+            return d, None
         features, predictions = regressor.features_and_predictions(images)
         if fid is not None:
             fid.update(features, real=real)
-        return predictions
+        return d, predictions
 
     share = -(-settings.samples // world_size)
     batches = list(range(0, share, settings.batch_size))
@@ -114,42 +182,52 @@ def evaluate_directions(directions, generator, regressor, settings: EvaluationSe
                                        leave=False, disable=not progress or rank != 0)):
             rng = torch.Generator().manual_seed(batch_seed(settings.seed, EVALUATION_FIRST_STEP - i, rank))
             z, y = generator.draw(min(settings.batch_size, share - first), generator=rng)
+            groups = [(None, overall)] + [(y == c, scores) for c, scores in by_class.items()]
+            groups = [(rows, scores) for rows, scores in groups if rows is None or rows.any()]
             x0 = generator(z, y)
-            before = observe(x0, real=True)
-            for k in range(directions.num_directions):
+            d0, before = observe(x0, real=True)
+            for rows, scores in groups:
+                scores.original(_rows(d0, rows))
+            for k in range(k_count):
                 for sign in (1.0, -1.0):
-                    x1 = generator(directions.shift(z, k, sign * settings.alpha), y)
-                    after = observe(x1, real=False)
-                    content.update(x0, x1)
-                    if effect is not None:
-                        effect.update(k, before, after, settings.alpha)
-    metrics: dict[str, float] = {}
-    summary: dict[str, Any] = {}
-    if effect is not None:
-        summary = effect.compute()
-        # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
-        shown = ("coverage", "purity", "gap", "focus") if directions.num_directions > 1 else ("coverage", "focus")
-        metrics.update({k: summary[k] for k in shown})
-    metrics.update(content.compute())
-    # Counted by the reduced metric: every process's share is in.
-    metrics["samples"] = metrics.pop("edits") // (2 * directions.num_directions)
-    if d_score is not None:
-        metrics.update(d_score.compute())
+                    x1 = generator(shifted(directions, z, k, sign * settings.alpha, y), y)
+                    d1, after = observe(x1, real=False)
+                    distances = overall.content.distances(x0, x1)
+                    for rows, scores in groups:
+                        scores.edit(k, _rows(distances, rows), _rows(before, rows),
+                                    _rows(after, rows), _rows(d1, rows), settings.alpha)
+    metrics, summary = overall.compute(k_count)
     if fid is not None:
         metrics["fid"] = float(fid.compute())
-    if settings.rca.steps > 0 and directions.num_directions >= 2:  # one direction: nothing to tell apart
+    if settings.rca.steps > 0 and k_count >= 2:  # one direction: nothing to tell apart
         metrics.update(reconstructor_accuracy(directions, generator, settings.rca, rank,
                                               world_size, progress))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    if effect is None:
-        return {"metrics": metrics}
-    return {
-        "metrics": metrics,
-        "factors": regressor.factor_names,
-        "effect_matrix": effect.matrix().tolist(),
-        "num_factors": summary["num_factors"],
-        "best_direction": summary["best_direction"],
-        "per_factor_purity": summary["per_factor_purity"],
-        "per_factor_gap": summary["per_factor_gap"],
-        "dominant_factor": summary["dominant_factor"],
-    }
+    out: dict[str, Any] = {"metrics": metrics}
+    if per_class and getattr(generator, "num_classes", None):
+        out["per_class"] = _per_class(by_class, k_count, generator)
+    if summary:
+        out.update({"factors": regressor.factor_names,
+                    "effect_matrix": overall.effect.matrix().tolist(),
+                    "num_factors": summary["num_factors"],
+                    "best_direction": summary["best_direction"],
+                    "per_factor_purity": summary["per_factor_purity"],
+                    "per_factor_gap": summary["per_factor_gap"],
+                    "dominant_factor": summary["dominant_factor"]})
+    return out
+
+
+def _per_class(by_class: dict[int, _Scores], k_count: int, generator) -> dict[str, Any]:
+    """``{class: metrics}`` of the classes that had samples (every process's share counted),
+    or a note when the generator draws too many classes for a table."""
+    if not by_class:
+        return {"note": f"left out: the generator draws {len(drawn_classes(generator))} classes "
+                        f"(at most {MAX_CLASSES} are tabled); set generator.classes=[...]"}
+    table = {}
+    for c, scores in by_class.items():
+        with warnings.catch_warnings():  # a class this process drew no sample of
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+            metrics, _ = scores.compute(k_count)
+        if metrics["samples"]:
+            table[str(c)] = metrics
+    return table

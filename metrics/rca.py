@@ -25,6 +25,14 @@ def recorded_alpha_range(directions) -> float | None:
     return recorded()[0] if callable(recorded) else None
 
 
+def shifted(directions, latent: torch.Tensor, index, alpha, y: torch.Tensor | None = None):
+    """``directions.shift(latent, index, alpha)``, given the latents' classes ``y`` where the
+    directions depend on the class (a class-dependent Directions artifact)."""
+    if getattr(directions, "class_dependent", False):
+        return directions.shift(latent, index, alpha, y=y)
+    return directions.shift(latent, index, alpha)
+
+
 def auto_step(value: float | str, alpha_range: float | None, fraction: float) -> float:
     """``value``, or ``fraction`` of the directions' alpha range when it is ``"auto"``."""
     if value == "auto":
@@ -95,7 +103,7 @@ def _shifted_pair(directions, generator, n: int, rng: torch.Generator, settings:
     k = torch.randint(directions.num_directions, (n,), generator=rng).to(z.device)
     eps = sample_shifts(n, rng, settings.shift_scale, settings.min_shift).to(z.device)
     with torch.no_grad():
-        return generator(z, y), generator(directions.shift(z, k, eps), y), k, eps
+        return generator(z, y), generator(shifted(directions, z, k, eps, y), y), k, eps
 
 
 def reconstructor_accuracy(directions, generator, settings: RCASettings | None = None,

@@ -24,10 +24,12 @@ COLUMNS: list[tuple[str, str, str, str]] = [
 ]
 
 
-def markdown_table(rows: Sequence[tuple[str, dict[str, Any]]], num_factors: int | None = None) -> str:
-    """``rows``: (label, metrics) pairs; coverage reads "c / F" when F is given."""
+def markdown_table(rows: Sequence[tuple[str, dict[str, Any]]], num_factors: int | None = None,
+                   first: str = "directions") -> str:
+    """``rows``: (label, metrics) pairs; coverage reads "c / F" when F is given; ``first``
+    heads the label column."""
     present = [c for c in COLUMNS if any(c[0] in m for _, m in rows)]
-    header = "| directions | " + " | ".join(h for _, h, _, _ in present) + " |"
+    header = f"| {first} | " + " | ".join(h for _, h, _, _ in present) + " |"
     rule = "|---|" + "|".join("---" for _ in present) + "|"
     lines = [header, rule]
     for label, metrics in rows:

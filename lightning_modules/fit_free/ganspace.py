@@ -99,14 +99,15 @@ class GANSpace(FitFreeMethod):
     def _feature_dim(self, generator: Generator) -> int:
         try:
             with torch.no_grad():
-                probe = generator.features(generator.sample(1), self.feature_layer)
+                latent, y = generator.draw(1)
+                probe = generator.features(latent, self.feature_layer, y)
         except NotImplementedError as err:
             raise ValueError(f"GANSpace needs a mapping network or intermediate features: {err}") from None
         return min(probe[0].numel(), self.max_features)
 
     # ---- statistics ---------------------------------------------------------------------
-    def _features(self, generator: Generator, latent: torch.Tensor) -> torch.Tensor:
-        flat = generator.features(latent, self.feature_layer).flatten(1)
+    def _features(self, generator: Generator, latent: torch.Tensor, y=None) -> torch.Tensor:
+        flat = generator.features(latent, self.feature_layer, y).flatten(1)
         if flat.shape[1] > self.max_features:
             if self._keep is None:  # a fixed subset, the same on every process and resume
                 chosen = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(FEATURE_SUBSET_SEED))
@@ -117,8 +118,8 @@ class GANSpace(FitFreeMethod):
     def init_stats(self, generator: Generator) -> Stats:
         d, dev = generator.latent_dim, generator.device
         # A fixed estimate of the mean (the same on every process and after a resume) to centre
-        # the batches on: the mean of a seeded probe batch.
-        probe = self._analysed(generator, generator.sample(
+        # the batches on: the mean of a seeded probe batch (classes drawn where there are any).
+        probe = self._analysed(generator, *generator.draw(
             PROBE_SAMPLES, torch.Generator().manual_seed(FEATURE_SUBSET_SEED)))
         self._shift = probe.float().mean(0)
         f = probe.shape[1]
@@ -131,14 +132,15 @@ class GANSpace(FitFreeMethod):
                          cross=torch.zeros(d, f, dtype=torch.float64, device=dev))
         return stats
 
-    def _analysed(self, generator: Generator, latent: torch.Tensor) -> torch.Tensor:
-        """What the PCA reads: w (one code of W+ samples, which repeat it) or the features."""
+    def _analysed(self, generator: Generator, latent: torch.Tensor, y=None) -> torch.Tensor:
+        """What the PCA reads: w (one code of W+ samples, which repeat it) or the features
+        (given the classes ``y`` of a conditional generator)."""
         if latent.ndim == 3:
             latent = latent[:, 0]
-        return latent if generator.style_based else self._features(generator, latent)
+        return latent if generator.style_based else self._features(generator, latent, y)
 
     def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
-        x = self._analysed(generator, batch["latent"])
+        x = self._analysed(generator, batch["latent"], batch.get("y"))
         stats["count"] += x.shape[0]
         add_moments(stats["sum"], stats["outer"], x, self._shift)
         if not generator.style_based:  # z ~ N(0, I) is centred already

@@ -34,13 +34,17 @@ from lightning_modules.fit_free.base import FitFreeMethod, Stats
 
 
 def image_jacobian(generator: Generator, latent: torch.Tensor, size: int,
-                   chunk_size: int | None = None, mode: str = "auto") -> torch.Tensor:
+                   chunk_size: int | None = None, mode: str = "auto",
+                   y: torch.Tensor | None = None) -> torch.Tensor:
     """``J`` (``size*size x d``) of the channel-averaged image resized to ``size`` px, at one
-    latent ``d``, in one batched call: ``forward`` pushes the d latent axes through at once
-    (``vmap`` over ``jvp``: d passes' work), ``reverse`` pulls every pixel back at once (``vmap``
-    over ``vjp``: one per pixel); ``auto`` takes the one with fewer, forward on a tie."""
+    latent ``d`` (of class ``y``, one index, on a conditional generator), in one batched call:
+    ``forward`` pushes the d latent axes through at once (``vmap`` over ``jvp``: d passes'
+    work), ``reverse`` pulls every pixel back at once (``vmap`` over ``vjp``: one per pixel);
+    ``auto`` takes the one with fewer, forward on a tie."""
+    classes = None if y is None else y.reshape(1)
+
     def image(z: torch.Tensor) -> torch.Tensor:
-        x = generator(z[None]).mean(1, keepdim=True)
+        x = generator(z[None], classes).mean(1, keepdim=True)
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                               antialias=True)
@@ -184,10 +188,12 @@ class LowRankGAN(FitFreeMethod):
 
     def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
         mask = self.mask.flatten().to(generator.device)
-        for latent in batch["latent"]:
+        classes = batch.get("y")
+        for i, latent in enumerate(batch["latent"]):
             with torch.enable_grad():
                 jac = image_jacobian(generator, latent, self.jacobian_size, self.chunk_size,
-                                     self.jacobian_mode).double()
+                                     self.jacobian_mode,
+                                     None if classes is None else classes[i]).double()
             fore, back = jac[mask], jac[~mask]
             stats["fore"] += fore.T @ fore / fore.shape[0]
             stats["back"] += back.T @ back / back.shape[0]
@@ -233,12 +239,12 @@ class LowRankGAN(FitFreeMethod):
         size = self.jacobian_size
         mask = self.mask.to(module.device)
         for batch in batches:
-            z = batch["latent"]
-            base = F.interpolate(module.generator(z).mean(1, keepdim=True), size=(size, size),
+            z, y = batch["latent"], batch.get("y")
+            base = F.interpolate(module.generator(z, y).mean(1, keepdim=True), size=(size, size),
                                  mode="area")
             for k in range(directions.num_directions):
-                moved = F.interpolate(module.generator(directions.shift(z, k, alpha)).mean(1, keepdim=True),
-                                      size=(size, size), mode="area")
+                moved = module.generator(directions.shift(z, k, alpha), y).mean(1, keepdim=True)
+                moved = F.interpolate(moved, size=(size, size), mode="area")
                 change = (moved - base).abs()[:, 0]
                 sums[k, 0] += change[:, mask].mean(1).sum()
                 sums[k, 1] += change[:, ~mask].mean(1).sum()

@@ -274,10 +274,10 @@ class Plumerault(FitFreeMethod):
     value_name = "fit R^2"
 
     def __init__(self, edit: str = "shift_x", strengths: Sequence[float] | None = None,
-                 samples: int = 64, steps: int = 30, lr: float = 0.05, distance: str = "l2",
+                 samples: int = 128, steps: int = 30, lr: float = 0.05, distance: str = "l2",
                  blur_sigma: float = 1.0, radius: float | None = 1.5, drop: float = 0.1,
                  model: str = "relative", knots: int = 6, fit_steps: int = 300,
-                 smooth: float = 1e-3, ridge: float = 0.1, regressor: str | None = "auto",
+                 smooth: float = 1e-3, ridge: float = 1.0, regressor: str | None = "auto",
                  eval_samples: int = 128, eval_points: int = 9, eval_range: float = 2.0,
                  monotone_tol: float = 0.01, inversion_batch: int = 128,
                  alpha_range: float | None = None) -> None:
