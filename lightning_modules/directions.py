@@ -70,6 +70,18 @@ def _check_layers(layers) -> list[int] | None:
     return sorted(set(values))
 
 
+def edit_pairs(edits) -> list[tuple]:
+    """``edits`` as a list of ``(index, alpha)`` pairs; a ValueError names one that is not."""
+    pairs = []
+    for edit in edits:
+        try:
+            index, alpha = edit
+        except (TypeError, ValueError):
+            raise ValueError(f"an edit is a pair (index, alpha), got {edit!r}") from None
+        pairs.append((index, alpha))
+    return pairs
+
+
 class DirectionSet(nn.Module):
     """Base of the parametrisations: ``num_directions`` directions in a ``latent_dim`` space.
 
@@ -123,11 +135,7 @@ class DirectionSet(nn.Module):
         """Several edits ``[(index, alpha), ...]`` in order, each from the previous result.
         Linear edits commute (the sum of the offsets); non-linear ones (warps, walks, norm-keeping
         vectors) follow one another, so their order matters."""
-        for edit in edits:
-            try:
-                index, alpha = edit
-            except (TypeError, ValueError):
-                raise ValueError(f"an edit is a pair (index, alpha), got {edit!r}") from None
+        for index, alpha in edit_pairs(edits):
             latent = self.shift(latent, index, alpha)
         return latent
 
@@ -874,13 +882,8 @@ class Directions:
         or ``N`` floats), applied in order, each from the previous result. Linear edits commute
         (their offsets add up); non-linear ones (warps, walks, norm-keeping vectors) are walked
         one after the other, so their order matters. ``y``: as for ``shift``."""
-        for edit in edits:
-            try:
-                index, alpha = edit
-            except (TypeError, ValueError):
-                raise ValueError(f"an edit is a pair (index, alpha), got {edit!r}") from None
-            latent = self.shift(latent, index, alpha, y)
-        return latent
+        return self.directions.apply(
+            latent, [(self.stored_index(index, y), alpha) for index, alpha in edit_pairs(edits)])
 
     @torch.no_grad()
     def traverse(self, latent: torch.Tensor, index: int, alphas, y=None) -> torch.Tensor:
