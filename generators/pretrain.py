@@ -29,6 +29,7 @@ from common.io import atomic_torch_save
 from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.preemption import stopped_by_signal
 from common.training import batches_done
+from generators import load_generator
 from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
 
@@ -197,8 +198,16 @@ def submodule_state(state: dict, prefix: str) -> dict:
     return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
 
-def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
-    """Write the weights file of a pretraining checkpoint (e.g. a run stopped early).
+def samples_path(weights_path: str | Path) -> Path:
+    """Where the sample grid of an exported weights file goes: ``<stem>_samples.png`` beside it."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.stem + "_samples.png")
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, samples: bool = True) -> Path:
+    """Write the weights file of a pretraining checkpoint (e.g. a run stopped early), and with
+    ``samples`` the grid of the run's fixed latents drawn by the exported generator (the grid
+    training saves, so a shipped file's picture comes from the same command).
 
     ``python -m generators.pretrain outputs/pretrain_dcgan/checkpoints/last.ckpt out.pt``
     """
@@ -210,12 +219,30 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     ema, disc = submodule_state(state, "ema"), submodule_state(state, "discriminator")
     info = {"batches": ckpt["global_step"] // GANPretraining.optimizer_steps_per_batch,
             "from_checkpoint": str(ckpt_path)}
-    return save_weights(out_path, ckpt.get("architecture", "dcgan"), ckpt["generator_config"],
-                        ckpt["discriminator_config"],
-                        ema, disc, info)
+    out_path = save_weights(out_path, ckpt.get("architecture", "dcgan"), ckpt["generator_config"],
+                            ckpt["discriminator_config"], ema, disc, info)
+    if samples and "fixed_latents" in state:
+        latents = state["fixed_latents"]
+        with torch.no_grad():
+            images = load_generator(out_path)(latents)
+        save_grid(images, samples_path(out_path), nrow=int(math.sqrt(len(latents))))
+    return out_path
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export a GAN pretraining checkpoint as a "
+                                     "weights file (and its sample grid, <out>_samples.png).")
+    parser.add_argument("checkpoint", help="a pretraining checkpoint, e.g. checkpoints/last.ckpt")
+    parser.add_argument("out", help="the weights file to write, e.g. my_generator.pt")
+    parser.add_argument("--no-samples", action="store_true", help="do not write the sample grid")
+    args = parser.parse_args()
+    out = export_checkpoint(args.checkpoint, args.out, samples=not args.no_samples)
+    print(out)
+    if not args.no_samples:
+        print(samples_path(out))
 
 
 if __name__ == "__main__":
-    import sys
-
-    print(export_checkpoint(sys.argv[1], sys.argv[2]))
+    main()

@@ -27,6 +27,10 @@ def test_pretraining_writes_a_loadable_generator(tmp_path):
     exported = load_generator(export_checkpoint(out / "checkpoints/last.ckpt", tmp_path / "e.pt"))
     z = g.sample(2)
     assert torch.allclose(exported(z), g(z))
+    # ... and draws the run's fixed-latent grid beside the file: the picture training saved last
+    assert (tmp_path / "e_samples.png").read_bytes() == (out / "samples/final.png").read_bytes()
+    export_checkpoint(out / "checkpoints/last.ckpt", tmp_path / "bare.pt", samples=False)
+    assert (tmp_path / "bare.pt").is_file() and not (tmp_path / "bare_samples.png").exists()
 
 
 def test_pretraining_resume_continues(tmp_path):

@@ -96,3 +96,23 @@ def test_inverse_rendering_recovers_factors():
     # noise is not a shape: its best explanation is poor
     _, noise_error = world.fit_factors(torch.rand(4, 3, 32, 32) * 2 - 1)
     assert noise_error.min() > 0.3
+
+
+def test_assessment_says_where_the_error_lies():
+    from generators.assess import error_regions, fit, world_statistics
+
+    world = ShapesWorld(32)
+    images = world.render(world.sample_factors(8, torch.Generator().manual_seed(2)))
+    # a softened outline: the error moves to the band around the edge
+    soft = torch.nn.functional.avg_pool2d(images, 3, 1, 1, count_include_pad=False)
+    # a haze over the background: the error moves off the shape
+    hazy = images + 0.1 * (images.amax(1, keepdim=True) < -0.99).float()
+    for kind, batch, region in (("soft", soft, "edge"), ("hazy", hazy, "background")):
+        factors, error = fit(batch, world)
+        where = error_regions(batch, factors, world)
+        assert where[f"{region}_error_share"] > 0.7, (kind, where)
+        assert abs(sum(where[f"{r}_error_share"] for r in ("edge", "background", "inside")) - 1) < 1e-5
+        assert abs(sum(where[f"{r}_pixels"] for r in ("edge", "background", "inside")) - 1) < 1e-5
+        stats = world_statistics(factors, error)
+        assert stats["rerender_l1"] == error.mean().item()
+        assert stats["clean_fraction"] == (error < 0.05).float().mean().item()
