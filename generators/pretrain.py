@@ -16,6 +16,7 @@ run directory, in the format ``generators.load_generator`` reads.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 from pathlib import Path
@@ -230,8 +231,6 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, samples: bool
 
 
 def main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Export a GAN pretraining checkpoint as a "
                                      "weights file (and its sample grid, <out>_samples.png).")
     parser.add_argument("checkpoint", help="a pretraining checkpoint, e.g. checkpoints/last.ckpt")
@@ -240,8 +239,8 @@ def main() -> None:
     args = parser.parse_args()
     out = export_checkpoint(args.checkpoint, args.out, samples=not args.no_samples)
     print(out)
-    if not args.no_samples:
-        print(samples_path(out))
+    if samples_path(out).is_file() and not args.no_samples:
+        print(samples_path(out))  # (a checkpoint without fixed latents has no grid to draw)
 
 
 if __name__ == "__main__":
