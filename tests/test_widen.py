@@ -1,0 +1,77 @@
+"""Widening a trained StyleGAN2: the same images, more channels, and training goes on."""
+import pytest
+import torch
+
+from conftest import compose_cfg
+from generators import load_generator
+from generators.pretrain import export_checkpoint
+from generators.stylegan2 import StyleGAN2Generator
+from generators.widen import widen_checkpoint, widen_state
+from train import train
+
+TINY = dict(resolution=32, style_dim=8, n_mlp=2, channels=[8, 8, 6, 4])
+TINY_STYLEGAN = ["experiment=pretrain_stylegan2", "run_name=sg", "logger=none", "data.batch_size=4",
+                 "method.max_steps=2", "method.module.generator.style_dim=8",
+                 "method.module.generator.n_mlp=2", "method.module.generator.channels=[8,8,6,4]",
+                 "method.module.discriminator.channels=[8,8,6,4]",
+                 "method.module.sample_every_n_steps=0", "trainer.enable_progress_bar=false"]
+
+
+def _tiny_trained_like() -> StyleGAN2Generator:
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(**TINY)
+    with torch.no_grad():  # biases and noise strengths away from their zero init, as after training
+        for name, p in g.named_parameters():
+            if "bias" in name or "noise" in name:
+                p.normal_(0, 0.1)
+    return g.eval()
+
+
+@pytest.mark.parametrize("wide", [[16, 12, 6, 4], [32, 16, 12, 8]])
+def test_widening_keeps_the_images_and_lets_new_channels_learn(wide):
+    g = _tiny_trained_like()
+    big = StyleGAN2Generator(**{**TINY, "channels": wide}).eval()
+    big.load_state_dict(widen_state(g.state_dict(), TINY["channels"], wide,
+                                    torch.Generator().manual_seed(0)))
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        assert torch.allclose(big(z), g(z), atol=1e-5)
+    # the zero columns that read the new channels get gradients at once
+    big(z).square().mean().backward()
+    grad = big.to_rgb1.conv.weight.grad[:, :, TINY["channels"][0]:]
+    assert grad.abs().sum() > 0
+
+
+def test_widening_refuses_to_shrink():
+    g = _tiny_trained_like()
+    with pytest.raises(ValueError, match="only grow"):
+        widen_state(g.state_dict(), TINY["channels"], [4, 8, 6, 4], torch.Generator())
+
+
+def test_widened_checkpoint_resumes_training(tmp_path):
+    train(compose_cfg(TINY_STYLEGAN, tmp_path))
+    last = tmp_path / "sg/checkpoints/last.ckpt"
+    wide_ckpt = widen_checkpoint(last, tmp_path / "wide.ckpt", [16, 8, 8, 4])
+    with pytest.raises(FileExistsError):  # nothing already written is overwritten
+        widen_checkpoint(last, wide_ckpt, [16, 8, 8, 4])
+    narrow = load_generator(export_checkpoint(last, tmp_path / "narrow.pt", samples=False))
+    wide = load_generator(export_checkpoint(wide_ckpt, tmp_path / "wide.pt", samples=False))
+    assert wide.channels == [16, 8, 8, 4]
+    z = narrow.sample(3)
+    assert torch.allclose(wide(z), narrow(z), atol=1e-5)
+    # training goes on from the widened state, with the wider config
+    train(compose_cfg(TINY_STYLEGAN + ["method.max_steps=4", f"ckpt_path={wide_ckpt}",
+                                       "method.module.generator.channels=[16,8,8,4]"], tmp_path))
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 8 and ckpt["generator_config"]["channels"] == [16, 8, 8, 4]
+
+
+def test_widening_a_dcgan_checkpoint_is_refused(tmp_path):
+    train(compose_cfg(["experiment=pretrain_dcgan", "run_name=dc", "logger=none",
+                       "data.batch_size=4", "method.max_steps=1", "method.module.generator.width=8",
+                       "method.module.generator.latent_dim=4", "method.module.discriminator.width=8",
+                       "method.module.sample_every_n_steps=0", "trainer.enable_progress_bar=false"],
+                      tmp_path))
+    with pytest.raises(ValueError, match="not a StyleGAN2"):
+        widen_checkpoint(tmp_path / "dc/checkpoints/last.ckpt", tmp_path / "w.ckpt", [16])
+    assert not (tmp_path / "w.ckpt").exists()
