@@ -81,8 +81,22 @@ def assess(weights: str, samples: int = 512, seed: int = 0,
         factors, error = fit(images, world)
         stats[name] = world_statistics(factors, error)
         if regions:
-            where[name] = error_regions(images, factors, world)
+            where[name] = {**error_regions(images, factors, world),
+                           **error_by_kind_and_size(factors, error)}
     return stats, where
+
+
+SIZE_BANDS = (("small", 0.0, 1 / 3), ("medium", 1 / 3, 2 / 3), ("large", 2 / 3, 1.0))
+
+
+def error_by_kind_and_size(factors: torch.Tensor, error: torch.Tensor) -> dict[str, float]:
+    """The mean re-render error of the images fitted as each shape kind, and as small, medium
+    and large shapes (thirds of the fitted scale): which shapes a generator draws worst."""
+    kind, scale = factors[:, 0].long(), factors[:, 1].clamp(0, 1)
+    groups = [(f"{name}_l1", kind == i) for i, name in enumerate(SHAPES)]
+    groups += [(f"{name}_l1", (scale >= lo) & ((scale < hi) | (hi == 1.0)))
+               for name, lo, hi in SIZE_BANDS]
+    return {key: error[mask].mean().item() if mask.any() else float("nan") for key, mask in groups}
 
 
 def markdown(rows: dict[str, dict[str, float]]) -> str:
@@ -99,7 +113,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--regions", action="store_true",
-                        help="say where the re-render error lies (outline band, background, inside)")
+                        help="say where the re-render error lies (outline band, background, "
+                        "inside) and on which shapes (kind, size)")
     args = parser.parse_args()
     stats, where = assess(args.weights, args.samples, args.seed, args.regions)
     print(markdown(stats))

@@ -99,7 +99,7 @@ def test_inverse_rendering_recovers_factors():
 
 
 def test_assessment_says_where_the_error_lies():
-    from generators.assess import error_regions, fit, world_statistics
+    from generators.assess import error_by_kind_and_size, error_regions, fit, world_statistics
 
     world = ShapesWorld(32)
     images = world.render(world.sample_factors(8, torch.Generator().manual_seed(2)))
@@ -116,3 +116,13 @@ def test_assessment_says_where_the_error_lies():
         stats = world_statistics(factors, error)
         assert stats["rerender_l1"] == error.mean().item()
         assert stats["clean_fraction"] == (error < 0.05).float().mean().item()
+        # ... and on which shapes: the groups' means are the error's mean where they are
+        by = error_by_kind_and_size(factors, error)
+        kinds = factors[:, 0].long()
+        assert by["circle_l1"] == error[kinds == 1].mean().item() or not (kinds == 1).any()
+        sizes = torch.tensor([(factors[:, 1].clamp(0, 1) < 1 / 3).sum(),
+                              ((factors[:, 1] >= 1 / 3) & (factors[:, 1] < 2 / 3)).sum(),
+                              (factors[:, 1].clamp(0, 1) >= 2 / 3).sum()])
+        weights = {"small": sizes[0], "medium": sizes[1], "large": sizes[2]}
+        mean = sum(by[f"{k}_l1"] * n for k, n in weights.items() if n) / sizes.sum()
+        assert abs(mean - error.mean().item()) < 1e-5
