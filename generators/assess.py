@@ -86,16 +86,16 @@ def assess(weights: str, samples: int = 512, seed: int = 0,
     return stats, where
 
 
-SIZE_BANDS = (("small", 0.0, 1 / 3), ("medium", 1 / 3, 2 / 3), ("large", 2 / 3, 1.0))
+SIZE_BANDS = ("small", "medium", "large")  # thirds of the fitted scale
 
 
 def error_by_kind_and_size(factors: torch.Tensor, error: torch.Tensor) -> dict[str, float]:
     """The mean re-render error of the images fitted as each shape kind, and as small, medium
     and large shapes (thirds of the fitted scale): which shapes a generator draws worst."""
-    kind, scale = factors[:, 0].long(), factors[:, 1].clamp(0, 1)
+    kind = factors[:, 0].long()
+    band = (factors[:, 1].clamp(0, 1) * len(SIZE_BANDS)).long().clamp(max=len(SIZE_BANDS) - 1)
     groups = [(f"{name}_l1", kind == i) for i, name in enumerate(SHAPES)]
-    groups += [(f"{name}_l1", (scale >= lo) & ((scale < hi) | (hi == 1.0)))
-               for name, lo, hi in SIZE_BANDS]
+    groups += [(f"{name}_l1", band == i) for i, name in enumerate(SIZE_BANDS)]
     return {key: error[mask].mean().item() if mask.any() else float("nan") for key, mask in groups}
 
 

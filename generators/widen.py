@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from common.io import atomic_torch_save
+from generators.pretrain import submodule_state
 from generators.stylegan2 import StyleGAN2Generator
 
 
@@ -120,8 +121,8 @@ def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list
     names = [n for n, _ in StyleGAN2Generator(**{**config, "name": None}).named_parameters()]
     shapes_old = {n: state[f"generator.{n}"].shape for n in names}
     for prefix in ("generator", "ema"):
-        sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        grown = widen_state(sub, old, channels, torch.Generator().manual_seed(seed))
+        grown = widen_state(submodule_state(state, prefix), old, channels,
+                            torch.Generator().manual_seed(seed))
         state.update({f"{prefix}.{k}": v for k, v in grown.items()})
     opt_g = ckpt["optimizer_states"][0]
     if len(opt_g["state"]) != len(names):
