@@ -11,9 +11,13 @@ signal, so the zeros get gradients at once. Equalised learning rates scale a wei
 effective weights as they were (the ToRGB layers are not demodulated, so this is what keeps the
 colours exact).
 
+The discriminator grows the same way (``--d-channels``), with the same scores, except at 4 px:
+its minibatch standard deviation is a mean over that level's channels, so that level stays.
+
 ``python -m generators.widen <pretraining last.ckpt> <out.ckpt> --channels 256,128,64,32``
 writes a pretraining checkpoint to resume with ``ckpt_path=<out.ckpt>`` and the same channels
-in ``method.module.generator.channels``. Adam's moments are widened too (zero first moments,
+in ``method.module.generator.channels`` (``method.module.discriminator.channels`` for
+``--d-channels``). Adam's moments are widened too (zero first moments,
 and the old mean of the second moments for the new entries, so the first steps of the new
 weights are not outsized).
 """
@@ -28,7 +32,7 @@ import torch
 
 from common.io import atomic_torch_save
 from generators.pretrain import submodule_state
-from generators.stylegan2 import StyleGAN2Generator
+from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 
 def _layer_levels(n_levels: int) -> dict[str, tuple[int | None, int | None]]:
@@ -44,10 +48,35 @@ def _layer_levels(n_levels: int) -> dict[str, tuple[int | None, int | None]]:
 
 def _grow(t: torch.Tensor, dim: int, new: int, fill: torch.Tensor | float) -> torch.Tensor:
     """``t`` with ``new`` entries along ``dim``: a tensor ``fill`` of that shape, or a constant."""
-    shape = list(t.shape)
-    extra_shape = shape[:dim] + [new - shape[dim]] + shape[dim + 1:]
-    extra = fill if isinstance(fill, torch.Tensor) else torch.full(extra_shape, float(fill))
+    extra = fill if isinstance(fill, torch.Tensor) else torch.full(_extra_shape(t, dim, new), float(fill))
     return torch.cat([t, extra.to(t.dtype)], dim=dim)
+
+
+def _widen_weight(w: torch.Tensor, axis: int, out: tuple[int, int], inp: tuple[int, int],
+                  rng: torch.Generator) -> torch.Tensor:
+    """An equalised-lr weight whose output axis ``axis`` grows from ``out[0]`` to ``out[1]`` rows
+    and whose input axis (the next one) grows from ``inp[0]`` to ``inp[1]`` columns: new rows
+    random like a fresh layer's, old weights rescaled for the wider fan-in, new columns random
+    for the new rows and zero for the old ones (old outputs never read the new channels)."""
+    if out[1] > out[0]:
+        w = _grow(w, axis, out[1], torch.randn(_extra_shape(w, axis, out[1]), generator=rng))
+    if inp[1] > inp[0]:
+        w = w * math.sqrt(inp[1] / inp[0])
+        cols = torch.randn(_extra_shape(w, axis + 1, inp[1]), generator=rng)
+        cols.narrow(axis, 0, out[0]).zero_()
+        w = _grow(w, axis + 1, inp[1], cols)
+    return w
+
+
+def _extra_shape(t: torch.Tensor, dim: int, new: int) -> list[int]:
+    shape = list(t.shape)
+    shape[dim] = new - shape[dim]
+    return shape
+
+
+def _check_growth(old: list[int], new: list[int]) -> None:
+    if len(old) != len(new) or any(n < o for o, n in zip(old, new)):
+        raise ValueError(f"channels can only grow, resolution by resolution: {old} -> {new}")
 
 
 def widen_state(state: dict[str, torch.Tensor], old: list[int], new: list[int],
@@ -58,34 +87,56 @@ def widen_state(state: dict[str, torch.Tensor], old: list[int], new: list[int],
     ``state`` holds the generator's own keys (``conv1.conv.weight``, ...). The same ``rng``
     state given twice gives the same new weights (the EMA copy must match the generator's).
     """
-    if len(old) != len(new) or any(n < o for o, n in zip(old, new)):
-        raise ValueError(f"channels can only grow, resolution by resolution: {old} -> {new}")
+    _check_growth(old, new)
     out = dict(state)
     for layer, (read, write) in _layer_levels(len(old)).items():
         if layer == "input":
             key = "input.input"
             t = state[key]
-            out[key] = _grow(t, 1, new[0], torch.randn(1, new[0] - old[0], *t.shape[2:], generator=rng))
+            out[key] = _grow(t, 1, new[0], torch.randn(_extra_shape(t, 1, new[0]), generator=rng))
             continue
         conv = f"{layer}.conv"
-        w = state[f"{conv}.weight"]                          # 1 x out x in x k x k
-        if write is not None and new[write] > old[write]:    # new output rows: a fresh layer's
-            rows = torch.randn(1, new[write] - old[write], *w.shape[2:], generator=rng)
-            w = _grow(w, 1, new[write], rows)
-            out[f"{layer}.activate.bias"] = _grow(state[f"{layer}.activate.bias"], 0, new[write], 0.0)
+        rows = (old[write], new[write]) if write is not None else (3, 3)
+        out[f"{conv}.weight"] = _widen_weight(state[f"{conv}.weight"], 1, rows,
+                                              (old[read], new[read]), rng)
+        if rows[1] > rows[0]:
+            out[f"{layer}.activate.bias"] = _grow(state[f"{layer}.activate.bias"], 0, rows[1], 0.0)
         if new[read] > old[read]:
-            w = w * math.sqrt(new[read] / old[read])         # equalised lr: same effective weights
-            cols = torch.randn(1, w.shape[1], new[read] - old[read], *w.shape[3:], generator=rng)
-            if write is not None:
-                cols[:, :old[write]] = 0.0                   # old outputs never read new channels
-            else:
-                cols.zero_()                                 # RGB reads none of them yet
-            w = _grow(w, 2, new[read], cols)
             mod_w, mod_b = state[f"{conv}.modulation.weight"], state[f"{conv}.modulation.bias"]
             out[f"{conv}.modulation.weight"] = _grow(
-                mod_w, 0, new[read], torch.randn(new[read] - old[read], mod_w.shape[1], generator=rng))
+                mod_w, 0, new[read], torch.randn(_extra_shape(mod_w, 0, new[read]), generator=rng))
             out[f"{conv}.modulation.bias"] = _grow(mod_b, 0, new[read], 1.0)  # StyleGAN's bias init
-        out[f"{conv}.weight"] = w
+    return out
+
+
+def _discriminator_layers(n_levels: int) -> dict[str, tuple[str | None, int | None, int]]:
+    """For each convolution of the residual discriminator: (its bias key or None, the level it
+    reads, None for RGB, and the level it writes); ResBlock ``convs.k`` reads level n - k."""
+    layers: dict[str, tuple[str | None, int | None, int]] = {
+        "convs.0.0.weight": ("convs.0.1.bias", None, n_levels - 1)}
+    for k in range(1, n_levels):
+        level, block = n_levels - k, f"convs.{k}"
+        layers[f"{block}.conv1.0.weight"] = (f"{block}.conv1.1.bias", level, level)
+        layers[f"{block}.conv2.1.weight"] = (f"{block}.conv2.2.bias", level, level - 1)
+        layers[f"{block}.skip.1.weight"] = (None, level, level - 1)
+    return layers
+
+
+def widen_discriminator_state(state: dict[str, torch.Tensor], old: list[int], new: list[int],
+                              rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """A StyleGAN2 discriminator's state dict widened from ``old`` to ``new`` channels per
+    resolution with the same scores. The 4 px level stays as it is: the minibatch standard
+    deviation averages over its channels, so new channels there would change the scores."""
+    _check_growth(old, new)
+    if new[0] != old[0]:
+        raise ValueError(f"the discriminator's 4 px channels ({old[0]}) cannot change: its "
+                         f"minibatch standard deviation averages over them; widen 8 px and up")
+    out = dict(state)
+    for key, (bias, read, write) in _discriminator_layers(len(old)).items():
+        inp = (3, 3) if read is None else (old[read], new[read])
+        out[key] = _widen_weight(state[key], 0, (old[write], new[write]), inp, rng)
+        if bias is not None:
+            out[bias] = _grow(state[bias], 0, new[write], 0.0)
     return out
 
 
@@ -103,49 +154,78 @@ def _widen_moments(moments: dict, shape_old: torch.Size, shape_new: torch.Size) 
     return grown
 
 
-def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list[int],
-                     seed: int = 0) -> Path:
-    """A GAN pretraining checkpoint of a StyleGAN2, widened to ``channels`` (see the module
-    docstring); the discriminator, the loops and the data stream are unchanged."""
+def _widen_optimizer(opt_state: dict, names: list[str], shapes_old: dict, state: dict,
+                     prefix: str, what: str) -> None:
+    """Pad Adam's per-parameter states (in ``names`` order) to the widened shapes in ``state``."""
+    if len(opt_state["state"]) != len(names):
+        raise ValueError(f"the {what}'s optimizer state does not match its parameters")
+    for i, name in enumerate(names):
+        opt_state["state"][i] = _widen_moments(opt_state["state"][i], shapes_old[name],
+                                               state[f"{prefix}.{name}"].shape)
+
+
+def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list[int] | None = None,
+                     seed: int = 0, discriminator_channels: list[int] | None = None) -> Path:
+    """A GAN pretraining checkpoint of a StyleGAN2 whose generator is widened to ``channels``
+    and/or whose discriminator is widened to ``discriminator_channels`` (see the module
+    docstring; None leaves that network as it is); the loops and the data stream are unchanged."""
     out_path = Path(out_path)
     if out_path.exists():
         raise FileExistsError(f"{out_path} exists: choose another output path")
+    if channels is None and discriminator_channels is None:
+        raise ValueError("nothing to widen: give the generator's channels, the discriminator's, or both")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if ckpt.get("architecture") != "stylegan2":
         raise ValueError(f"{ckpt_path} is not a StyleGAN2 pretraining checkpoint "
                          f"(architecture {ckpt.get('architecture')!r})")
-    config = dict(ckpt["generator_config"])
-    old = list(config["channels"])
     state = ckpt["state_dict"]
-    # Parameter order of the old generator: the order of Adam's per-parameter states.
-    names = [n for n, _ in StyleGAN2Generator(**{**config, "name": None}).named_parameters()]
-    shapes_old = {n: state[f"generator.{n}"].shape for n in names}
-    for prefix in ("generator", "ema"):
-        grown = widen_state(submodule_state(state, prefix), old, channels,
-                            torch.Generator().manual_seed(seed))
-        state.update({f"{prefix}.{k}": v for k, v in grown.items()})
-    opt_g = ckpt["optimizer_states"][0]
-    if len(opt_g["state"]) != len(names):
-        raise ValueError("the generator's optimizer state does not match its parameters")
-    for i, name in enumerate(names):
-        opt_g["state"][i] = _widen_moments(opt_g["state"][i], shapes_old[name],
-                                           state[f"generator.{name}"].shape)
-    ckpt["generator_config"] = {**config, "channels": list(channels)}
+    if channels is not None:
+        config = dict(ckpt["generator_config"])
+        # Parameter order of the old network: the order of Adam's per-parameter states.
+        names = [n for n, _ in StyleGAN2Generator(**{**config, "name": None}).named_parameters()]
+        shapes_old = {n: state[f"generator.{n}"].shape for n in names}
+        for prefix in ("generator", "ema"):
+            grown = widen_state(submodule_state(state, prefix), list(config["channels"]), channels,
+                                torch.Generator().manual_seed(seed))
+            state.update({f"{prefix}.{k}": v for k, v in grown.items()})
+        _widen_optimizer(ckpt["optimizer_states"][0], names, shapes_old, state, "generator",
+                         "generator")
+        ckpt["generator_config"] = {**config, "channels": list(channels)}
+    if discriminator_channels is not None:
+        config = dict(ckpt["discriminator_config"])
+        names = [n for n, _ in StyleGAN2Discriminator(**config).named_parameters()]
+        shapes_old = {n: state[f"discriminator.{n}"].shape for n in names}
+        grown = widen_discriminator_state(submodule_state(state, "discriminator"),
+                                          list(config["channels"]), discriminator_channels,
+                                          torch.Generator().manual_seed(seed + 1))
+        state.update({f"discriminator.{k}": v for k, v in grown.items()})
+        _widen_optimizer(ckpt["optimizer_states"][1], names, shapes_old, state, "discriminator",
+                         "discriminator")
+        ckpt["discriminator_config"] = {**config, "channels": list(discriminator_channels)}
     atomic_torch_save(ckpt, out_path)
     return out_path
 
 
+def _channel_list(text: str | None) -> list[int] | None:
+    return None if text is None else [int(c) for c in re.split(r"[,\s]+", text.strip("[] ")) if c]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Widen a StyleGAN2 pretraining checkpoint "
-                                     "without changing the images it draws.")
+                                     "without changing its images or its discriminator's scores.")
     parser.add_argument("checkpoint", help="a StyleGAN2 pretraining checkpoint (last.ckpt)")
     parser.add_argument("out", help="the widened checkpoint to write")
-    parser.add_argument("--channels", required=True,
-                        help="channels per resolution from 4 px, e.g. 256,128,64,32")
+    parser.add_argument("--channels", help="the generator's channels per resolution from 4 px, "
+                        "e.g. 256,128,64,32")
+    parser.add_argument("--d-channels", help="the discriminator's channels per resolution from "
+                        "4 px (the 4 px entry stays), e.g. 64,128,128,64")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new weights")
     args = parser.parse_args()
-    channels = [int(c) for c in re.split(r"[,\s]+", args.channels.strip("[] ")) if c]
-    print(widen_checkpoint(args.checkpoint, args.out, channels, args.seed))
+    try:
+        print(widen_checkpoint(args.checkpoint, args.out, _channel_list(args.channels), args.seed,
+                               _channel_list(args.d_channels)))
+    except (ValueError, FileExistsError) as err:
+        raise SystemExit(f"widen: {err}") from None
 
 
 if __name__ == "__main__":

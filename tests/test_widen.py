@@ -5,8 +5,8 @@ import torch
 from conftest import compose_cfg
 from generators import load_generator
 from generators.pretrain import export_checkpoint
-from generators.stylegan2 import StyleGAN2Generator
-from generators.widen import widen_checkpoint, widen_state
+from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from generators.widen import widen_checkpoint, widen_discriminator_state, widen_state
 from train import train
 
 TINY = dict(resolution=32, style_dim=8, n_mlp=2, channels=[8, 8, 6, 4])
@@ -42,6 +42,26 @@ def test_widening_keeps_the_images_and_lets_new_channels_learn(wide):
     assert grad.abs().sum() > 0
 
 
+def test_widening_the_discriminator_keeps_its_scores_and_lets_new_channels_learn():
+    torch.manual_seed(0)
+    d = StyleGAN2Discriminator(32, TINY["channels"])
+    with torch.no_grad():
+        for name, p in d.named_parameters():
+            if "bias" in name:
+                p.normal_(0, 0.1)
+    wide = [8, 16, 12, 8]
+    big = StyleGAN2Discriminator(32, wide)
+    big.load_state_dict(widen_discriminator_state(d.state_dict(), TINY["channels"], wide,
+                                                  torch.Generator().manual_seed(0)))
+    x = torch.randn(8, 3, 32, 32)
+    assert torch.allclose(big(x), d(x), atol=1e-5)
+    big(x).sum().backward()  # the zero columns reading the new 8 px channels learn at once
+    assert big.convs[3].conv2[1].weight.grad[:, TINY["channels"][1]:].abs().sum() > 0
+    with pytest.raises(ValueError, match="4 px"):  # the minibatch-stddev level must stay
+        widen_discriminator_state(d.state_dict(), TINY["channels"], [16, 16, 12, 8],
+                                  torch.Generator())
+
+
 def test_widening_refuses_to_shrink():
     g = _tiny_trained_like()
     with pytest.raises(ValueError, match="only grow"):
@@ -64,6 +84,28 @@ def test_widened_checkpoint_resumes_training(tmp_path):
                                        "method.module.generator.channels=[16,8,8,4]"], tmp_path))
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 8 and ckpt["generator_config"]["channels"] == [16, 8, 8, 4]
+
+
+def test_widened_discriminator_checkpoint_resumes_training(tmp_path):
+    train(compose_cfg(TINY_STYLEGAN, tmp_path))
+    last = tmp_path / "sg/checkpoints/last.ckpt"
+    with pytest.raises(ValueError, match="nothing to widen"):
+        widen_checkpoint(last, tmp_path / "none.ckpt")
+    wide_ckpt = widen_checkpoint(last, tmp_path / "dwide.ckpt", discriminator_channels=[8, 16, 12, 8])
+    before, after = (torch.load(p, weights_only=True) for p in (last, wide_ckpt))
+    assert after["discriminator_config"]["channels"] == [8, 16, 12, 8]
+    assert after["generator_config"] == before["generator_config"]
+    d_old = StyleGAN2Discriminator(**before["discriminator_config"])
+    d_new = StyleGAN2Discriminator(**after["discriminator_config"])
+    for d, ckpt in ((d_old, before), (d_new, after)):
+        d.load_state_dict({k[len("discriminator."):]: v for k, v in ckpt["state_dict"].items()
+                           if k.startswith("discriminator.")})
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(d_new(x), d_old(x), atol=1e-5)
+    train(compose_cfg(TINY_STYLEGAN + ["method.max_steps=4", f"ckpt_path={wide_ckpt}",
+                                       "method.module.discriminator.channels=[8,16,12,8]"], tmp_path))
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 8 and ckpt["discriminator_config"]["channels"] == [8, 16, 12, 8]
 
 
 def test_widening_a_dcgan_checkpoint_is_refused(tmp_path):
