@@ -265,6 +265,9 @@ class StyleGAN2Generator(Generator):
         z_dim: size of z (NVIDIA networks may differ from ``style_dim``).
         c_dim: number of classes of a conditional network (NVIDIA's class embedding), 0 if none.
         conv_clamp: clamp of the activations (NVIDIA networks: 256), None for none.
+        input_from_w: add a learned linear map of the first layer's w to the 4 x 4 constant
+            input (zero at the start), so each sample can lay out its own 4 x 4 map as a DCGAN
+            does; off in the published networks (see generators/weights/README.md).
         space, truncation_psi, truncation_cutoff, name: the view (see ``Generator``).
     """
 
@@ -275,7 +278,7 @@ class StyleGAN2Generator(Generator):
                  channels: Sequence[int] | None = None, channel_multiplier: int = 2,
                  lr_mlp: float = 0.01, blur_kernel: Sequence[float] = (1, 3, 3, 1),
                  z_dim: int | None = None, c_dim: int = 0, conv_clamp: float | None = None,
-                 space: str = "w", truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                 input_from_w: bool = False, space: str = "w", truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                  name: str = "stylegan2") -> None:
         super().__init__()
         log_size = _log2(resolution)
@@ -296,6 +299,10 @@ class StyleGAN2Generator(Generator):
         if c_dim:
             self.embed = EqualLinear(c_dim, style_dim)
         self.input = ConstantInput(channels[0])
+        self.input_from_w = input_from_w
+        if input_from_w:  # zero at the start: the same network as without it, until it learns
+            self.input_affine = EqualLinear(style_dim, channels[0] * 16)
+            nn.init.zeros_(self.input_affine.weight)
         self.conv1 = StyledConv(channels[0], channels[0], 3, style_dim, blur_kernel=blur_kernel,
                                 clamp=conv_clamp)
         self.to_rgb1 = ToRGB(channels[0], style_dim, upsample=False, clamp=conv_clamp)
@@ -319,7 +326,7 @@ class StyleGAN2Generator(Generator):
         return {"resolution": self.resolution, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
                 "channels": list(self.channels), "lr_mlp": self.lr_mlp,
                 "blur_kernel": list(self.blur_kernel), "z_dim": self.z_dim, "c_dim": self.c_dim,
-                "conv_clamp": self.conv_clamp, "name": self.name}
+                "conv_clamp": self.conv_clamp, "input_from_w": self.input_from_w, "name": self.name}
 
     @property
     def w_dim(self) -> int:
@@ -386,6 +393,8 @@ class StyleGAN2Generator(Generator):
             else:
                 noise = list(self.noises.buffers())
         x = self.input.input.expand(n, -1, -1, -1)
+        if self.input_from_w:
+            x = x + self.input_affine(ws[:, 0]).view(n, -1, 4, 4)
         x = self.conv1(x, ws[:, 0], noise[0])
         if stop_after == 0:
             return x

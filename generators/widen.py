@@ -94,6 +94,10 @@ def widen_state(state: dict[str, torch.Tensor], old: list[int], new: list[int],
             key = "input.input"
             t = state[key]
             out[key] = _grow(t, 1, new[0], torch.randn(_extra_shape(t, 1, new[0]), generator=rng))
+            for name in ("weight", "bias"):  # the w-driven input, if any: new channels' rows zero
+                if f"input_affine.{name}" in state:
+                    rows = state[f"input_affine.{name}"].unflatten(0, (old[0], 16))
+                    out[f"input_affine.{name}"] = _grow(rows, 0, new[0], 0.0).flatten(0, 1)
             continue
         conv = f"{layer}.conv"
         rows = (old[write], new[write]) if write is not None else (3, 3)
@@ -154,54 +158,83 @@ def _widen_moments(moments: dict, shape_old: torch.Size, shape_new: torch.Size) 
     return grown
 
 
-def _widen_optimizer(opt_state: dict, names: list[str], shapes_old: dict, state: dict,
-                     prefix: str, what: str) -> None:
-    """Pad Adam's per-parameter states (in ``names`` order) to the widened shapes in ``state``."""
-    if len(opt_state["state"]) != len(names):
+def _remap_optimizer(opt_state: dict, old_names: list[str], new_names: list[str],
+                     shapes_old: dict, state: dict, prefix: str, what: str) -> None:
+    """Adam's per-parameter states, kept by name from the old network's parameter order to the
+    new one's, padded to the grown shapes in ``state``; a new parameter starts fresh (step 0)."""
+    if len(opt_state["state"]) != len(old_names) or len(opt_state["param_groups"]) != 1:
         raise ValueError(f"the {what}'s optimizer state does not match its parameters")
-    for i, name in enumerate(names):
-        opt_state["state"][i] = _widen_moments(opt_state["state"][i], shapes_old[name],
-                                               state[f"{prefix}.{name}"].shape)
+    by_name = {name: opt_state["state"][i] for i, name in enumerate(old_names)}
+    remapped = {}
+    for i, name in enumerate(new_names):
+        shape = state[f"{prefix}.{name}"].shape
+        if name in by_name:
+            remapped[i] = _widen_moments(by_name[name], shapes_old[name], shape)
+        else:
+            step = next(iter(by_name.values()))["step"]
+            remapped[i] = {"step": torch.zeros_like(step), "exp_avg": torch.zeros(shape),
+                           "exp_avg_sq": torch.zeros(shape)}
+    opt_state["state"] = remapped
+    opt_state["param_groups"][0]["params"] = list(range(len(new_names)))
+
+
+def _parameter_names(network: type, config: dict) -> list[str]:
+    """The parameter order of a network built from ``config``: the order of Adam's states."""
+    return [n for n, _ in network(**{**config, "name": None} if "name" in config else config)
+            .named_parameters()]
 
 
 def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list[int] | None = None,
-                     seed: int = 0, discriminator_channels: list[int] | None = None) -> Path:
+                     seed: int = 0, discriminator_channels: list[int] | None = None,
+                     input_from_w: bool = False) -> Path:
     """A GAN pretraining checkpoint of a StyleGAN2 whose generator is widened to ``channels``
-    and/or whose discriminator is widened to ``discriminator_channels`` (see the module
-    docstring; None leaves that network as it is); the loops and the data stream are unchanged."""
+    and/or given the w-driven input (``input_from_w``, zero at first), and/or whose
+    discriminator is widened to ``discriminator_channels`` (see the module docstring; None
+    leaves that part as it is): the same images and scores. The loops and the data stream are
+    unchanged."""
     out_path = Path(out_path)
     if out_path.exists():
         raise FileExistsError(f"{out_path} exists: choose another output path")
-    if channels is None and discriminator_channels is None:
-        raise ValueError("nothing to widen: give the generator's channels, the discriminator's, or both")
+    if channels is None and discriminator_channels is None and not input_from_w:
+        raise ValueError("nothing to widen: give the generator's channels, the discriminator's, "
+                         "or the w-driven input")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if ckpt.get("architecture") != "stylegan2":
         raise ValueError(f"{ckpt_path} is not a StyleGAN2 pretraining checkpoint "
                          f"(architecture {ckpt.get('architecture')!r})")
     state = ckpt["state_dict"]
-    if channels is not None:
+    if channels is not None or input_from_w:
         config = dict(ckpt["generator_config"])
-        # Parameter order of the old network: the order of Adam's per-parameter states.
-        names = [n for n, _ in StyleGAN2Generator(**{**config, "name": None}).named_parameters()]
-        shapes_old = {n: state[f"generator.{n}"].shape for n in names}
+        old = list(config["channels"])
+        new_config = {**config, "channels": list(channels or old),
+                      "input_from_w": bool(config.get("input_from_w")) or input_from_w}
+        old_names = _parameter_names(StyleGAN2Generator, config)
+        shapes_old = {n: state[f"generator.{n}"].shape for n in old_names}
+        added = {}
+        if new_config["input_from_w"] and not config.get("input_from_w"):
+            fresh = StyleGAN2Generator(**{**config, "input_from_w": True}).input_affine
+            added = {f"input_affine.{k}": v for k, v in fresh.state_dict().items()}  # zeros
         for prefix in ("generator", "ema"):
-            grown = widen_state(submodule_state(state, prefix), list(config["channels"]), channels,
-                                torch.Generator().manual_seed(seed))
-            state.update({f"{prefix}.{k}": v for k, v in grown.items()})
-        _widen_optimizer(ckpt["optimizer_states"][0], names, shapes_old, state, "generator",
-                         "generator")
-        ckpt["generator_config"] = {**config, "channels": list(channels)}
+            sub = {**submodule_state(state, prefix), **added}
+            if channels is not None:
+                sub = widen_state(sub, old, channels, torch.Generator().manual_seed(seed))
+            state.update({f"{prefix}.{k}": v for k, v in sub.items()})
+        _remap_optimizer(ckpt["optimizer_states"][0], old_names,
+                         _parameter_names(StyleGAN2Generator, new_config), shapes_old, state,
+                         "generator", "generator")
+        ckpt["generator_config"] = new_config
     if discriminator_channels is not None:
         config = dict(ckpt["discriminator_config"])
-        names = [n for n, _ in StyleGAN2Discriminator(**config).named_parameters()]
+        names = _parameter_names(StyleGAN2Discriminator, config)
         shapes_old = {n: state[f"discriminator.{n}"].shape for n in names}
         grown = widen_discriminator_state(submodule_state(state, "discriminator"),
                                           list(config["channels"]), discriminator_channels,
                                           torch.Generator().manual_seed(seed + 1))
         state.update({f"discriminator.{k}": v for k, v in grown.items()})
-        _widen_optimizer(ckpt["optimizer_states"][1], names, shapes_old, state, "discriminator",
-                         "discriminator")
         ckpt["discriminator_config"] = {**config, "channels": list(discriminator_channels)}
+        _remap_optimizer(ckpt["optimizer_states"][1], names,
+                         _parameter_names(StyleGAN2Discriminator, ckpt["discriminator_config"]),
+                         shapes_old, state, "discriminator", "discriminator")
     atomic_torch_save(ckpt, out_path)
     return out_path
 
@@ -219,11 +252,13 @@ def main() -> None:
                         "e.g. 256,128,64,32")
     parser.add_argument("--d-channels", help="the discriminator's channels per resolution from "
                         "4 px (the 4 px entry stays), e.g. 64,128,128,64")
+    parser.add_argument("--input-from-w", action="store_true", help="give the generator the "
+                        "w-driven 4 x 4 input (zero at first; see StyleGAN2Generator)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new weights")
     args = parser.parse_args()
     try:
         print(widen_checkpoint(args.checkpoint, args.out, _channel_list(args.channels), args.seed,
-                               _channel_list(args.d_channels)))
+                               _channel_list(args.d_channels), args.input_from_w))
     except (ValueError, FileExistsError) as err:
         raise SystemExit(f"widen: {err}") from None
 

@@ -117,3 +117,30 @@ def test_widening_a_dcgan_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a StyleGAN2"):
         widen_checkpoint(tmp_path / "dc/checkpoints/last.ckpt", tmp_path / "w.ckpt", [16])
     assert not (tmp_path / "w.ckpt").exists()
+
+
+def test_w_driven_input_starts_as_the_same_network_learns_and_survives_widening(tmp_path):
+    train(compose_cfg(TINY_STYLEGAN, tmp_path))
+    last = tmp_path / "sg/checkpoints/last.ckpt"
+    grown = widen_checkpoint(last, tmp_path / "winput.ckpt", input_from_w=True)
+    plain = load_generator(export_checkpoint(last, tmp_path / "plain.pt", samples=False))
+    winput = load_generator(export_checkpoint(grown, tmp_path / "winput.pt", samples=False))
+    assert winput.input_from_w and not plain.input_from_w  # the flag travels in the weights file
+    z = plain.sample(3)
+    assert torch.allclose(winput(z), plain(z), atol=1e-6)
+    # training goes on with the new layer; the optimizer's states follow their parameters
+    train(compose_cfg(TINY_STYLEGAN + ["method.max_steps=4", f"ckpt_path={grown}",
+                                       "+method.module.generator.input_from_w=true"], tmp_path))
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 8 and ckpt["generator_config"]["input_from_w"]
+    assert ckpt["state_dict"]["generator.input_affine.weight"].abs().sum() > 0
+    # and a network with the w-driven input widens with the same images
+    g = StyleGAN2Generator(**TINY, input_from_w=True).eval()
+    with torch.no_grad():
+        g.input_affine.weight.normal_()
+    big = StyleGAN2Generator(**{**TINY, "channels": [16, 8, 8, 4]}, input_from_w=True).eval()
+    big.load_state_dict(widen_state(g.state_dict(), TINY["channels"], [16, 8, 8, 4],
+                                    torch.Generator().manual_seed(0)))
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.allclose(big(z), g(z), atol=1e-5)
