@@ -278,8 +278,8 @@ class StyleGAN2Generator(Generator):
                  channels: Sequence[int] | None = None, channel_multiplier: int = 2,
                  lr_mlp: float = 0.01, blur_kernel: Sequence[float] = (1, 3, 3, 1),
                  z_dim: int | None = None, c_dim: int = 0, conv_clamp: float | None = None,
-                 input_from_w: bool = False, space: str = "w", truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                 name: str = "stylegan2") -> None:
+                 input_from_w: bool = False, space: str = "w", truncation_psi: float = 1.0,
+                 truncation_cutoff: int | None = None, name: str = "stylegan2") -> None:
         super().__init__()
         log_size = _log2(resolution)
         channels = list(channels) if channels is not None else default_channels(resolution, channel_multiplier)

@@ -159,19 +159,19 @@ def _widen_moments(moments: dict, shape_old: torch.Size, shape_new: torch.Size) 
 
 
 def _remap_optimizer(opt_state: dict, old_names: list[str], new_names: list[str],
-                     shapes_old: dict, state: dict, prefix: str, what: str) -> None:
+                     shapes_old: dict, state: dict, prefix: str) -> None:
     """Adam's per-parameter states, kept by name from the old network's parameter order to the
     new one's, padded to the grown shapes in ``state``; a new parameter starts fresh (step 0)."""
     if len(opt_state["state"]) != len(old_names) or len(opt_state["param_groups"]) != 1:
-        raise ValueError(f"the {what}'s optimizer state does not match its parameters")
+        raise ValueError(f"the {prefix}'s optimizer state does not match its parameters")
     by_name = {name: opt_state["state"][i] for i, name in enumerate(old_names)}
+    step = next(iter(by_name.values()))["step"]
     remapped = {}
     for i, name in enumerate(new_names):
         shape = state[f"{prefix}.{name}"].shape
         if name in by_name:
             remapped[i] = _widen_moments(by_name[name], shapes_old[name], shape)
         else:
-            step = next(iter(by_name.values()))["step"]
             remapped[i] = {"step": torch.zeros_like(step), "exp_avg": torch.zeros(shape),
                            "exp_avg_sq": torch.zeros(shape)}
     opt_state["state"] = remapped
@@ -180,8 +180,7 @@ def _remap_optimizer(opt_state: dict, old_names: list[str], new_names: list[str]
 
 def _parameter_names(network: type, config: dict) -> list[str]:
     """The parameter order of a network built from ``config``: the order of Adam's states."""
-    return [n for n, _ in network(**{**config, "name": None} if "name" in config else config)
-            .named_parameters()]
+    return [n for n, _ in network(**config).named_parameters()]
 
 
 def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list[int] | None = None,
@@ -211,9 +210,9 @@ def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list
         old_names = _parameter_names(StyleGAN2Generator, config)
         shapes_old = {n: state[f"generator.{n}"].shape for n in old_names}
         added = {}
-        if new_config["input_from_w"] and not config.get("input_from_w"):
-            fresh = StyleGAN2Generator(**{**config, "input_from_w": True}).input_affine
-            added = {f"input_affine.{k}": v for k, v in fresh.state_dict().items()}  # zeros
+        if new_config["input_from_w"] and not config.get("input_from_w"):  # zero at first
+            size = (old[0] * 16, config["style_dim"])
+            added = {"input_affine.weight": torch.zeros(size), "input_affine.bias": torch.zeros(size[0])}
         for prefix in ("generator", "ema"):
             sub = {**submodule_state(state, prefix), **added}
             if channels is not None:
@@ -221,7 +220,7 @@ def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list
             state.update({f"{prefix}.{k}": v for k, v in sub.items()})
         _remap_optimizer(ckpt["optimizer_states"][0], old_names,
                          _parameter_names(StyleGAN2Generator, new_config), shapes_old, state,
-                         "generator", "generator")
+                         "generator")
         ckpt["generator_config"] = new_config
     if discriminator_channels is not None:
         config = dict(ckpt["discriminator_config"])
@@ -234,7 +233,7 @@ def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list
         ckpt["discriminator_config"] = {**config, "channels": list(discriminator_channels)}
         _remap_optimizer(ckpt["optimizer_states"][1], names,
                          _parameter_names(StyleGAN2Discriminator, ckpt["discriminator_config"]),
-                         shapes_old, state, "discriminator", "discriminator")
+                         shapes_old, state, "discriminator")
     atomic_torch_save(ckpt, out_path)
     return out_path
 
