@@ -50,6 +50,8 @@ class GANPretraining(pl.LightningModule):
         mixing_prob: probability of style mixing in a batch (style-based generators).
         sample_every_n_steps: how often to save and log a grid of EMA samples (fixed latents).
         num_samples: images in that grid.
+        channels_last: train G and D in the channels-last memory format (same results; about
+            15% faster a batch on a CPU for the 32 px StyleGAN2, see bench/pretrain_step.py).
     """
 
     optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
@@ -58,7 +60,7 @@ class GANPretraining(pl.LightningModule):
                  lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, r1_gamma: float = 0.0, r1_every: int = 16,
                  mixing_prob: float = 0.0, sample_every_n_steps: int = 1000,
-                 num_samples: int = 64) -> None:
+                 num_samples: int = 64, channels_last: bool = True) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown GAN loss {loss!r}: use one of {list(LOSSES)}")
@@ -76,6 +78,14 @@ class GANPretraining(pl.LightningModule):
                              torch.randn(num_samples, generator.z_dim,
                                          generator=torch.Generator().manual_seed(PRETRAIN_SAMPLE_SEED)))
 
+    def setup(self, stage: str) -> None:
+        # Before the strategy wraps the networks (DDP) and the optimizers are built; only the
+        # 4-D tensors have the format (the modulated convolutions' 5-D weights stay as they are).
+        if self.hparams.channels_last:
+            for p in (*self.generator.parameters(), *self.discriminator.parameters()):
+                if p.ndim == 4:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
         return (torch.optim.Adam(self.generator.parameters(), self.hparams.lr_g, betas=betas),
@@ -91,6 +101,8 @@ class GANPretraining(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real = batch["images"]
+        if self.hparams.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         rng = torch.Generator().manual_seed(int(batch["seed"]))
         fake = self.generate(real.shape[0], rng).to(real.device)
         hinge = self.hparams.loss == "hinge"
@@ -106,11 +118,13 @@ class GANPretraining(pl.LightningModule):
         self.manual_backward(loss_d)
         opt_d.step()
 
+        self.toggle_optimizer(opt_g)  # D's weights need no gradients in G's step
         d_fake = self.discriminator(fake)
         loss_g = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()
+        self.untoggle_optimizer(opt_g)
         if not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
             raise FloatingPointError(f"GAN loss is not finite at batch {batches_done(self.trainer)} "
                                      f"(D {loss_d.item()}, G {loss_g.item()}); the last good "

@@ -180,7 +180,8 @@ class ModulatedConv2d(nn.Module):
         else:
             x = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
-            demod = torch.rsqrt((weight[None] * s[:, None, :, None, None]).pow(2).sum([2, 3, 4]) + 1e-8)
+            # sum_{in,k} (W s)^2 = s^2 @ (sum_k W^2)^T: one small matmul, no N x out x in x k x k
+            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)
             x = x * demod[:, :, None, None]
         return x
 
@@ -481,8 +482,8 @@ class StyleGAN2Discriminator(nn.Module):
         x = self.convs(images)
         n, c, h, w = x.shape
         group = math.gcd(n, self.stddev_group)  # any batch size works
-        std = x.view(group, -1, 1, c, h, w)
+        std = x.reshape(group, -1, 1, c, h, w)  # (reshape: x may be channels-last)
         std = torch.sqrt(std.var(0, unbiased=False) + 1e-8).mean([2, 3, 4], keepdim=True).squeeze(2)
         x = torch.cat([x, std.repeat(group, 1, h, w)], 1)
-        x = self.final_conv(x).view(n, -1)
+        x = self.final_conv(x).reshape(n, -1)
         return self.final_linear(x).squeeze(1)
