@@ -1,5 +1,14 @@
-"""Where a run stands, read the same way by the data streams and the checkpoint callback."""
+"""Where a run stands, read the same way by the data streams and the checkpoint callback; and
+the gradient step of a module that steps several optimizers per batch under DDP."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 def batches_done(trainer) -> int:
@@ -12,3 +21,28 @@ def batches_done(trainer) -> int:
         return 0
     per_batch = getattr(trainer.lightning_module, "optimizer_steps_per_batch", 1)
     return int(trainer.global_step) // per_batch
+
+
+def averaged_backward(module, loss: torch.Tensor, params: Iterable[torch.nn.Parameter]) -> None:
+    """``module.manual_backward(loss)``, then the gradients of ``params`` averaged over the
+    processes (one all-reduce). For a module whose backward passes each reach only part of its
+    weights (a GAN: D's step leaves G without gradients, G's step leaves D without): DDP's own
+    hooks expect every weight in every backward and stop such a run. Here they are switched off
+    (``no_sync``) and the weights the step updates are averaged explicitly. On one process it is
+    a plain backward."""
+    params = list(params)
+    model = module.trainer.strategy.model
+    quiet = model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+    with quiet:
+        module.manual_backward(loss)
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    for p in params:  # a weight the loss did not reach counts as a zero gradient on that rank
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        grad.copy_(mean)

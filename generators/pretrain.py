@@ -29,7 +29,7 @@ from common.images import log_image, save_grid
 from common.io import atomic_torch_save
 from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.preemption import stopped_by_signal
-from common.training import batches_done
+from common.training import averaged_backward, batches_done
 from generators import load_generator
 from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
@@ -115,14 +115,14 @@ class GANPretraining(pl.LightningModule):
         if self.hparams.r1_gamma and done % self.hparams.r1_every == 0:
             loss_d = loss_d + self.r1_penalty(real)
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
+        averaged_backward(self, loss_d, self.discriminator.parameters())
         opt_d.step()
 
         self.toggle_optimizer(opt_g)  # D's weights need no gradients in G's step
         d_fake = self.discriminator(fake)
         loss_g = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
+        averaged_backward(self, loss_g, self.generator.parameters())
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         if not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
