@@ -8,7 +8,6 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 def batches_done(trainer) -> int:
@@ -41,8 +40,8 @@ def averaged_backward(module, loss: torch.Tensor, params: Iterable[torch.nn.Para
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params]
-    flat = _flatten_dense_tensors(grads)
+    flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads)):
-        grad.copy_(mean)
+    for grad, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(mean.view(grad.shape))

@@ -51,7 +51,7 @@ class GANPretraining(pl.LightningModule):
         sample_every_n_steps: how often to save and log a grid of EMA samples (fixed latents).
         num_samples: images in that grid.
         channels_last: train G and D in the channels-last memory format (same results; about
-            15% faster a batch on a CPU for the 32 px StyleGAN2, see bench/pretrain_step.py).
+            17% faster a batch on a CPU for the 32 px StyleGAN2, see bench/pretrain_step.py).
     """
 
     optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
