@@ -215,6 +215,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     directions = run_dir / "directions.pt"
     trainer.strategy.barrier("directions_written")  # rank 0 wrote them at the end of fit
     if evaluate_at_end and directions.is_file():
+        # Lightning's teardown left the generator on the CPU: evaluate on the run's device.
+        parts["generator"].to(trainer.strategy.root_device)
         report = run_evaluation(evaluation, directions, parts["generator"], parts["loggers"],
                                 prepared=prepared)
         metrics.update({f"eval/{k}": v for k, v in report["results"][report["label"]]["metrics"].items()})

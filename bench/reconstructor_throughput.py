@@ -214,7 +214,7 @@ def trainer_step_times(cfg: DictConfig, steps: int, warmup: int,
     parts = train_script.instantiate_all(cfg)
     # The end of fit (final RCA, traversal grid, directions file) comes after the timed steps
     # and is no part of a step: skipped, as it takes minutes with a 256 px generator.
-    parts["module"].on_fit_end = lambda: None
+    parts["module"].on_train_end = lambda: None
     # train.train takes no extra callbacks, so the Trainer is built here the same way, plus
     # the timer; the rest of train.train (config and metrics files) is outside the steps.
     timer = StepTimer(warmup, between)

@@ -66,6 +66,14 @@ class Generator(nn.Module):
         self.regressor_spec: dict[str, Any] | None = None
         self.space, self.truncation_psi, self.truncation_cutoff = "z", 1.0, None
 
+    def _apply(self, fn, recurse: bool = True):
+        # The discriminator stays out of the module tree (no part of the generator's state, and
+        # never trained with it) but goes where the generator goes: .to(device), .cuda(), .double().
+        super()._apply(fn, recurse)
+        if self.discriminator is not None:
+            self.discriminator._apply(fn, recurse)
+        return self
+
     # ---- the view: space and truncation --------------------------------------------------
     @property
     def style_based(self) -> bool:

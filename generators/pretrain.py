@@ -187,7 +187,7 @@ class GANPretraining(pl.LightningModule):
         checkpoint["generator_config"] = self.ema.config()
         checkpoint["discriminator_config"] = self.discriminator.config()
 
-    def on_fit_end(self) -> None:
+    def on_train_end(self) -> None:
         if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
             return
         if self.trainer.global_rank == 0:

@@ -167,7 +167,11 @@ class FrozenGeneratorModule(pl.LightningModule):
         }
         return Directions(self.directions, meta)
 
-    def on_fit_end(self) -> None:
+    def on_train_end(self) -> None:
+        # The end of training, not on_fit_end: here the module is still on its device and every
+        # process is still there. Lightning's strategy teardown, before on_fit_end, moves the
+        # module to the CPU: the final evaluation would run there, and its reductions of CPU
+        # tensors fail under NCCL (measured on one H100: trainer=ddp crashed in the final RCA).
         if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
             return
         self.final_metrics.update(self.final_evaluation())

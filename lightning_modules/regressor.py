@@ -97,7 +97,7 @@ class RegressorTraining(pl.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
 
     @torch.no_grad()
-    def on_fit_end(self) -> None:
+    def on_train_end(self) -> None:
         """Held-out scores (every process scores its share; the metric sums them) and export."""
         if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -208,3 +209,32 @@ def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
         with pytest.raises(edit.EditSetupError, match=message):
             edit.edit(_edit_cfg(run, override, *extra))
     assert not (run / "edits" / "ok_inversion.json").exists()
+
+
+@pytest.mark.parametrize("method", ["voynov", "sefa"])
+def test_the_end_of_training_comes_before_the_strategy_teardown(tmp_path, monkeypatch, method):
+    """Lightning's strategy teardown moves the module to the CPU before on_fit_end. The final
+    evaluation and the export come before it, on the run's device with every process still
+    there (on a GPU, under NCCL, a reduction of CPU tensors fails), and the evaluation after
+    fit puts the generator back on the run's device."""
+    from pytorch_lightning.strategies import SingleDeviceStrategy
+
+    from conftest import TINY, compose_cfg
+
+    seen = {}
+    teardown = SingleDeviceStrategy.teardown
+
+    def recording_teardown(self):
+        module = self.lightning_module
+        seen["directions"] = (Path(module.trainer.default_root_dir) / "directions.pt").is_file()
+        seen["metrics"] = dict(module.final_metrics)
+        teardown(self)
+
+    monkeypatch.setattr(SingleDeviceStrategy, "teardown", recording_teardown)
+    tiny = TINY if method == "voynov" else [
+        *(t for t in TINY if not t.startswith(("method.max_steps", "method.module.traversal.every"))),
+        "method.module.method.num_directions=4"]
+    metrics = train.train(compose_cfg([f"method={method}", "run_name=end", *tiny, *EVAL_TINY], tmp_path))
+    assert seen["directions"], "the directions were written after the teardown"
+    assert seen["metrics"], "the final metrics were computed after the teardown"
+    assert "eval/rca" in metrics

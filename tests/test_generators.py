@@ -46,6 +46,17 @@ def test_resolution_64_and_discriminator():
         DCGANGenerator(resolution=48)
 
 
+def test_the_discriminator_goes_where_the_generator_goes():
+    # Kept out of the module tree (not in the generator's state), it still follows .to():
+    # the evaluation on a GPU scores the images with it there (measured: it stayed on the CPU).
+    g = load_generator("dcgan_shapes32.pt")
+    assert not any(k.startswith("discriminator") for k in g.state_dict())
+    g.to(torch.float64)
+    assert {p.dtype for p in g.discriminator.parameters()} == {torch.float64}
+    x = g(g.sample(2, generator=torch.Generator().manual_seed(0)).double())
+    assert x.dtype == torch.float64 and g.discriminator(x).dtype == torch.float64
+
+
 def test_wrong_latent_size_is_refused(tiny):
     with pytest.raises(ValueError, match="N x 8"):
         tiny(torch.randn(2, 9))

@@ -14,7 +14,7 @@ How a run goes:
    processes and ``solve`` runs once, on every process (it is deterministic). The result is kept
    in the callback's state, so the checkpoint holds it: a resumed run does not recompute it, and
    a run killed half way resumes its accumulation from the checkpoint.
-4. The carrier's ``on_fit_end`` (shared with every method) draws the traversal grid and writes
+4. The carrier's ``on_train_end`` (shared with every method) draws the traversal grid and writes
    ``directions.pt``; train.py then runs the same evaluation as for every method.
 
 DDP refuses a module with no trainable parameter, so the carrier has one placeholder scalar
@@ -245,7 +245,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
         opt.step()
         self.log("fit_free/samples", float(min(self.method.seen, self.method.samples)),
                  prog_bar=True, batch_size=batch["latent"].shape[0])
-        if solved:  # on_fit_end adds the metrics to the artifact
+        if solved:  # on_train_end adds the metrics to the artifact
             self.directions = self.method.directions()
             for logger in self.loggers:
                 logger.log_metrics({f"{self.method_name}/{k}": v
@@ -253,7 +253,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
                                    step=batches_done(self.trainer))
             self.trainer.should_stop = True
 
-    def on_fit_end(self) -> None:
+    def on_train_end(self) -> None:
         if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
             return
         if self.method.result is None:  # method.max_steps cut it short: nothing to export yet
@@ -263,7 +263,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
                         self.method.samples)
             return
         self.final_metrics.update(self.method.result["metrics"])
-        super().on_fit_end()
+        super().on_train_end()
         values = getattr(self.directions, "values", None)
         if self.trainer.global_rank == 0 and values is not None:
             path = save_line_plot(Path(self.trainer.default_root_dir) / "values.png",
