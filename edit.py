@@ -183,7 +183,8 @@ def edit(cfg: DictConfig) -> Path:
     try:
         directions = Directions.load(path)
         generator = load_run_generator(path, cfg.generator, cfg.generator_from_run,
-                                       recorded=directions.meta.get("generator_source"))
+                                       recorded=directions.meta.get("generator_source"),
+                                       device=cfg.get("device"))
         directions.check_generator(generator, source=str(path))
         directions.to(generator.device)
         if cfg.alphas == "auto":  # the range the directions were trained on

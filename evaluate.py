@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from common.loggers import finish_wandb
-from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
+from common.runs import exit_on_setup_error, load_run_generator, register_resolvers, resolve_device
 from lightning_modules.directions import Directions
 from lightning_modules.evaluation import EvaluationSetupError, run_evaluation
 
@@ -33,10 +33,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise EvaluationSetupError(f"directions file not found: {path} (a run writes "
                                    "outputs/<run_name>/directions.pt at the end of training)")
     try:
+        device = resolve_device(cfg.get("device"))
         recorded = Directions.load(path).meta.get("generator_source")
     except ValueError as err:
         raise EvaluationSetupError(str(err)) from err
-    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded)
+    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded, device)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     try:
         return run_evaluation(cfg.evaluation, path, generator, loggers)

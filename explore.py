@@ -41,7 +41,8 @@ def explore(cfg: DictConfig) -> None:
                                 "side by side")
     if isinstance(cfg.port, bool) or not isinstance(cfg.port, int) or not 0 <= cfg.port <= 65535:
         raise ExploreSetupError(f"port={cfg.port}: give a port in 1..65535 (0: a free one)")
-    explorer = Explorer.open(paths, cfg.generator, cfg.generator_from_run, cfg.default_alpha_range)
+    explorer = Explorer.open(paths, cfg.generator, cfg.generator_from_run, cfg.default_alpha_range,
+                             cfg.get("device"))
     # the web stack after the files: a mistake in them is reported without loading it
     from explorer.app import ExplorerApp, RequestError, make_server
 

@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,18 +27,39 @@ def run_method_name(run_dir: str | Path) -> str | None:
     return config.get("method", {}).get("name") if config is not None else None
 
 
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """The device a script works on: ``auto`` (or None) the first CUDA GPU when one is visible,
+    else the CPU; or a name such as ``cpu``, ``cuda``, ``cuda:1``. A ValueError names what to
+    pass instead (before any work)."""
+    if spec is None or str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(spec))
+    except RuntimeError:
+        raise ValueError(f"device={spec}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"device={spec}: {count} CUDA GPU(s) visible here; use device=auto "
+                             "or device=cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"device={spec}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
 def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, from_run: bool = True,
-                       recorded: dict | None = None):
+                       recorded: dict | None = None, device: str | torch.device | None = "cpu"):
     """The generator a directions file was made with: its run's config.yaml, else the build
     config the file records (``recorded``: its ``generator_source``), else ``generator_cfg``
-    (also when ``from_run`` is false)."""
+    (also when ``from_run`` is false); on ``device`` (see ``resolve_device``)."""
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     if from_run:
         config = run_config(Path(directions_path).parent)
         if config is not None and "generator" in config:
             generator_cfg = config.generator
         elif recorded:
             generator_cfg = OmegaConf.create(recorded)
-    return instantiate(generator_cfg)
+    return instantiate(generator_cfg).to(device)
 
 
 # What Hydra itself writes into a run directory before the job starts.

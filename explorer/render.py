@@ -88,7 +88,7 @@ class Explorer:
 
     @classmethod
     def open(cls, paths: Sequence[str | Path], generator_cfg, from_run: bool = True,
-             default_alpha_range: float | None = None) -> "Explorer":
+             default_alpha_range: float | None = None, device: str | None = "cpu") -> "Explorer":
         """Load ``paths`` and the generator the first one records; every file must be made
         for that generator. Any mistake is an ``ExploreSetupError`` naming the file."""
         paths = [Path(p) for p in paths]
@@ -101,7 +101,8 @@ class Explorer:
                 directions = Directions.load(path)
                 if generator is None:
                     generator = load_run_generator(path, generator_cfg, from_run,
-                                                   recorded=directions.meta.get("generator_source"))
+                                                   recorded=directions.meta.get("generator_source"),
+                                                   device=device)
                 # the generator comes from the first file; the others must match it
                 where = str(path) if path == paths[0] else \
                     f"{path} (shown with the generator of {paths[0]})"

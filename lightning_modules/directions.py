@@ -24,6 +24,7 @@ latent along its own class's direction (``num_directions`` counts the directions
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import operator
 import os
@@ -744,7 +745,7 @@ def _module_device(module, fallback) -> torch.device:
     device = getattr(module, "device", None)
     if isinstance(device, torch.device):
         return device
-    for tensor in module.parameters():
+    for tensor in itertools.chain(module.parameters(), module.buffers()):  # a basis: buffers only
         return tensor.device
     return fallback
 

@@ -390,3 +390,15 @@ def test_baseline_sets_are_fixed_and_keep_layers():
     assert torch.equal(baseline_set("id", 6, 4).vectors(), torch.eye(6)[:4])
     with pytest.raises(ValueError, match="unknown baseline 'linear'"):
         baseline_set("linear", 6, 4)
+
+
+def test_a_buffer_only_set_reports_where_its_buffers_are():
+    # A closed-form basis has buffers, no parameters: rendering asks where it lives, and the
+    # answer must be its buffers' device, not the latents' (on a GPU run the indexing of a CPU
+    # buffer with CUDA indices fails).
+    from lightning_modules.directions import _module_device
+
+    basis = BasisDirections.of(torch.eye(4)[:2])
+    assert not list(basis.parameters())
+    assert _module_device(basis, torch.device("meta")) == torch.device("cpu")
+    assert _module_device(torch.nn.Module(), torch.device("meta")) == torch.device("meta")

@@ -132,6 +132,11 @@ def test_bad_input_gets_clear_errors(voynov_run, tmp_path, monkeypatch):
     other.save(tmp_path / "smile.pt")
     with pytest.raises(evaluate.EvaluationSetupError, match=r"factors \['smile'\].*evaluation.factors=null"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", f"evaluation.regressor={tmp_path}/smile.pt"))
+    # A device this machine does not have (no machine has 100 GPUs), or no device at all.
+    with pytest.raises(evaluate.EvaluationSetupError, match=r"device=cuda:99: \d+ CUDA GPU\(s\) visible"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", "device=cuda:99"))
+    with pytest.raises(evaluate.EvaluationSetupError, match="device=tpu0: not a device"):
+        evaluate.evaluate(eval_cfg(run / "directions.pt", "device=tpu0"))
     # Missing files.
     with pytest.raises(evaluate.EvaluationSetupError, match="directions file not found"):
         evaluate.evaluate(eval_cfg(tmp_path / "nothing.pt"))
@@ -200,7 +205,8 @@ def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
            (f"image={tmp_path}/missing.png", "no such file"),
            (f"image={tmp_path}/folder.png", "it is a directory"),
            ("inversion.loss=l3", "unknown image distance"),
-           ("inversion.steps=0", "inversion.steps")]
+           ("inversion.steps=0", "inversion.steps"),
+           ("device=cuda:99", "CUDA GPU")]
     for override, message in bad:
         extra = [] if override.startswith("image=") else [f"image={tmp_path}/big.png"]
         if override.startswith("inversion.loss"):
@@ -238,3 +244,22 @@ def test_the_end_of_training_comes_before_the_strategy_teardown(tmp_path, monkey
     assert seen["directions"], "the directions were written after the teardown"
     assert seen["metrics"], "the final metrics were computed after the teardown"
     assert "eval/rca" in metrics
+
+
+def test_the_scripts_device_auto_is_a_gpu_when_there_is_one(voynov_run, tmp_path, monkeypatch):
+    """evaluate.py, edit.py and explore.py: device=auto puts the generator on the first CUDA GPU
+    when one is visible, else on the CPU; device=cpu keeps it there."""
+    import edit
+    from common.runs import resolve_device
+
+    _, run, _ = voynov_run
+    expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == resolve_device(None) == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    seen, images = [], edit._images
+    monkeypatch.setattr(edit, "_images", lambda cfg, generator, classes: (
+        seen.append(generator.device), images(cfg, generator, classes))[1])
+    for name, device in (("a", []), ("b", ["device=cpu"])):
+        edit.edit(_edit_cfg(run, "direction=0", "alphas=[0,1]", "seeds=[0]", f"out={tmp_path}/{name}.png",
+                            *device))
+    assert [d.type for d in seen] == [expected.type, "cpu"]

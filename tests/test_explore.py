@@ -231,6 +231,8 @@ def test_open_refuses_files_of_another_generator(files):
         Explorer.open([files["linear"], files["other"]], generator_cfg=None)
     with pytest.raises(ExploreSetupError, match="directions file not found"):
         Explorer.open([files["linear"].parent / "missing.pt"], generator_cfg=None)
+    with pytest.raises(ExploreSetupError, match="device=cuda:99"):
+        Explorer.open([files["linear"]], generator_cfg=None, device="cuda:99")
 
 
 def test_explore_refuses_bad_input_with_one_line_and_status_2(files, tmp_path, caplog, monkeypatch):

@@ -234,7 +234,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
     def on_fit_start(self) -> None:
         self.method.start(self)
         if self.method.result is not None:
-            self.directions = self.method.directions()
+            self.directions = self.method.directions().to(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         with torch.no_grad():
@@ -246,7 +246,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
         self.log("fit_free/samples", float(min(self.method.seen, self.method.samples)),
                  prog_bar=True, batch_size=batch["latent"].shape[0])
         if solved:  # on_train_end adds the metrics to the artifact
-            self.directions = self.method.directions()
+            self.directions = self.method.directions().to(self.device)
             for logger in self.loggers:
                 logger.log_metrics({f"{self.method_name}/{k}": v
                                     for k, v in self.method.result["metrics"].items()},
