@@ -27,6 +27,19 @@ def find_evaluations(paths: list[str]) -> list[Path]:
     return sorted(set(found))
 
 
+def generator_view(identity: dict) -> str:
+    """The generator's name, with its space and truncation where they are not the defaults
+    (z, psi 1): ``stylegan2_shapes32``, ``stylegan2_shapes32 w``, ``ffhq w+ psi 0.7``."""
+    parts = [identity["name"]]
+    if identity.get("space", "z") != "z":
+        parts.append(identity["space"])
+    truncation = identity.get("truncation") or {}
+    if truncation.get("psi", 1.0) != 1.0:
+        parts.append(f"psi {truncation['psi']:g}" + (f" to layer {truncation['cutoff']}"
+                                                     if truncation.get("cutoff") is not None else ""))
+    return " ".join(parts)
+
+
 def leaderboard(files: list[Path]) -> str:
     """One markdown table per distinct evaluation setting."""
     groups: dict[str, list[dict]] = {}
@@ -40,14 +53,17 @@ def leaderboard(files: list[Path]) -> str:
         rows, baselines = [], {}
         num_factors = None
         for r in sorted(reports, key=lambda r: (r["generator"]["name"], r["label"], r["run_name"])):
-            gen = r["generator"]["name"]
+            gen = generator_view(r["generator"])
             learned = r["results"][r["label"]]
             num_factors = learned.get("num_factors", num_factors)
             rows.append((f"{r['label']} ({r['run_name']}, {gen})", learned["metrics"]))
+            # A baseline is shared by the runs on the same generator, identity whole: the Z and
+            # W views of one checkpoint (or two truncations) have baselines of their own.
+            identity = json.dumps(r["generator"], sort_keys=True)
             for name, result in r["results"].items():
                 if name != r["label"]:
                     count = len(result["effect_matrix"])
-                    baselines.setdefault((gen, r["generator"]["sha256"], name, count),
+                    baselines.setdefault((identity, name, count),
                                          (f"{name} baseline ({gen}, K={count})", result["metrics"]))
         rows += list(baselines.values())
         settings = reports[0]["settings"]

@@ -263,3 +263,21 @@ def test_the_scripts_device_auto_is_a_gpu_when_there_is_one(voynov_run, tmp_path
         edit.edit(_edit_cfg(run, "direction=0", "alphas=[0,1]", "seeds=[0]", f"out={tmp_path}/{name}.png",
                             *device))
     assert [d.type for d in seen] == [expected.type, "cpu"]
+
+
+def test_the_leaderboard_keeps_the_baselines_of_each_generator_view(voynov_run, tmp_path):
+    """The Z and W views of one checkpoint are different generators: each keeps its own
+    baselines in the table (they were merged under the checkpoint's name), and rows name the
+    view where it is not the default."""
+    _, run, _ = voynov_run
+    report = json.loads((run / "evaluation.json").read_text())
+    for space, psi in (("z", 1.0), ("w", 1.0), ("w", 0.7)):
+        name = f"{space}{psi:g}"
+        (tmp_path / name).mkdir()
+        view = dict(report, run_name=name,
+                    generator=dict(report["generator"], space=space, truncation={"psi": psi, "cutoff": None}))
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(view))
+    board = leaderboard.leaderboard(sorted(tmp_path.glob("*/evaluation.json")))
+    for gen in ("dcgan_random", "dcgan_random w", "dcgan_random w psi 0.7"):
+        assert f"random baseline ({gen}, K=16) |" in board
+    assert "voynov (w1, dcgan_random w)" in board and "voynov (z1, dcgan_random)" in board
