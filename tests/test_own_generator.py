@@ -44,6 +44,14 @@ class Net(nn.Module):
         return self.forward(z)
 
 
+class BatchRounding(Net):
+    """A network whose images change in their last bits with the batch size, as a BLAS kernel
+    chosen by batch size does on some CPUs (a class it ignores must still be found out)."""
+
+    def forward(self, z, y=None):
+        return super().forward(z, y) + 1e-6 * z.shape[0]
+
+
 def wrap(net: nn.Module | None = None, **kwargs) -> ModuleGenerator:
     kwargs = {"latent_dim": 4, "resolution": 8, **kwargs}
     return ModuleGenerator(net if net is not None else Net(), **kwargs)
@@ -97,7 +105,10 @@ def test_the_example_without_its_pythonpath_is_one_clear_line(tmp_path):
     (Net(latent=6), {}, "is latent_dim (4) the size the network reads"),
     (Net(conditional=True), {}, "a conditional network needs num_classes"),
     (Net(conditional=True, ignore_y=True), {"num_classes": 3}, "the class changes nothing"),
-], ids=["shape", "grey", "0-255", "0-1", "range", "noise", "latent", "classes", "ignores-y"])
+    (BatchRounding(conditional=True, ignore_y=True), {"num_classes": 3},
+     "the class changes nothing"),
+], ids=["shape", "grey", "0-255", "0-1", "range", "noise", "latent", "classes", "ignores-y",
+        "ignores-y-rounding"])
 def test_each_broken_generator_is_refused_with_its_fix(net, kwargs, message):
     with pytest.raises(GeneratorCheckError, match="fails the start-up check") as info:
         wrap(net, **kwargs)
