@@ -176,13 +176,14 @@ class FitFreeMethod(pl.Callback):
         return [{k: v.to(module.device) for k, v in batch.items()}
                 for batch in datamodule.val_dataloader()]
 
-    def directions(self) -> DirectionSet:
-        """The solved DirectionSet, rebuilt from the result (also after a resume)."""
+    def directions(self, device: torch.device | str | None = None) -> DirectionSet:
+        """The solved DirectionSet, rebuilt from the result (also after a resume), on
+        ``device`` (the module's, for grids and metrics; the result itself stays on the CPU)."""
         if self.result is None:
             raise RuntimeError(f"{self.method_name} has not solved yet")
         made = PARAMETRISATIONS[self.result["kind"]](**self.result["config"])
         made.load_state_dict(self.result["state_dict"])
-        return made
+        return made if device is None else made.to(device)
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -234,7 +235,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
     def on_fit_start(self) -> None:
         self.method.start(self)
         if self.method.result is not None:
-            self.directions = self.method.directions().to(self.device)
+            self.directions = self.method.directions(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         with torch.no_grad():
@@ -246,7 +247,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
         self.log("fit_free/samples", float(min(self.method.seen, self.method.samples)),
                  prog_bar=True, batch_size=batch["latent"].shape[0])
         if solved:  # on_train_end adds the metrics to the artifact
-            self.directions = self.method.directions().to(self.device)
+            self.directions = self.method.directions(self.device)
             for logger in self.loggers:
                 logger.log_metrics({f"{self.method_name}/{k}": v
                                     for k, v in self.method.result["metrics"].items()},

@@ -233,7 +233,7 @@ class LowRankGAN(FitFreeMethod):
         batches = self.held_out_batches(module)
         if not batches:
             return
-        directions = self.directions().to(module.device)
+        directions = self.directions(module.device)
         alpha = self.alpha_range or 1.0
         sums = torch.zeros(directions.num_directions, 2, dtype=torch.float64, device=module.device)
         size = self.jacobian_size
