@@ -89,10 +89,15 @@ def baseline_directions(name: str, directions: Directions, seed: int,
     return Directions(fixed, {"method": name, "alpha_range": alpha_range})
 
 
-def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor | None, count: int,
-               settings: EvaluationSettings) -> str:
+def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor | None,
+               fixed: Directions, settings: EvaluationSettings) -> str:
+    """What a cached baseline result belongs to: the generator's whole identity, the regressor,
+    the settings, and the set itself (its count and the W+ layers it moves: a baseline on the
+    middle layers is another set than one on every layer)."""
+    count, layers = fixed.num_directions, fixed.layers
     blob = json.dumps({"baseline": name, "version": REPORT_VERSION,
                        "generator": generator.identity(), "count": count,
+                       "layers": list(layers) if layers is not None else None,
                        "regressor": regressor.sha256 if regressor is not None else None,
                        "settings": settings.to_dict()}, sort_keys=True)
     return f"{name}-{(generator.sha256 or 'nohash')[:12]}-k{count}-" + \
@@ -157,7 +162,7 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     keys: dict[str, str] = {}
     for name in cfg.baselines or []:
         fixed = baseline_directions(name, directions, settings.seed, alpha_range).to(generator.device)
-        keys[name] = _cache_key(name, generator, regressor, fixed.num_directions, settings)
+        keys[name] = _cache_key(name, generator, regressor, fixed, settings)
         cache_file = cache_dir / f"{keys[name]}.json"
         if cache_file.is_file():
             cached[name] = json.loads(cache_file.read_text())

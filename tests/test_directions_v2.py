@@ -402,3 +402,22 @@ def test_a_buffer_only_set_reports_where_its_buffers_are():
     assert not list(basis.parameters())
     assert _module_device(basis, torch.device("meta")) == torch.device("cpu")
     assert _module_device(torch.nn.Module(), torch.device("meta")) == torch.device("meta")
+
+
+def test_a_cached_baseline_belongs_to_the_layers_it_moves(wplus):
+    """The baseline cache: random directions on the middle layers of W+ are another set than
+    random directions on every layer (the key once left the layers out, and a layer-range run
+    read the every-layer baseline)."""
+    from lightning_modules.directions import baseline_set
+    from lightning_modules.evaluation import _cache_key, baseline_directions
+    from metrics.evaluation import EvaluationSettings
+
+    def key(layers):
+        learned = Directions(baseline_set("random", 8, 3, init_seed=5, layers=layers),
+                             {"alpha_range": 3.0})
+        fixed = baseline_directions("random", learned, 0, 3.0)
+        assert fixed.layers == layers
+        return _cache_key("random", wplus, None, fixed, EvaluationSettings())
+
+    assert key(None) == key(None) and key([1, 2]) == key([1, 2])
+    assert len({key(None), key([1, 2]), key([0, 1])}) == 3
