@@ -40,6 +40,15 @@ def generator_view(identity: dict) -> str:
     return " ".join(parts)
 
 
+def layers_view(layers: list[int] | None) -> str:
+    """`` layers 3-7`` for the W+ layers a report's directions and baselines move; "" for all."""
+    if not layers:
+        return ""
+    run = layers == list(range(layers[0], layers[-1] + 1))
+    return f" layers {layers[0]}-{layers[-1]}" if run and len(layers) > 1 else \
+        " layers " + ",".join(map(str, layers))
+
+
 def leaderboard(files: list[Path]) -> str:
     """One markdown table per distinct evaluation setting."""
     groups: dict[str, list[dict]] = {}
@@ -53,13 +62,14 @@ def leaderboard(files: list[Path]) -> str:
         rows, baselines = [], {}
         num_factors = None
         for r in sorted(reports, key=lambda r: (r["generator"]["name"], r["label"], r["run_name"])):
-            gen = generator_view(r["generator"])
+            gen = generator_view(r["generator"]) + layers_view(r.get("layers"))
             learned = r["results"][r["label"]]
             num_factors = learned.get("num_factors", num_factors)
             rows.append((f"{r['label']} ({r['run_name']}, {gen})", learned["metrics"]))
-            # A baseline is shared by the runs on the same generator, identity whole: the Z and
-            # W views of one checkpoint (or two truncations) have baselines of their own.
-            identity = json.dumps(r["generator"], sort_keys=True)
+            # A baseline is shared by the runs on the same generator, identity whole, and the
+            # same W+ layers: the Z and W views of one checkpoint (or two truncations, or two
+            # layer ranges) have baselines of their own.
+            identity = json.dumps([r["generator"], r.get("layers")], sort_keys=True)
             for name, result in r["results"].items():
                 if name != r["label"]:
                     count = len(result["effect_matrix"])

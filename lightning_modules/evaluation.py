@@ -94,10 +94,9 @@ def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor | 
     """What a cached baseline result belongs to: the generator's whole identity, the regressor,
     the settings, and the set itself (its count and the W+ layers it moves: a baseline on the
     middle layers is another set than one on every layer)."""
-    count, layers = fixed.num_directions, fixed.layers
+    count = fixed.num_directions
     blob = json.dumps({"baseline": name, "version": REPORT_VERSION,
-                       "generator": generator.identity(), "count": count,
-                       "layers": list(layers) if layers is not None else None,
+                       "generator": generator.identity(), "count": count, "layers": fixed.layers,
                        "regressor": regressor.sha256 if regressor is not None else None,
                        "settings": settings.to_dict()}, sort_keys=True)
     return f"{name}-{(generator.sha256 or 'nohash')[:12]}-k{count}-" + \
@@ -191,7 +190,8 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
               "regressor": ({"path": str(regressor.path), "sha256": regressor.sha256}
                             if regressor is not None else {"path": None, "note": NO_REGRESSOR}),
               "alpha_range": {"value": alpha_range, "source": alpha_source},
-              "settings": settings.to_dict(), "label": label, "order": order, "results": results,
+              "settings": settings.to_dict(), "layers": directions.layers, "label": label,
+              "order": order, "results": results,
               "direction_classes": directions.meta.get("direction_classes"), "table": table}
     if per_class is not None:
         report["per_class"] = per_class

@@ -281,3 +281,20 @@ def test_the_leaderboard_keeps_the_baselines_of_each_generator_view(voynov_run, 
     for gen in ("dcgan_random", "dcgan_random w", "dcgan_random w psi 0.7"):
         assert f"random baseline ({gen}, K=16) |" in board
     assert "voynov (w1, dcgan_random w)" in board and "voynov (z1, dcgan_random)" in board
+
+
+def test_the_leaderboard_keeps_the_baselines_of_each_layer_range(voynov_run, tmp_path):
+    """Baselines on the middle layers of W+ are other sets than on every layer: both stay in
+    the table, named by their layers (reports before the field have none: every layer)."""
+    _, run, _ = voynov_run
+    report = json.loads((run / "evaluation.json").read_text())
+    assert report["layers"] is None  # the tiny run moves the whole latent
+    generator = dict(report["generator"], space="w+")
+    for name, layers in (("every", None), ("middle", [3, 4, 5, 6, 7]), ("some", [0, 2])):
+        (tmp_path / name).mkdir()
+        view = dict(report, run_name=name, generator=generator, layers=layers)
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(view))
+    board = leaderboard.leaderboard(sorted(tmp_path.glob("*/evaluation.json")))
+    for gen in ("dcgan_random w+", "dcgan_random w+ layers 3-7", "dcgan_random w+ layers 0,2"):
+        assert f"random baseline ({gen}, K=16) |" in board
+    assert "voynov (middle, dcgan_random w+ layers 3-7)" in board
