@@ -22,15 +22,18 @@ seed x class); a latents file or an image needs ``classes=`` there. Class-depend
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from common.checks import integer, integers, number, numbers
 from common.images import read_image, save_grid
 from common.io import atomic_write, atomic_write_json
-from common.runs import exit_on_setup_error, load_run_generator, register_resolvers
+from common.runs import check_command_line, exit_on_setup_error, register_resolvers
+from generators.recorded import load_run_generator
 from lightning_modules.directions import Directions
 
 log = logging.getLogger("edit")
@@ -39,6 +42,9 @@ register_resolvers()
 
 class EditSetupError(ValueError):
     """A mistake in what was asked for, found before any image is made."""
+
+
+MAX_SEED = 2 ** 63 - 1  # what torch.Generator.manual_seed takes as a seed
 
 
 def _indices(value, count: int) -> list[int]:
@@ -72,6 +78,37 @@ def _classes(cfg: DictConfig, generator, directions: Directions) -> list[int] | 
     return classes
 
 
+def check_numbers(cfg: DictConfig) -> list[float] | None:
+    """Every number of the command, checked before any work (an ``EditSetupError`` naming the
+    option): returns the alphas (None: ``alphas=auto``). The direction indices and classes are
+    checked against the file and the generator once they are loaded (``_indices``,
+    ``_classes``)."""
+    alphas = None
+    if not (isinstance(cfg.alphas, str) and cfg.alphas == "auto"):
+        if isinstance(cfg.alphas, (list, ListConfig)) and not cfg.alphas:
+            raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6] "
+                                 "or alphas=auto")
+        alphas = numbers(cfg.alphas, "alphas", error=EditSetupError,
+                         what="expected auto or a list of finite numbers such as [-6,-3,0,3,6]")
+    integers(cfg.direction, "direction", low=0, empty=False, error=EditSetupError,
+             what="expected a direction index (an integer >= 0) or a list of them such as [0,3]")
+    integers(cfg.seeds, "seeds", low=0, high=MAX_SEED, error=EditSetupError,
+             what=f"expected a list of seeds (integers in 0..{MAX_SEED}) such as [0,1,2]")
+    if cfg.get("classes") is not None:
+        integers(cfg.classes, "classes", low=0, empty=False, error=EditSetupError,
+                 what="expected a class index (an integer >= 0) or a list of them")
+    number(cfg.get("default_alpha_range"), "default_alpha_range", low=0, low_open=True,
+           none=True, error=EditSetupError)
+    number(cfg.fps, "fps", low=0, high=100, low_open=True, error=EditSetupError,
+           hint="frames per second of format=gif")
+    inv = cfg.inversion
+    integer(inv.steps, "inversion.steps", low=1, error=EditSetupError)
+    integer(inv.starts, "inversion.starts", low=1, error=EditSetupError)
+    number(inv.lr, "inversion.lr", low=0, low_open=True, error=EditSetupError)
+    integer(inv.seed, "inversion.seed", low=0, error=EditSetupError)
+    return alphas
+
+
 def _image_paths(cfg: DictConfig) -> list[Path]:
     """The files of ``image=`` (one path or a list; [] without)."""
     value = cfg.get("image")
@@ -90,10 +127,6 @@ def _images(cfg: DictConfig, generator, classes: list[int] | None) -> torch.Tens
     if generator.num_classes and (classes is None or len(classes) != 1):
         raise EditSetupError(f"image= on a conditional generator ({generator.name!r}) needs the "
                              "class to invert it as: pass classes=<one class index>")
-    inv = cfg.inversion
-    if int(inv.steps) < 1 or int(inv.starts) < 1 or float(inv.lr) <= 0:
-        raise EditSetupError(f"inversion.steps and inversion.starts must be >= 1 and inversion.lr "
-                             f"> 0; got {inv.steps}, {inv.starts}, {inv.lr}")
     try:
         return torch.stack([read_image(p, generator.resolution) for p in paths])
     except ValueError as err:
@@ -131,18 +164,44 @@ def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classe
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The latents to edit and their classes (None: unconditional): a latents file, or seeds;
     with ``classes``, each latent once with each class (latent-major)."""
+    import pickle
+    import warnings
+
     chosen = None if classes is None else torch.tensor(classes)
     if cfg.latents:
         path = Path(cfg.latents)
-        if not path.is_file():
-            raise EditSetupError(f"latents={path}: no such file (a .pt file with an N x d tensor)")
-        latents = torch.load(path, map_location="cpu", weights_only=True)
         expected = tuple(generator.latent_shape)
-        if not torch.is_tensor(latents) or tuple(latents.shape[1:]) != expected:
-            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            want = " x ".join(map(str, ("N",) + expected))
-            raise EditSetupError(f"latents={path} holds {shape}; expected an {want} tensor for "
-                                 f"generator {generator.name!r} ({generator.space} space)")
+        want = (f"pass an {' x '.join(map(str, ('N',) + expected))} float tensor saved with "
+                f"torch.save, for generator {generator.name!r} ({generator.space} space)")
+        if not path.is_file():
+            raise EditSetupError(f"latents={path}: no such file; {want}")
+        # torch's notes on a file it cannot read would only repeat the error below
+        with warnings.catch_warnings(record=True) as notes:
+            try:
+                latents = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:  # the weights-only unpickler refused its contents
+                raise EditSetupError(
+                    f"latents={path}: torch.load(weights_only=True) refuses this file: it holds "
+                    "something other than tensors and plain data (unpickling it could run code), "
+                    f"or is no pickle at all; {want}") from None
+            except Exception as err:  # noqa: BLE001 - empty, text, truncated: any unreadable file
+                reason = "empty file" if path.stat().st_size == 0 else \
+                    f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
+                raise EditSetupError(f"latents={path} is not a readable torch file ({reason}); "
+                                     f"{want}") from None
+        for note in notes:  # a file that loads keeps its warnings
+            warnings.warn(note.message, note.category)
+        if not torch.is_tensor(latents) or latents.layout != torch.strided or \
+                not latents.is_floating_point() or \
+                latents.dim() != len(expected) + 1 or tuple(latents.shape[1:]) != expected or \
+                not len(latents):
+            held = (f"a tensor of shape {tuple(latents.shape)} and dtype "
+                    f"{str(latents.dtype).removeprefix('torch.')}" if torch.is_tensor(latents) else
+                    f"a {type(latents).__name__}, not a tensor")
+            raise EditSetupError(f"latents={path} holds {held}; {want}")
+        if not torch.isfinite(latents).all():
+            raise EditSetupError(f"latents={path} holds NaN or infinite values; {want} with "
+                                 "finite values")
         if chosen is None:
             if needs_classes:
                 raise EditSetupError("a latents file holds no classes, and these latents or "
@@ -174,20 +233,19 @@ def edit(cfg: DictConfig) -> Path:
         raise EditSetupError(f"directions file not found: {path}")
     if cfg.format not in ("png", "gif"):
         raise EditSetupError(f"format={cfg.format}: use png or gif")
-    if cfg.alphas != "auto":
-        alphas = [float(a) for a in (cfg.alphas if isinstance(cfg.alphas, (list, ListConfig))
-                                     else [cfg.alphas])]
-        if not alphas:
-            raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6] "
-                                 "or alphas=auto")
+    if cfg.out and (Path(cfg.out).is_dir() or Path(cfg.out).suffix.lower() != f".{cfg.format}"):
+        raise EditSetupError(f"out={cfg.out}: pass the path of the {cfg.format} file to write, "
+                             f"ending in .{cfg.format} (format={cfg.format})")
+    alphas = check_numbers(cfg)
     try:
         directions = Directions.load(path)
         generator = load_run_generator(path, cfg.generator, cfg.generator_from_run,
                                        recorded=directions.meta.get("generator_source"),
-                                       device=cfg.get("device"))
+                                       device=cfg.get("device"),
+                                       trusted_modules=cfg.get("trusted_modules"))
         directions.check_generator(generator, source=str(path))
         directions.to(generator.device)
-        if cfg.alphas == "auto":  # the range the directions were trained on
+        if alphas is None:  # alphas=auto: the range the directions were trained on
             r, where = directions.alpha_range(default=cfg.get("default_alpha_range"))
             log.info("alphas=auto: -%g..%g, the alpha range %s", r, r, where)
             alphas = torch.linspace(-r, r, 7).tolist()
@@ -244,8 +302,14 @@ def _save_gif(frames: torch.Tensor, path: Path, columns: int, fps: int) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="edit")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     exit_on_setup_error(edit, cfg, (EditSetupError, FileNotFoundError), log)
+
+
+def main() -> None:
+    """The command line: a mistake in it is one line before Hydra runs the job."""
+    check_command_line("edit", sys.argv[1:], "edit")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ images to the run's W&B run (offline unless logged in). The work is lightning_mo
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from common.loggers import finish_wandb
-from common.runs import exit_on_setup_error, load_run_generator, register_resolvers, resolve_device
+from common.runs import check_command_line, exit_on_setup_error, register_resolvers, resolve_device
+from generators.recorded import load_run_generator
 from lightning_modules.directions import Directions
-from lightning_modules.evaluation import EvaluationSetupError, run_evaluation
+from lightning_modules.evaluation import EvaluationSetupError, check_evaluation, run_evaluation
 
 log = logging.getLogger("evaluate")
 register_resolvers()
@@ -32,12 +34,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not path.is_file():
         raise EvaluationSetupError(f"directions file not found: {path} (a run writes "
                                    "outputs/<run_name>/directions.pt at the end of training)")
+    check_evaluation(cfg.evaluation)  # every number of the command, before any work
     try:
         device = resolve_device(cfg.get("device"))
         recorded = Directions.load(path).meta.get("generator_source")
+        generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded, device,
+                                       trusted_modules=cfg.get("trusted_modules"))
     except ValueError as err:
         raise EvaluationSetupError(str(err)) from err
-    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded, device)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     try:
         return run_evaluation(cfg.evaluation, path, generator, loggers)
@@ -46,8 +50,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     exit_on_setup_error(evaluate, cfg, (EvaluationSetupError, FileNotFoundError), log)
+
+
+def main() -> None:
+    """The command line: a mistake in it is one line before Hydra runs the job."""
+    check_command_line("evaluate", sys.argv[1:], "evaluate")
+    _hydra_main()
 
 
 if __name__ == "__main__":

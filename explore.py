@@ -13,17 +13,33 @@ record (rebuilt as edit.py rebuilds it), and the optional ``explore`` extra
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from common.runs import exit_on_setup_error, register_resolvers
+from common.checks import integer, number
+from common.runs import check_command_line, exit_on_setup_error, register_resolvers
 from explorer.render import Explorer, ExploreSetupError
 
 log = logging.getLogger("explore")
 register_resolvers()
 # Mistakes in the command: one line on the log and exit status 2 (exit_on_setup_error).
 SETUP_ERRORS = (ExploreSetupError, FileNotFoundError)
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Every number of the command, checked before any file is read (an ``ExploreSetupError``
+    naming the option), in the ranges the page itself takes (explorer/app.py)."""
+    from explorer.app import MAX_SEED, MAX_THUMBS, STRIP_STEPS
+
+    error = ExploreSetupError
+    integer(cfg.port, "port", low=0, high=65535, error=error, hint="0 picks a free one")
+    integer(cfg.seed, "seed", low=0, high=MAX_SEED, error=error)
+    integer(cfg.thumbnails, "thumbnails", low=1, high=MAX_THUMBS, error=error)
+    integer(cfg.strip_steps, "strip_steps", low=STRIP_STEPS[0], high=STRIP_STEPS[1], error=error)
+    number(cfg.get("default_alpha_range"), "default_alpha_range", low=0, low_open=True,
+           none=True, error=error)
 
 
 def explore(cfg: DictConfig) -> None:
@@ -39,10 +55,9 @@ def explore(cfg: DictConfig) -> None:
     if len(paths) > 2:
         raise ExploreSetupError(f"directions= names {len(paths)} files; the page shows one, or two "
                                 "side by side")
-    if isinstance(cfg.port, bool) or not isinstance(cfg.port, int) or not 0 <= cfg.port <= 65535:
-        raise ExploreSetupError(f"port={cfg.port}: give a port in 1..65535 (0: a free one)")
+    check_numbers(cfg)
     explorer = Explorer.open(paths, cfg.generator, cfg.generator_from_run, cfg.default_alpha_range,
-                             cfg.get("device"))
+                             cfg.get("device"), trusted_modules=cfg.get("trusted_modules"))
     # the web stack after the files: a mistake in them is reported without loading it
     from explorer.app import ExplorerApp, RequestError, make_server
 
@@ -64,8 +79,14 @@ def explore(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="explore")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     exit_on_setup_error(explore, cfg, SETUP_ERRORS, log)
+
+
+def main() -> None:
+    """The command line: a mistake in it is one line before Hydra runs the job."""
+    check_command_line("explore", sys.argv[1:], "explore")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -56,3 +56,18 @@ class LastCheckpoint(pl.Callback):
             os.replace(tmp, self.path)
         trainer.strategy.barrier("last_checkpoint")
         self._saved_at = batches_done(trainer)
+
+
+class RunSignature(pl.Callback):
+    """Records in every checkpoint what its state depends on (``run_signature``: the method and
+    its options, the seed), so that a resume with other options is refused before anything is
+    written (train.py ``check_resume``) instead of loading a state that means something else."""
+
+    KEY = "run_signature"
+
+    def __init__(self, signature: dict) -> None:
+        super().__init__()
+        self.signature = signature
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = self.signature

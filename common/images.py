@@ -31,23 +31,36 @@ def png_bytes(images: torch.Tensor, nrow: int, padding: int = 0) -> bytes:
 
 def read_image(path: str | Path, resolution: int) -> torch.Tensor:
     """An RGB image file as a ``3 x H x W`` tensor in [-1, 1]; a clear error for a missing,
-    unreadable or wrongly sized file (the generator's images are ``resolution`` px squares)."""
+    unreadable or wrongly sized file (the generator's images are ``resolution`` px squares).
+    The size is read from the header and checked before any pixel is decoded: a huge image
+    costs nothing."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image={path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
     try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = handle.convert("RGB")
+        with warnings.catch_warnings():
+            # PIL warns of a large pixel count at open; the size check below refuses it unread
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as handle:  # lazy: the header only
+                size = handle.size
+                if size == (resolution, resolution):
+                    handle.load()
+                    image = handle.convert("RGB")
+    except Image.DecompressionBombError:  # too large for PIL even to open: its size is unknown
+        size = None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"image={path} is not a readable image ({type(err).__name__}: {err}); "
                          "pass a PNG or JPEG file") from None
-    if image.size != (resolution, resolution):
-        raise ValueError(f"image={path} is {image.size[0]} x {image.size[1]} px; this generator "
-                         f"draws {resolution} x {resolution}: crop and resize it first, e.g. "
-                         f"PIL's ImageOps.fit(image, ({resolution}, {resolution}))")
+    if size != (resolution, resolution):
+        shown = (f"{size[0]} x {size[1]} px" if size is not None else
+                 f"over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (PIL's decompression-bomb limit)")
+        raise ValueError(f"image={path} is {shown}; this generator draws {resolution} x "
+                         f"{resolution}: crop and resize it first, e.g. PIL's "
+                         f"ImageOps.fit(image, ({resolution}, {resolution}))")
     array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     return array.view(resolution, resolution, 3).permute(2, 0, 1).float() / 127.5 - 1.0
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -47,37 +46,35 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     return device
 
 
-def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, from_run: bool = True,
-                       recorded: dict | None = None, device: str | torch.device | None = "cpu"):
-    """The generator a directions file was made with: its run's config.yaml, else the build
-    config the file records (``recorded``: its ``generator_source``), else ``generator_cfg``
-    (also when ``from_run`` is false); on ``device`` (see ``resolve_device``)."""
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    if from_run:
-        config = run_config(Path(directions_path).parent)
-        if config is not None and "generator" in config:
-            generator_cfg = config.generator
-        elif recorded:
-            generator_cfg = OmegaConf.create(recorded)
-    return instantiate(generator_cfg).to(device)
+# Folders that did not exist when the script started (the output folder and its parents):
+# a refused run removes them again when they are empty (note_new_folders).
+_NEW_FOLDERS: list[Path] = []
 
 
-# What Hydra itself writes into a run directory before the job starts.
-_HYDRA_ONLY = {".hydra", "train.log"}
+def note_new_folders(path: str | Path) -> None:
+    """Remember ``path`` and its ancestors that do not exist yet, before Hydra makes them."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        _NEW_FOLDERS.append(path)
+        path = path.parent
 
 
-def remove_if_only_hydra(run_dir: str | Path | None) -> bool:
-    """Remove ``run_dir`` when it holds nothing but what Hydra wrote at start-up (``.hydra/``
-    and the log): what a run refused before any work leaves behind. A directory holding
-    anything else (a checkpoint, directions, a W&B run) is never touched."""
+def remove_if_empty(run_dir: str | Path | None) -> bool:
+    """Remove ``run_dir`` when it is empty: the folder Hydra made for a run refused before any
+    work (Hydra writes nothing into it: train.py writes config.yaml and train.log only once the
+    run has passed its checks); and the folders above it that did not exist when the script
+    started (``note_new_folders``). A folder holding anything is never touched."""
     if run_dir is None:
         return False
     path = Path(run_dir)
-    if not path.is_dir() or path == Path.cwd() or not {p.name for p in path.iterdir()} <= _HYDRA_ONLY:
+    if not path.is_dir() or path == Path.cwd() or any(path.iterdir()):
         return False
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+    for folder in sorted(_NEW_FOLDERS, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     return not path.exists()
 
 
@@ -89,6 +86,43 @@ def hydra_run_dir() -> Path | None:
         return None
     out = HydraConfig.get().runtime.get("output_dir")
     return Path(out).resolve() if out else None
+
+
+def one_line(message) -> str:
+    """A message on one line (a log line a person and a test can read as one mistake)."""
+    return " ".join(str(message).split())
+
+
+def refuse(script: str, error: str, message) -> None:
+    """One line on stderr in the log's shape and exit status 2: for a mistake found before
+    the script's logging is set up."""
+    print(f"[{script}][ERROR] - {error}: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def check_command_line(config_name: str, argv: list[str], script: str) -> DictConfig | None:
+    """Compose the script's config from ``argv`` as Hydra will, before Hydra runs the job: a
+    mistake in the command line (an unknown option or group choice, a malformed override, a
+    missing ``method=``) is then one line and exit status 2, where Hydra prints several lines
+    and exits 1. Hydra's own flags (``--multirun``, ``--help``, ``-cd``, ...) are left to it."""
+    if any(arg.startswith("-") for arg in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+            return compose(config_name, overrides=list(argv))
+    except (HydraException, OmegaConfBaseException) as err:
+        # Hydra's list of search paths says nothing about the mistake
+        message = str(err).split("Config search path:")[0]
+        refuse(script, "CommandLineError", f"{message} (python {script}.py --help lists the options)")
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], ...], log,
@@ -103,7 +137,7 @@ def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], 
     except (*errors, InstantiationException) as err:
         # Hydra wraps what a constructor raised: report the constructor's own message.
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-        log.error("%s: %s", type(cause).__name__, cause)
+        log.error("%s: %s", type(cause).__name__, one_line(cause))
         logging.shutdown()  # the log file is closed before its directory goes
-        remove_if_only_hydra(run_dir)
+        remove_if_empty(run_dir)
         sys.exit(2)

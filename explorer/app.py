@@ -28,18 +28,20 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from common.images import png_bytes
+from generators.base import TRUNCATION_PSI_RANGE
 from explorer.render import Explorer
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 MAX_SEED = 2 ** 31 - 1
 MAX_THUMBS = 16
 STRIP_STEPS = (2, 15)
-PSI_RANGE = (-1.0, 2.0)
+PSI_RANGE = TRUNCATION_PSI_RANGE  # the bound every generator view is checked against
 ALPHA_LIMIT = 10  # |alpha| <= ALPHA_LIMIT x the file's alpha range
 MAX_BODY = 16 * 1024
 VIEW = {"file", "seed", "edits", "layers", "psi", "panel", "seq"}
@@ -154,6 +156,8 @@ class ExplorerApp:
                 raise RequestError(f"the request is over {MAX_BODY} bytes", 413)
         try:
             body = json.loads(data)
+        except RecursionError:  # e.g. 16 KB of "[": no request of this API nests deeper than 3
+            raise RequestError("the request is not valid JSON (nested too deeply)") from None
         except ValueError as err:  # also integers of more than 4,300 digits
             raise RequestError(f"the request is not valid JSON ({err})") from None
         if not isinstance(body, dict):
@@ -232,9 +236,8 @@ class ExplorerApp:
         middleware = []
         if allowed_hosts:  # a page of another site reached by DNS rebinding is refused
             from starlette.middleware import Middleware
-            from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-            middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+            middleware.append(Middleware(HostGuard, allowed_hosts=allowed_hosts))
         return Starlette(routes=[
             Route("/", index, methods=["GET"]),
             Route("/api/info", self.info, methods=["GET"]),
@@ -244,7 +247,31 @@ class ExplorerApp:
         ], middleware=middleware)
 
 
-LOOPBACK = {"127.0.0.1": ["127.0.0.1", "localhost"], "localhost": ["127.0.0.1", "localhost"]}
+def host_name(header: str | None) -> str | None:
+    """The host of a Host header, lower-case and without its port: ``127.0.0.1``,
+    ``localhost``, ``[::1]`` (an IPv6 literal keeps its brackets); None for a malformed one."""
+    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\[\]:/@\s]+)(?::[0-9]{1,5})?", header or "")
+    return match[1].lower() if match else None
+
+
+class HostGuard:
+    """ASGI middleware answering 400 to a request whose Host header names none of
+    ``allowed_hosts`` (as ``host_name`` writes them). Not Starlette's TrustedHostMiddleware:
+    the older releases this project allows cut ``[::1]:8000`` at its first colon."""
+
+    def __init__(self, app, allowed_hosts: list[str]) -> None:
+        self.app, self.allowed = app, {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            if host_name(Headers(scope=scope).get("host")) not in self.allowed:
+                await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+LOOPBACK = {"127.0.0.1": ["127.0.0.1", "localhost"], "localhost": ["127.0.0.1", "localhost"],
+            "::1": ["[::1]", "localhost"]}
 
 
 def make_server(app: ExplorerApp, host: str = "127.0.0.1", port: int = 8000):

@@ -1,7 +1,7 @@
 """What the explorer shows, without the web: one generator, the directions files made for it,
 and the images of a seed under several edits at once.
 
-The generator is rebuilt the way ``edit.py`` rebuilds it (``common.runs.load_run_generator``:
+The generator is rebuilt the way ``edit.py`` rebuilds it (``generators.recorded.load_run_generator``:
 the run's config.yaml beside the first file, else the build config the file records), and
 every file must be made for it (``Directions.check_generator``). Renders hold one lock (torch
 modules are not safe to run from racing threads) and run under ``torch.no_grad``.
@@ -18,8 +18,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from common.runs import load_run_generator
+from generators.recorded import load_run_generator
 from lightning_modules.directions import Directions
+from lightning_modules.evaluation import report_describes
 
 log = logging.getLogger("explore")
 
@@ -54,6 +55,10 @@ def direction_labels(path: Path, count: int) -> list[str]:
         report = json.loads(report_path.read_text())
         if Path(str(report.get("directions", path.name))).name != path.name:
             return labels  # the report of another file in the same folder
+        if not report_describes(report, path):
+            log.warning("%s describes an earlier %s (the file changed since it was evaluated); "
+                        "directions are unlabelled: run evaluate.py again", report_path, path.name)
+            return labels
         result = report["results"][report["label"]]
         if "effect_matrix" not in result:  # evaluated without a regressor: no factors
             return labels
@@ -64,13 +69,18 @@ def direction_labels(path: Path, count: int) -> list[str]:
                         "directions are unlabelled", report_path, tuple(effects.shape), count,
                         len(factors))
             return labels
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        log.warning("%s is unreadable (%s); directions are unlabelled", report_path, err)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        # RuntimeError: torch.tensor of nulls, and RecursionError (deeply nested JSON)
+        log.warning("%s is unreadable (%s); directions are unlabelled",
+                    report_path, " ".join(str(err).split())[:200])
         return labels
     # purity P[k, f] = E[k, f] / sum_f' E[k, f'] (metrics/effects.py)
     purity = effects / effects.sum(1, keepdim=True).clamp_min(1e-12)
     top = effects.argmax(1).tolist()
-    return [f"direction {k}: {factors[f]}, purity {purity[k, f]:.2f}" for k, f in enumerate(top)]
+    # a row with NaN or inf (a failed or edited evaluation) gets no label, never "purity nan"
+    known = torch.isfinite(effects).all(1) & torch.isfinite(purity).all(1)
+    return [f"direction {k}: {factors[f]}, purity {purity[k, f]:.2f}" if known[k] else labels[k]
+            for k, f in enumerate(top)]
 
 
 class Explorer:
@@ -88,7 +98,8 @@ class Explorer:
 
     @classmethod
     def open(cls, paths: Sequence[str | Path], generator_cfg, from_run: bool = True,
-             default_alpha_range: float | None = None, device: str | None = "cpu") -> "Explorer":
+             default_alpha_range: float | None = None, device: str | None = "cpu",
+             trusted_modules: Sequence[str] | None = None) -> "Explorer":
         """Load ``paths`` and the generator the first one records; every file must be made
         for that generator. Any mistake is an ``ExploreSetupError`` naming the file."""
         paths = [Path(p) for p in paths]
@@ -102,7 +113,7 @@ class Explorer:
                 if generator is None:
                     generator = load_run_generator(path, generator_cfg, from_run,
                                                    recorded=directions.meta.get("generator_source"),
-                                                   device=device)
+                                                   device=device, trusted_modules=trusted_modules)
                 # the generator comes from the first file; the others must match it
                 where = str(path) if path == paths[0] else \
                     f"{path} (shown with the generator of {paths[0]})"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from common.io import read_weights_file, resolve_shipped
-from generators.base import Generator, file_sha256
+from generators.base import Generator, check_truncation, file_sha256
 from generators.check import GeneratorCheckError, check_generator
 from generators.dcgan import DCGANGenerator, SNDiscriminator
 from generators.glo import GLOGenerator
@@ -54,6 +54,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
         truncation, classes: BigGAN only: its truncation in (0, 1] (None: 1) and the classes
             it samples (None: all, an index, or a list).
     """
+    check_truncation(truncation_psi, truncation_cutoff)  # before any file is read
     source = {"_target_": "generators.load_generator", "path": str(path), "name": name,
               "space": space, "truncation_psi": truncation_psi,
               "truncation_cutoff": truncation_cutoff, "regressor": regressor}
@@ -138,6 +139,7 @@ def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bo
               "truncation_cutoff": truncation_cutoff, "regressor": regressor, **kwargs}
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    check_truncation(truncation_psi, truncation_cutoff)  # before the network is built
     with torch.random.fork_rng():
         torch.manual_seed(init_seed)
         generator = ARCHITECTURES[architecture][0](**kwargs)

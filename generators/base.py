@@ -25,9 +25,28 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from common.checks import integer, number
 from common.io import file_sha256  # noqa: F401  (re-exported: generators.base.file_sha256)
 
 SPACES = ("z", "w", "w+")
+# What generator.truncation_psi may be (the explorer's slider spans the same range): 1 is no
+# truncation, 0 the mean w, -1 w mirrored through the mean, 2 twice as far from it.
+TRUNCATION_PSI_RANGE = (-1.0, 2.0)
+
+
+def check_truncation(truncation_psi: Any, truncation_cutoff: Any,
+                     num_layers: int | None = None) -> tuple[float, int | None]:
+    """``generator.truncation_psi`` a finite number in ``TRUNCATION_PSI_RANGE`` and
+    ``generator.truncation_cutoff`` null or a layer count in 1..``num_layers``: a ValueError
+    naming the option otherwise (checked before any weights are read, and again by
+    ``Generator.set_view`` once the layers are known)."""
+    low, high = TRUNCATION_PSI_RANGE
+    psi = number(truncation_psi, "generator.truncation_psi", low=low, high=high,
+                 hint="1 is no truncation; 0.5 to 0.7 trade variety for typical images")
+    cutoff = integer(truncation_cutoff, "generator.truncation_cutoff", low=1, high=num_layers,
+                     none=True, hint="the number of layers (from the first) that psi applies to; "
+                     "null: all of them")
+    return psi, cutoff
 
 
 class Generator(nn.Module):
@@ -81,7 +100,10 @@ class Generator(nn.Module):
 
     def set_view(self, space: str = "z", truncation_psi: float = 1.0,
                  truncation_cutoff: int | None = None) -> "Generator":
-        """Choose the editing space and truncation (both part of the generator's identity)."""
+        """Choose the editing space and truncation (both part of the generator's identity;
+        ``check_truncation`` says what they may be)."""
+        truncation_psi, truncation_cutoff = check_truncation(truncation_psi, truncation_cutoff,
+                                                             self.num_layers)
         allowed = SPACES if self.style_based else ("z",)
         if space not in allowed:
             raise ValueError(f"{self.name} has no {space!r} space: choose generator.space from "
@@ -90,14 +112,10 @@ class Generator(nn.Module):
         if truncation_psi != 1 and not self.style_based:
             raise ValueError(f"{self.name} has no mapping network: truncation needs a style-based "
                              "generator (leave generator.truncation_psi at 1)")
-        if truncation_cutoff is not None:
-            if not 0 < truncation_cutoff <= self.num_layers:
-                raise ValueError(f"truncation_cutoff must be in 1..{self.num_layers} layers, "
-                                 f"got {truncation_cutoff}")
-            if space == "w" and truncation_cutoff < self.num_layers:
-                raise ValueError("a truncation cutoff gives different codes per layer: use "
-                                 "space w+ (or z) with truncation_cutoff, or drop the cutoff")
-        self.space, self.truncation_psi = space, float(truncation_psi)
+        if truncation_cutoff is not None and space == "w" and truncation_cutoff < self.num_layers:
+            raise ValueError("a truncation cutoff gives different codes per layer: use "
+                             "space w+ (or z) with truncation_cutoff, or drop the cutoff")
+        self.space, self.truncation_psi = space, truncation_psi
         self.truncation_cutoff = truncation_cutoff
         return self
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.checks import number
 from generators.base import Generator
 
 #: Truncated-normal noise: values of N(0, 1) restricted to [-BOUND, BOUND] (then times t).
@@ -348,11 +349,9 @@ class BigGANGenerator(Generator):
         return self.arch.to_dict()
 
     def set_truncation(self, truncation: float) -> "BigGANGenerator":
-        if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) \
-                or not 0 < truncation <= 1:
-            raise ValueError(f"BigGAN's truncation must be in (0, 1] (the package's range; "
-                             f"0.4 is a common choice), got {truncation!r}")
-        self.truncation = float(truncation)
+        self.truncation = number(truncation, "generator.truncation", low=0, high=1, low_open=True,
+                                 what="BigGAN's truncation must be in (0, 1] (the package's "
+                                 "range; 0.4 is a common choice)")
         return self
 
     def spectral_normalised_weights(self) -> list[str]:

@@ -56,6 +56,10 @@ class GANPretraining(pl.LightningModule):
 
     optimizer_steps_per_batch = 2  # D then G: what trainer.global_step counts
 
+    # Options a resume may change (train.py compares the others with the checkpoint's): the
+    # configured learning rates win over the stored ones (on_train_start).
+    resume_free = ("lr_g", "lr_d")
+
     def __init__(self, generator: Generator, discriminator: torch.nn.Module, loss: str = "hinge",
                  lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, r1_gamma: float = 0.0, r1_every: int = 16,

@@ -234,8 +234,24 @@ def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list
         _remap_optimizer(ckpt["optimizer_states"][1], names,
                          _parameter_names(StyleGAN2Discriminator, ckpt["discriminator_config"]),
                          shapes_old, state, "discriminator")
+    _record_widening(ckpt, channels, discriminator_channels, input_from_w)
     atomic_torch_save(ckpt, out_path)
     return out_path
+
+
+def _record_widening(ckpt: dict, channels: list[int] | None,
+                     discriminator_channels: list[int] | None, input_from_w: bool) -> None:
+    """The options the widened checkpoint resumes with, in its recorded run signature (train.py
+    compares it with the run asked for): the new channels, the w-driven input."""
+    options = (ckpt.get("run_signature") or {}).get("options") or {}
+    generator, discriminator = options.get("generator"), options.get("discriminator")
+    if isinstance(generator, dict):
+        if channels is not None:
+            generator["channels"] = list(channels)
+        if input_from_w:
+            generator["input_from_w"] = True
+    if isinstance(discriminator, dict) and discriminator_channels is not None:
+        discriminator["channels"] = list(discriminator_channels)
 
 
 def _channel_list(text: str | None) -> list[int] | None:

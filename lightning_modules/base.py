@@ -70,8 +70,6 @@ class FrozenGeneratorModule(pl.LightningModule):
         self.alpha_range = alpha_range
         self.traversal = {"every_n_steps": 500, "num_seeds": 3, "max_directions": 8,
                           "alpha": alpha_range or 3.0, "steps": 7, **(traversal or {})}
-        # The generator's weights are not in checkpoints: loading must not ask for them.
-        self.strict_loading = False
         self.final_metrics: dict[str, float] = {}
         self.directions: DirectionSet
 
@@ -93,6 +91,20 @@ class FrozenGeneratorModule(pl.LightningModule):
         for key in [k for k in state if k.startswith(frozen)]:
             del state[key]
         return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Strict about everything but the frozen parts, whose weights checkpoints leave out:
+        a checkpoint that lacks any of the method's own state, or holds state it does not
+        have, is refused (Lightning loads with ``strict_loading``, True here)."""
+        frozen = tuple(f"{name}." for name in self.frozen_submodules)
+        # a frozen part's weights in an older checkpoint are left out too
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(frozen)}
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(frozen)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"the checkpoint does not fit {type(self).__name__}: missing keys "
+                               f"{missing}, unexpected keys {result.unexpected_keys}")
+        return result
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["generator_identity"] = self.generator.identity()

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from common.io import atomic_write, atomic_write_json
+from common.checks import integer, number
+from common.io import atomic_write, atomic_write_json, file_sha256
 from common.runs import run_method_name
 from common.seeds import TRAVERSAL_SEED
 from datamodules.world import FACTORS
@@ -32,7 +33,7 @@ from generators.base import Generator
 from lightning_modules.directions import Directions, baseline_set
 from metrics.distances import LPIPSUnavailable, make_lpips
 from metrics.evaluation import EvaluationSettings, evaluate_directions
-from metrics.report import annotated_traversal, effect_heatmap, markdown_table
+from metrics.report import annotated_traversal, effect_heatmap, markdown_table, report_describes  # noqa: F401 - the explorer's
 from regressors.attributes import AttributeRegressor, load_regressor
 
 log = logging.getLogger("evaluate")
@@ -109,24 +110,46 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+def check_evaluation(cfg: DictConfig) -> EvaluationSettings:
+    """Every number of the ``evaluation`` options, checked before any work (train.py at start-up,
+    evaluate.py before the generator is loaded, and ``prepare_evaluation``): the settings
+    (``EvaluationSettings.check``), the annotated traversal, ``default_alpha_range``, and the
+    baselines' names. An ``EvaluationSetupError`` names the option."""
+    try:
+        settings = EvaluationSettings.from_dict(
+            OmegaConf.to_container(cfg.settings, resolve=True), prefix="evaluation.settings")
+    except (TypeError, ValueError) as err:
+        raise EvaluationSetupError(str(err)) from err
+    error = EvaluationSetupError
+    trav = cfg.traversal
+    integer(trav.num_seeds, "evaluation.traversal.num_seeds", low=1, error=error)
+    integer(trav.steps, "evaluation.traversal.steps", low=2, error=error)
+    number(trav.alpha, "evaluation.traversal.alpha", low=0, low_open=True, words=("auto",),
+           error=error, hint="auto: twice evaluation.settings.alpha")
+    integer(trav.max_directions, "evaluation.traversal.max_directions", low=1, error=error)
+    number(cfg.get("default_alpha_range"), "evaluation.default_alpha_range", low=0,
+           low_open=True, none=True, error=error)
+    if cfg.baselines is not None and not isinstance(cfg.baselines, ListConfig):
+        raise EvaluationSetupError(f"evaluation.baselines={cfg.baselines!r}: expected a list such "
+                                   f"as [random, coordinate] ([] or null: none)")
+    unknown = set(cfg.baselines or []) - set(BASELINES)
+    if unknown:
+        raise EvaluationSetupError(f"unknown baselines {sorted(unknown)}; known: {sorted(BASELINES)}")
+    return settings
+
+
 def prepare_evaluation(cfg: DictConfig, generator: Generator
                        ) -> tuple[AttributeRegressor | None, EvaluationSettings, torch.nn.Module | None]:
     """Loads and checks what an evaluation needs (regressor, settings, LPIPS), so that a
     mistake stops a run before training rather than after."""
+    settings = check_evaluation(cfg)
     regressor = load_evaluation_regressor(cfg, generator)
-    try:
-        settings = EvaluationSettings.from_dict(OmegaConf.to_container(cfg.settings, resolve=True))
-    except (TypeError, ValueError) as err:
-        raise EvaluationSetupError(f"evaluation.settings: {err}") from err
     lpips = None
     if settings.lpips:
         try:
             lpips = make_lpips(settings.lpips)
         except (LPIPSUnavailable, ValueError) as err:
             raise EvaluationSetupError(f"{err} (or set evaluation.settings.lpips=null)") from err
-    unknown = set(cfg.baselines or []) - set(BASELINES)
-    if unknown:
-        raise EvaluationSetupError(f"unknown baselines {sorted(unknown)}; known: {sorted(BASELINES)}")
     return regressor, settings, lpips
 
 
@@ -185,7 +208,9 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     per_class = results[label].pop("per_class", None)
     if per_class is not None:
         table += per_class_table(per_class, label, num_factors, directions.meta.get("direction_classes"))
-    report = {"directions": str(directions_path), "method": directions.meta.get("method"),
+    # the file's hash: a report describes these directions only while the file is unchanged
+    report = {"directions": str(directions_path), "directions_sha256": file_sha256(directions_path),
+              "method": directions.meta.get("method"),
               "run_name": run_dir.name, "generator": generator.identity(),
               "regressor": ({"path": str(regressor.path), "sha256": regressor.sha256}
                             if regressor is not None else {"path": None, "note": NO_REGRESSOR}),
@@ -257,3 +282,4 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
             logger.log_image(key="evaluation/traversal", images=[str(traversal)],
                              caption=["rows: directions by total effect, labelled with the factor "
                                       "each moves most; columns: seeds x alpha"])
+

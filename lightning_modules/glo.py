@@ -183,6 +183,10 @@ class GLO(pl.LightningModule):
 
     optimizer_steps_per_batch = 2  # the generator's step, then the codes': what global_step counts
 
+    # Options a resume may change (train.py compares the others with the checkpoint's): the
+    # configured learning rates win over the stored ones (on_train_start).
+    resume_free = ("lr_g", "lr_codes")
+
     def __init__(self, generator: Generator, init: str = "pca", project: str = "sphere",
                  w_l2: float = 1.0, w_lap1: float = 1.0, lap1_levels: int = 4,
                  lr_g: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from common.checks import integer, number
 from common.seeds import EVALUATION_FIRST_STEP
 from datamodules.streams import batch_seed
 from metrics.content import ContentPreservation
@@ -117,16 +118,37 @@ class EvaluationSettings:
     rca: RCASettings = field(default_factory=RCASettings)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EvaluationSettings":
+    def from_dict(cls, values: dict[str, Any], prefix: str = "evaluation.settings"
+                  ) -> "EvaluationSettings":
+        """Settings from a config's dict, checked (``check``); a ValueError names the option
+        as ``<prefix>.<field>``."""
         values = dict(values)
-        rca = RCASettings(**dict(values.pop("rca", {}) or {}))
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        settings = cls(rca=rca, **values)
-        settings.resolve(1.0)  # a step that is neither a number nor "auto" fails here
-        return settings
+        rca = dict(values.pop("rca", {}) or {})
+        for where, given, known in ((prefix, values, cls.__dataclass_fields__),
+                                    (f"{prefix}.rca", rca, RCASettings.__dataclass_fields__)):
+            unknown = set(given) - set(known)
+            if unknown:
+                raise ValueError(f"{where}: unknown settings {sorted(unknown)}; known: "
+                                 f"{sorted(known)}")
+        return cls(rca=RCASettings(**rca), **values).check(prefix)
+
+    def check(self, prefix: str = "evaluation.settings") -> "EvaluationSettings":
+        """Every field of the right type and range (a ValueError naming it as
+        ``<prefix>.<field>``): a count of samples or steps that is 0 would write a report of
+        zeros, a step that is NaN one of NaNs."""
+        integer(self.samples, f"{prefix}.samples", low=1)
+        number(self.alpha, f"{prefix}.alpha", low=0, low_open=True, words=("auto",),
+               hint="auto: half the alpha range the directions were trained on")
+        integer(self.batch_size, f"{prefix}.batch_size", low=1)
+        number(self.threshold, f"{prefix}.threshold", low=0, high=1, low_open=True)
+        number(self.min_effect, f"{prefix}.min_effect", low=0)
+        integer(self.seed, f"{prefix}.seed", low=0)
+        if self.lpips is not None and not isinstance(self.lpips, str):
+            raise ValueError(f"{prefix}.lpips={self.lpips!r}: expected null, alex or vgg")
+        if not isinstance(self.fid, bool):
+            raise ValueError(f"{prefix}.fid={self.fid!r}: expected true or false")
+        self.rca.check(f"{prefix}.rca")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

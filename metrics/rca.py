@@ -14,6 +14,7 @@ import torch
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
+from common.checks import integer, number
 from common.seeds import RCA_EVAL_FIRST_STEP
 from datamodules.streams import batch_seed
 from regressors.reconstructor import build_reconstructor, reconstruction_loss, sample_shifts
@@ -69,6 +70,25 @@ class RCASettings:
     lr: float = 1e-3
     reconstructor: str = "auto"
     seed: int = 0
+
+    def check(self, prefix: str = "rca") -> "RCASettings":
+        """Every field of the right type and range, or a ValueError naming it as
+        ``<prefix>.<field>`` (the option the user wrote)."""
+        integer(self.steps, f"{prefix}.steps", low=0, hint="0 leaves RCA out")
+        integer(self.batch_size, f"{prefix}.batch_size", low=1)
+        integer(self.eval_samples, f"{prefix}.eval_samples", low=1)
+        scale = number(self.shift_scale, f"{prefix}.shift_scale", low=0, low_open=True,
+                       words=("auto",))
+        least = number(self.min_shift, f"{prefix}.min_shift", low=0, words=("auto",))
+        if not isinstance(scale, str) and not isinstance(least, str) and least > scale:
+            raise ValueError(f"{prefix}.min_shift={self.min_shift!r}: expected at most "
+                             f"{prefix}.shift_scale={self.shift_scale!r}")
+        number(self.lr, f"{prefix}.lr", low=0, low_open=True)
+        if not isinstance(self.reconstructor, str):
+            raise ValueError(f"{prefix}.reconstructor={self.reconstructor!r}: expected auto, "
+                             "lenet or a timm model name")
+        integer(self.seed, f"{prefix}.seed", low=0)
+        return self
 
     def resolve(self, alpha_range: float | None) -> "RCASettings":
         """``"auto"`` shifts from the directions' training range r: ``shift_scale`` r,

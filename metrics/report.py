@@ -2,12 +2,15 @@
 annotated with the factor each direction moves most."""
 from __future__ import annotations
 
+import html
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from common.images import pyplot, save_figure
+from common.io import file_sha256
 
 # Columns of the table: (metric key, header, format, better). Absent metrics are left out.
 COLUMNS: list[tuple[str, str, str, str]] = [
@@ -24,6 +27,18 @@ COLUMNS: list[tuple[str, str, str, str]] = [
 ]
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks of any kind become spaces."""
+    return " ".join(str(text).splitlines())
+
+
+def markdown_text(text: str) -> str:
+    """``text`` (a run name, a method name: anything read from a file) as the literal text of
+    a markdown table cell: one line, ``\\`` and the cell separator ``|`` backslash-escaped,
+    ``<``, ``>`` and ``&`` as HTML entities (no markup gets through)."""
+    return html.escape(one_line(text).replace("\\", "\\\\").replace("|", "\\|"), quote=False)
+
+
 def markdown_table(rows: Sequence[tuple[str, dict[str, Any]]], num_factors: int | None = None,
                    first: str = "directions") -> str:
     """``rows``: (label, metrics) pairs; coverage reads "c / F" when F is given; ``first``
@@ -38,11 +53,13 @@ def markdown_table(rows: Sequence[tuple[str, dict[str, Any]]], num_factors: int 
             value = metrics.get(key)
             if value is None:
                 cells.append("")
+            elif isinstance(value, float) and not math.isfinite(value):
+                cells.append(str(value))  # nan, inf, -inf: as text, never as a formatted number
             elif key == "coverage" and num_factors:
                 cells.append(f"{value} / {num_factors}")
             else:
                 cells.append(fmt.format(value))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {markdown_text(label)} | " + " | ".join(cells) + " |")
     legend = ", ".join(f"{h} {b}" for _, h, _, b in present)
     return "\n".join(lines) + f"\n\n(better: {legend})\n"
 
@@ -94,3 +111,12 @@ def annotated_traversal(rows: Sequence[torch.Tensor], labels: Sequence[str], pat
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def report_describes(report: dict, directions_path: str | Path) -> bool:
+    """Whether an evaluation report describes the directions file as it is now: a report that
+    records the file's hash must match it (a run resumed past its evaluation writes new
+    directions; the old report then describes the old ones). Reports written before the hash
+    was recorded are taken as they are."""
+    recorded = report.get("directions_sha256")
+    return recorded is None or recorded == file_sha256(directions_path)

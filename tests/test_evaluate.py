@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
     (tmp_path / "folder.png").mkdir()
     bad = [(f"image={tmp_path}/notes.png", "not a readable image"),
            (f"image={tmp_path}/big.png", "is 40 x 30 px; this generator draws 32 x 32"),
+           (f"image={_png_header(tmp_path / 'bomb.png', 30000, 30000)}", "decompression-bomb limit"),
            (f"image={tmp_path}/missing.png", "no such file"),
            (f"image={tmp_path}/folder.png", "it is a directory"),
            ("inversion.loss=l3", "unknown image distance"),
@@ -215,6 +217,107 @@ def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
         with pytest.raises(edit.EditSetupError, match=message):
             edit.edit(_edit_cfg(run, override, *extra))
     assert not (run / "edits" / "ok_inversion.json").exists()
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` RGB pixels but holds the compressed data of
+    a few bytes only: decoding it fails ("truncated"), reading its header does not."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_of_the_wrong_size_is_refused_from_its_header(tmp_path):
+    """image=: the size is read from the header and refused before any pixel is decoded, so
+    a 13,000 px square costs no memory, and one past PIL's decompression-bomb limit (30,000
+    px) is the same one line, not a DecompressionBombError. Decoding these files fails
+    ("truncated"): the size message proves nothing was decoded."""
+    from common.images import read_image
+
+    fit = r"this generator draws 32 x 32: crop and resize it first"
+    with pytest.raises(ValueError, match=rf"is 13000 x 13000 px; {fit}"):
+        read_image(_png_header(tmp_path / "large.png", 13000, 13000), 32)
+    with pytest.raises(ValueError, match=rf"huge.png is over [\d,]+ pixels \(PIL's decompression-bomb "
+                                         rf"limit\); {fit}") as caught:
+        read_image(_png_header(tmp_path / "huge.png", 30000, 30000), 32)
+    assert "\n" not in str(caught.value)
+    # at the generator's size the pixels are decoded, and this file has none
+    with pytest.raises(ValueError, match="not a readable image .*truncated"):
+        read_image(_png_header(tmp_path / "right.png", 32, 32), 32)
+
+
+class _RunsCode:
+    """Unpickling it calls os.system: what a latents file must never be able to do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_edit_refuses_bad_latents_files_with_one_line(voynov_run, tmp_path):
+    """latents=: a pickle that runs code (raw, or inside a torch file), an empty, text or
+    truncated file, NaN or inf values, integers, the wrong shape or no tensor: each is one
+    line naming latents=<path> and what to pass; nothing runs, nothing is written. On the
+    command line: exit status 2, no traceback."""
+    import pickle
+
+    import edit
+
+    _, run, _ = voynov_run
+    marker = tmp_path / "ran"
+    files = tmp_path / "latents"
+    files.mkdir()
+    (files / "code.pkl").write_bytes(pickle.dumps(_RunsCode(marker)))
+    torch.save(_RunsCode(marker), files / "code.pt")
+    (files / "empty.pt").write_bytes(b"")
+    (files / "text.pt").write_text("0.1 0.2 0.3\n")
+    (files / "words.pt").write_text("hello world\n")
+    torch.save(torch.randn(4, 8), files / "good.pt")
+    (files / "cut.pt").write_bytes((files / "good.pt").read_bytes()[:300])
+    torch.save(torch.tensor([[float("nan")] * 8]), files / "nan.pt")
+    torch.save(torch.full((2, 8), float("inf")), files / "inf.pt")
+    torch.save(torch.ones(2, 8, dtype=torch.long), files / "long.pt")
+    torch.save(torch.randn(2, 7), files / "shape.pt")
+    torch.save(torch.randn(8), files / "flat.pt")
+    torch.save(torch.randn(0, 8), files / "none.pt")
+    torch.save({"z": torch.randn(2, 8)}, files / "dict.pt")
+    want = r"; pass an N x 8 float tensor saved with torch.save, for generator 'dcgan_random'"
+    bad = {"code.pkl": "torch.load\\(weights_only=True\\) refuses this file",
+           "code.pt": "torch.load\\(weights_only=True\\) refuses this file",
+           "empty.pt": r"is not a readable torch file \(empty file\)",
+           # text is refused by the unpickler or unreadable, as its first bytes happen to be
+           "text.pt": "(?:refuses this file|is not a readable torch file)",
+           "cut.pt": "is not a readable torch file", "words.pt": "is not a readable torch file",
+           "nan.pt": "holds NaN or infinite values", "inf.pt": "holds NaN or infinite values",
+           "long.pt": r"holds a tensor of shape \(2, 8\) and dtype int64",
+           "shape.pt": r"holds a tensor of shape \(2, 7\) and dtype float32",
+           "flat.pt": r"holds a tensor of shape \(8,\) and dtype float32",
+           "none.pt": r"holds a tensor of shape \(0, 8\) and dtype float32",
+           "dict.pt": "holds a dict, not a tensor"}
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for name, message in bad.items():
+        pattern = rf"^latents={re.escape(str(files / name))}[: ].*{message}.*{want}"
+        with pytest.raises(edit.EditSetupError, match=pattern) as caught:
+            edit.edit(_edit_cfg(run, f"latents={files / name}", f"out={tmp_path}/out.png"))
+        assert "\n" not in str(caught.value), name
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and not marker.exists()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline")
+    done = subprocess.run([sys.executable, str(ROOT / "edit.py"), f"directions={run}/directions.pt",
+                           f"latents={files}/code.pt", f"out={tmp_path}/out.png"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output, output[-2000:]
+    assert f"latents={files}/code.pt: torch.load(weights_only=True) refuses this file" in output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and not marker.exists()
 
 
 @pytest.mark.parametrize("method", ["voynov", "sefa"])
@@ -298,3 +401,72 @@ def test_the_leaderboard_keeps_the_baselines_of_each_layer_range(voynov_run, tmp
     for gen in ("dcgan_random w+", "dcgan_random w+ layers 3-7", "dcgan_random w+ layers 0,2"):
         assert f"random baseline ({gen}, K=16) |" in board
     assert "voynov (middle, dcgan_random w+ layers 3-7)" in board
+
+
+def _report(run_name: str, **changes) -> dict:
+    """A small evaluation.json as evaluate.py writes it: the learned set and one baseline."""
+    report = {"run_name": run_name, "label": "voynov", "method": "voynov", "layers": None,
+              "generator": {"name": "dcgan_random", "space": "z", "truncation": None},
+              "regressor": {"path": "shapes.pt", "sha256": "abc"},
+              "settings": {"samples": 8, "alpha": 3.0, "rca": {"steps": 2}},
+              "results": {"voynov": {"metrics": {"rca": 0.5, "coverage": 2, "purity": 0.75},
+                                     "num_factors": 6, "effect_matrix": [[0.1] * 6] * 3},
+                          "random": {"metrics": {"rca": 0.25, "coverage": 1, "purity": 0.5},
+                                     "effect_matrix": [[0.1] * 6] * 3}}}
+    return dict(report, **changes)
+
+
+def test_the_leaderboard_skips_each_bad_file_with_one_line(tmp_path, capsys):
+    """One unreadable evaluation.json does not sink the table: each is skipped with one line
+    on stderr naming it and why, the others make the table (exit status 0). Text from the
+    files is escaped for markdown; NaN and inf read nan / inf; none readable: exit status 2."""
+    good = _report("good")
+    broken = {
+        "missing": json.dumps({k: v for k, v in good.items() if k != "settings"}),
+        "wrong_type": json.dumps(_report("w", results={"voynov": {"metrics": {"rca": "high"}}})),
+        "not_object": json.dumps(_report("n", generator=["dcgan_random"])),
+        "deep": "[" * 100_000,
+        "utf8": b'{"run_name": "\xff\xfe"}',
+        "digits": '{"settings": ' + "9" * 4301 + "}",
+        "list": "[1, 2]",
+        "empty": "",
+    }
+    reasons = {"missing": "missing key 'settings'",
+               "wrong_type": "'results.voynov.metrics.rca' is str, not a number",
+               "not_object": "'generator' is list, not an object",
+               "deep": "not valid JSON: nested too deeply", "utf8": "not UTF-8 text",
+               "digits": "not valid JSON (Exceeds the limit (4300 digits)",
+               "list": "holds a JSON list, not an evaluation report", "empty": "empty file"}
+    for name, text in broken.items():
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "evaluation.json"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    odd = {"good": good,
+           "nan": _report("nan", results=dict(good["results"], voynov=dict(
+               good["results"]["voynov"], metrics={"rca": float("nan"), "coverage": 2,
+                                                   "purity": float("inf")}))),
+           "markup": _report("<b>x</b> | y\nz & \\"), "far": _report("far", layers=[0, 10 ** 12]),
+           # evaluated without a regressor: no sha256, no effect matrices (a table of its own)
+           "noreg": _report("noreg", regressor={"path": None, "note": "no regressor"}, results={
+               name: {"metrics": {"rca": 0.5, "l2": 0.1}} for name in ("voynov", "random")})}
+    for name, report in odd.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(report))
+    assert leaderboard.main([str(tmp_path), "--out", str(tmp_path / "board.md")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(broken)
+    for name, reason in reasons.items():
+        line = next(line for line in err if f"/{name}/evaluation.json" in line)
+        assert line.startswith("leaderboard: skipping ") and reason in line, line
+    board = (tmp_path / "board.md").read_text()
+    assert "| voynov (good, dcgan_random) | 0.500 | 2 / 6 | 0.750 |" in board.splitlines()
+    assert "| voynov (nan, dcgan_random) | nan | 2 / 6 | inf |" in board.splitlines()
+    assert r"| voynov (&lt;b&gt;x&lt;/b&gt; \| y z &amp; \\, dcgan_random) | 0.500 |" in board
+    assert "voynov (far, dcgan_random layers 0,1000000000000)" in board
+    assert "| random baseline (dcgan_random, K=3) | 0.250 | 1 / 6 | 0.500 |" in board.splitlines()
+    assert "| random baseline (dcgan_random, of noreg) | 0.500 | 0.100 |" in board.splitlines()
+    # nothing readable: one line, exit status 2
+    only_bad = [str(tmp_path / name) for name in ("deep", "empty")]
+    assert leaderboard.main(only_bad) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and err[-1].startswith("leaderboard: none of the 2 evaluation.json")

@@ -178,6 +178,7 @@ BAD = [  # (route, raw JSON body, status, part of the message)
     ("render", '[1, 2]', 400, "JSON object"),
     ("render", '{"seed": ', 400, "not valid JSON"),
     ("render", '{"seed": ' + "9" * 5000 + "}", 400, "not valid JSON"),
+    ("render", "[" * (16 * 1024), 400, "nested too deeply"),  # at the size limit: RecursionError
     ("render", '{"seed": 1, "edits": [' + ", ".join(['[0, 1]'] * 5000) + "]}", 413, "bytes"),
     ("strip", '{"seed": 1, "direction": 3}', 400, "direction must be"),
     ("strip", '{"seed": 1, "direction": 0, "steps": 1000}', 400, "steps must be"),
@@ -224,6 +225,30 @@ def test_no_path_is_served_and_stale_requests_are_skipped(pair, files):
     guarded = ExplorerApp(explorer).asgi(["127.0.0.1", "localhost"])
     assert TestClient(guarded, base_url="http://evil.example").get("/").status_code == 400
     assert TestClient(guarded, base_url="http://127.0.0.1:8000").get("/").status_code == 200
+
+
+def test_bound_to_ipv6_loopback_the_app_takes_its_bracketed_host_only(pair):
+    """host=::1: the Host header of a browser at http://[::1]:port/ is ``[::1]:port``; it and
+    ``[::1]`` are served, other hosts (and malformed headers) refused as under 127.0.0.1."""
+    from explorer.app import LOOPBACK, host_name
+
+    explorer, _ = pair
+    client = TestClient(ExplorerApp(explorer).asgi(LOOPBACK["::1"]))
+    for host in ("[::1]:8000", "[::1]", "[::1]:65535", "localhost:8000"):
+        assert client.get("/", headers={"host": host}).status_code == 200, host
+    for host in ("[::2]:8000", "evil.example", "evil.example:8000", "127.0.0.1:8000", "[::1]x",
+                 "[::1]:80:80", "[", "", "[::1]@evil.example"):
+        assert client.get("/", headers={"host": host}).status_code == 400, host
+    assert host_name("[::1]:8000") == "[::1]" and host_name("LocalHost:1") == "localhost"
+    assert host_name("[::1") is None and host_name(None) is None
+    try:  # the server explore.py starts for host=::1 guards its app the same way
+        server, sock, url = make_server(ExplorerApp(explorer), "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with sock:
+        assert url.startswith("http://[::1]:")
+        assert TestClient(server.config.app, base_url=url).get("/").status_code == 200
+        assert TestClient(server.config.app, base_url="http://evil.example").get("/").status_code == 400
 
 
 def test_open_refuses_files_of_another_generator(files):
@@ -355,3 +380,18 @@ def test_the_page_in_a_real_browser(files):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_labels_of_a_bad_evaluation_are_absent_not_nan(tmp_path):
+    """A NaN or inf in the effect matrix leaves that direction unlabelled (no "purity nan");
+    an evaluation.json nested too deeply leaves all unlabelled, with no traceback."""
+    from explorer.render import direction_labels
+
+    path = tmp_path / "directions.pt"
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "directions": str(path), "label": "v", "results": {"v": {"factors": ["x", "hue"],
+            "effect_matrix": [[float("nan"), 0.1], [0.2, 0.1], [float("inf"), 0.0]]}}}))
+    assert direction_labels(path, 3) == ["direction 0", "direction 1: x, purity 0.67",
+                                         "direction 2"]
+    (tmp_path / "evaluation.json").write_text("[" * 100_000)
+    assert direction_labels(path, 3) == ["direction 0", "direction 1", "direction 2"]

@@ -133,5 +133,6 @@ def test_auto_steps_follow_the_range_the_directions_were_trained_on():
     ganalyze = settings.resolve(0.5)
     assert ganalyze.alpha == 0.25 and ganalyze.rca.shift_scale == 0.5
     assert EvaluationSettings(alpha=1.5).resolve(0.5).alpha == 1.5  # a given number is kept
-    with pytest.raises(ValueError, match="number or 'auto'"):
+    with pytest.raises(ValueError, match=r"evaluation.settings.alpha='big': expected a finite "
+                                         r"number > 0 \(or auto\)"):
         EvaluationSettings.from_dict({"alpha": "big"})

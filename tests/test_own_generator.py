@@ -4,6 +4,10 @@ line through Hydra's search path, and the start-up check that refuses a broken g
 a message naming the problem and the setting that fixes it."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -73,6 +77,18 @@ def test_the_example_runs_voynov_from_the_command_line(tmp_path):
     # the recorded config rebuilds the same generator (evaluate.py / edit.py without the run)
     source = directions.meta["generator_source"]
     assert source["_target_"] == "generators.adapter.ModuleGenerator"
+    # edit.py rebuilds it from the run once the user names the class (the README's command),
+    # and refuses in one line otherwise: the run folder never names code that runs
+    edit = [sys.executable, str(ROOT / "edit.py"), f"directions={tmp_path}/mine/directions.pt",
+            "direction=0", "seeds=[0]", f"out={tmp_path}/edit.png"]
+    env = {**os.environ, **EXAMPLE_ENV, "WANDB_MODE": "offline"}
+    refused = subprocess.run(edit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "trusted_modules=[my_generator.ToyGenerator]" in refused.stdout
+    assert not (tmp_path / "edit.png").exists()
+    named = subprocess.run([*edit, "trusted_modules=[my_generator.ToyGenerator]"], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert named.returncode == 0, named.stdout[-2000:] + named.stderr[-2000:]
+    assert (tmp_path / "edit.png").is_file()
 
 
 def test_a_broken_generator_is_refused_on_the_command_line(tmp_path):
@@ -185,3 +201,25 @@ def test_the_config_rebuilds_the_generator(tmp_path):
     torch.save(g.module.state_dict(), tmp_path / "net.pt")
     g = instantiate({**config, "weights": str(tmp_path / "net.pt")})
     assert instantiate(g.source).identity() == g.identity()
+
+
+def test_the_readme_weights_overrides_compose_and_load_the_key(tmp_path, monkeypatch):
+    """README: "A trained network's weights come with ``generator.weights=<file>
+    [generator.weights_key=g_ema]``", added to the example's command: both keys are in the
+    example's config (Hydra refused ``weights_key`` as "Could not override"), and the
+    composed generator loads the state dict under that key."""
+    from conftest import compose_cfg
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "my_generator"))  # the README's PYTHONPATH
+    from my_generator import ToyGenerator
+
+    readme = (ROOT / "README.md").read_text()
+    assert "`generator.weights=<file> [generator.weights_key=g_ema]`" in readme
+    net = ToyGenerator(latent_dim=8, seed=5)  # not the config's seed 0: the file's weights show
+    torch.save({"g_ema": net.state_dict(), "step": 10}, tmp_path / "trained.pt")
+    monkeypatch.chdir(ROOT)  # the README's file:// path is relative to the repository root
+    cfg = compose_cfg(["method=voynov", *EXAMPLE, f"generator.weights={tmp_path}/trained.pt",
+                       "generator.weights_key=g_ema"], tmp_path)
+    assert cfg.generator.weights_key == "g_ema"
+    g = instantiate(cfg.generator)
+    assert torch.equal(g.module.fc.weight, net.fc.weight)

@@ -199,7 +199,7 @@ def test_two_ddp_processes_give_the_one_process_direction(tmp_path):
     (["method.module.method.drop=-0.1"], "in \\[0, 1\\)"),
     (["method.module.method.model=quadratic"], "model='quadratic'"),
     (["method.module.method.radius=0"], "radius"),
-    (["method.module.method.steps=0"], "steps >= 1"),
+    (["method.module.method.steps=0"], "method.module.method.steps=0: expected an integer >= 1"),
     (["method.module.method.ridge=-1"], "ridge >= 0"),
     (["method.module.method.strengths=[4,20]"], "use strengths below 16"),
     (["method.module.method.edit=brightness", "method.module.method.strengths=[0.5,1.5]"],

@@ -211,6 +211,10 @@ class FitFreeCarrier(FrozenGeneratorModule):
         traversal: see FrozenGeneratorModule.
     """
 
+    # The solved directions are rebuilt from the method's result (its callback state) on every
+    # start: the module's copy stays out of checkpoints, like the generator.
+    frozen_submodules = ("generator", "directions")
+
     def __init__(self, generator: Generator, method: FitFreeMethod,
                  traversal: dict | None = None) -> None:
         super().__init__(generator, traversal, alpha_range=method.alpha_range)
