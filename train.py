@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from common.callbacks import RunSignature
@@ -33,6 +34,7 @@ from common.runs import (check_command_line, exit_on_setup_error, hydra_run_dir,
                          one_line, refuse)
 from generators.base import identity_mismatch
 from metrics.report import report_describes
+from lightning_modules.fit_free import FitFreeCarrier, FitFreeMethod
 from lightning_modules.evaluation import (EvaluationSetupError, check_evaluation, prepare_evaluation,
                                          run_evaluation)
 
@@ -97,8 +99,11 @@ def check_numbers(cfg: DictConfig) -> None:
     for group in ("method", "data", "callbacks"):
         if isinstance(cfg.get(group), DictConfig):
             check_config_numbers(cfg[group], group, rules, error=RunSetupError)
+    trainer = cfg.get("trainer") or OmegaConf.create({})
+    count(1)(trainer.get("max_steps"), "trainer.max_steps")
+    count(1)(trainer.get("val_check_interval"), "trainer.val_check_interval")
     evaluation = cfg.get("evaluation")
-    if evaluation is not None and evaluation.get("enabled") and cfg.method.get("frozen_generator", True):
+    if evaluation is not None and evaluation.get("enabled") and needs_frozen_generator(cfg):
         check_evaluation(evaluation)
 
 
@@ -213,10 +218,10 @@ _RESUME_FREE = ("traversal",)
 
 def run_signature(cfg: DictConfig, free: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a checkpoint's state depends on, recorded in it (``RunSignature``): the method, its
-    options (but the grids' settings and the module's ``free`` ones, which a resume may
-    change), the seed."""
-    options = OmegaConf.to_container(cfg.method.get("module") or OmegaConf.create({}), resolve=True)
-    options = {k: v for k, v in options.items() if k not in _RESUME_FREE + tuple(free)}
+    options (but its name, the grids' settings and the module's ``free`` ones, which a resume
+    may change), the seed."""
+    options = OmegaConf.to_container(cfg.method, resolve=True)
+    options = {k: v for k, v in options.items() if k not in ("name",) + _RESUME_FREE + tuple(free)}
     return {"method": cfg.method.name, "options": options, "seed": cfg.seed}
 
 
@@ -236,11 +241,11 @@ def resume_differences(blob: dict, cfg: DictConfig, module, generator) -> list[s
     differences = []
     saved = blob.get(RunSignature.KEY)
     if isinstance(saved, dict):
-        names = {"method": "method", "options": "method.module", "seed": "seed"}
+        names = {"method": "method", "options": "method", "seed": "seed"}
         before = {k: v for key, name in names.items() for k, v in _flat(saved.get(key), name).items()}
         free = getattr(module, "resume_free", ())
         before = {k: v for k, v in before.items()
-                  if not any(k == f"method.module.{f}" for f in free)}
+                  if not any(k == f"method.{f}" for f in free)}
         now = {k: v for key, name in names.items()
                for k, v in _flat(run_signature(cfg, free)[key], name).items()}
         for key in sorted(before.keys() | now.keys()):
@@ -308,15 +313,44 @@ def check_checkpoint(path: Path) -> str:
     return str(path)
 
 
+def method_class(cfg: DictConfig) -> type:
+    """The class ``method._target_`` names (the user's config: code the user chose)."""
+    target = cfg.method.get("_target_")
+    try:
+        return get_class(str(target))
+    except Exception as err:  # noqa: BLE001 - any failure to import it is the same mistake
+        raise RunSetupError(f"method._target_={target}: cannot be imported ({one_line(err)})") from None
+
+
+def needs_frozen_generator(cfg: DictConfig) -> bool:
+    """Whether the method works on the run's frozen generator: a fit-free method, or a module
+    that takes a ``generator`` its config does not build itself (GAN pretraining and GLO build
+    the generator they train; the regressor's training takes none)."""
+    cls = method_class(cfg)
+    if issubclass(cls, FitFreeMethod):
+        return True
+    return "generator" in inspect.signature(cls).parameters and "generator" not in cfg.method
+
+
+def build_method(cfg: DictConfig, generator) -> pl.LightningModule:
+    """The module ``cfg.method`` describes: its root is what is built (``name`` is the run's
+    label, not an argument); a fit-free method is carried by ``FitFreeCarrier`` with the
+    config's ``traversal``."""
+    # plain dicts and lists reach the modules (and their checkpoints)
+    spec = OmegaConf.to_container(cfg.method, resolve=True)
+    spec.pop("name", None)
+    if issubclass(method_class(cfg), FitFreeMethod):
+        traversal = spec.pop("traversal", None)
+        return FitFreeCarrier(generator, instantiate(spec, _convert_="all"), traversal)
+    return instantiate(spec, _convert_="all", **({"generator": generator} if generator is not None else {}))
+
+
 def instantiate_parts(cfg: DictConfig) -> dict[str, Any]:
     """Builds generator, data and method module from the config: nothing is written."""
-    generator = instantiate(cfg.generator) if cfg.method.get("frozen_generator", True) else None
+    generator = instantiate(cfg.generator) if needs_frozen_generator(cfg) else None
     data_kwargs = {"generator": generator} if "generator" in cfg.data else {}
     datamodule = instantiate(cfg.data, **data_kwargs)
-    module_kwargs = {"generator": generator} if generator is not None else {}
-    # _convert_="all": plain dicts and lists reach the modules (and their checkpoints).
-    module = instantiate(cfg.method.module, _convert_="all", **module_kwargs)
-    return {"generator": generator, "datamodule": datamodule, "module": module}
+    return {"generator": generator, "datamodule": datamodule, "module": build_method(cfg, generator)}
 
 
 def instantiate_outputs(cfg: DictConfig) -> dict[str, Any]:
@@ -364,7 +398,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
     evaluation = cfg.get("evaluation")
     evaluate_at_end = bool(evaluation is not None and evaluation.enabled
-                           and cfg.method.get("frozen_generator", True))
+                           and needs_frozen_generator(cfg))
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     parts = instantiate_parts(cfg)
@@ -372,14 +406,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_resume(ckpt_path, cfg, parts["module"], parts["generator"])
     # What the evaluation needs is checked now: a mistake stops the run before training.
     prepared = prepare_evaluation(evaluation, parts["generator"]) if evaluate_at_end else None
-    # method.max_steps counts batches, the one knob of a run's length; Lightning counts
+    # trainer.max_steps counts batches, the one knob of a run's length; Lightning counts
     # optimizer steps, several a batch for a GAN (D then G).
-    # A fit-free method sets its own length from its sample count (method.max_steps: null).
+    # A fit-free method sets its own length from its sample count (trainer.max_steps: null).
     per_batch = getattr(parts["module"], "optimizer_steps_per_batch", 1)
-    batches = cfg.method.max_steps
+    batches = cfg.trainer.get("max_steps")
     if batches is None:
         if not hasattr(parts["module"], "required_batches"):
-            raise RunSetupError(f"method.max_steps is null: set it to the number of batches "
+            raise RunSetupError(f"trainer.max_steps is null: set it to the number of batches "
                                 f"{cfg.method.name} trains for")
         batches = parts["module"].required_batches(parts["datamodule"].batch_size)
     # Every check has passed: from here on the run folder is written (W&B's run id first).

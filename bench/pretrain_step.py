@@ -2,7 +2,7 @@
 
 Builds the experiment's own config (``experiment=pretrain_stylegan2`` by default, or
 ``--experiment pretrain_dcgan``) through Hydra and ``train.instantiate_all``, and runs a real
-Lightning fit of ``--batches`` batches for each setting of ``method.module.channels_last``:
+Lightning fit of ``--batches`` batches for each setting of ``method.channels_last``:
 a batch is a D step and a G step on 32 world renders, with lazy R1 every 16 batches and style
 mixing as configured. A callback times every batch; the first ``--warmup`` are left out. Rounds
 alternate the settings, so that a change of the machine's load reaches both alike. Prints a
@@ -51,8 +51,8 @@ def time_batches(experiment: str, channels_last: bool, batches: int, out_dir: st
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}", "logger=none",
                                           f"paths.output_dir={out_dir}",
-                                          f"++method.module.channels_last={channels_last}",
-                                          "method.module.sample_every_n_steps=0"])
+                                          f"++method.channels_last={channels_last}",
+                                          "method.sample_every_n_steps=0"])
     parts = instantiate_all(cfg)
     timer = BatchTimer()
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

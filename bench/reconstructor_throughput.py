@@ -158,9 +158,9 @@ def compose_config(method: str, batch_size: int, max_steps: int, output_dir: Pat
     overrides = [
         f"method={method}", "logger=none", "callbacks=none", "evaluation.enabled=false",
         f"data.batch_size={batch_size}",
-        f"method.max_steps={max_steps}",
-        f"method.val_every={NO_VALIDATION}",
-        "method.module.traversal.every_n_steps=0",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.val_check_interval={NO_VALIDATION}",
+        "method.traversal.every_n_steps=0",
         "trainer.enable_progress_bar=false",
         f"paths.output_dir={output_dir}",
         f"run_name=bench_b{batch_size}",
@@ -218,10 +218,10 @@ def trainer_step_times(cfg: DictConfig, steps: int, warmup: int,
     # train.train takes no extra callbacks, so the Trainer is built here the same way, plus
     # the timer; the rest of train.train (config and metrics files) is outside the steps.
     timer = StepTimer(warmup, between)
-    # As train.train: method.max_steps counts batches, Lightning counts optimizer steps.
+    # As train.train: trainer.max_steps counts batches, Lightning counts optimizer steps.
     per_batch = getattr(parts["module"], "optimizer_steps_per_batch", 1)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
-                                      max_steps=int(cfg.method.max_steps) * per_batch,
+                                      max_steps=int(cfg.trainer.max_steps) * per_batch,
                                       logger=parts["loggers"] or False,
                                       callbacks=[*parts["callbacks"], timer],
                                       enable_checkpointing=False)
@@ -247,7 +247,7 @@ class StepParts:
     """
 
     def __init__(self, cfg: DictConfig) -> None:
-        mcfg = cfg.method.module
+        mcfg = cfg.method
         batch_size = cfg.data.batch_size
         torch.manual_seed(cfg.seed)
         module = train_script.instantiate_all(cfg)["module"]

@@ -42,8 +42,8 @@ from bench.reconstructor_throughput import (NO_VALIDATION, measure_trainer_cfg, 
 
 def compose_config(method: str, batch_size: int, max_steps: int, output_dir: Path):
     overrides = [f"method={method}", "logger=none", "callbacks=none", "evaluation.enabled=false",
-                 f"data.batch_size={batch_size}", f"method.max_steps={max_steps}",
-                 f"method.val_every={NO_VALIDATION}", "method.module.traversal.every_n_steps=0",
+                 f"data.batch_size={batch_size}", f"trainer.max_steps={max_steps}",
+                 f"trainer.val_check_interval={NO_VALIDATION}", "method.traversal.every_n_steps=0",
                  "trainer.enable_progress_bar=false", f"paths.output_dir={output_dir}",
                  f"run_name=bench_{method}_b{batch_size}"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):

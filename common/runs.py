@@ -100,11 +100,36 @@ def refuse(script: str, error: str, message) -> None:
     sys.exit(2)
 
 
+# Option paths of the configs before every method's options moved to the group's root (the
+# object the group builds), run length and cadence to trainer.* and batch size to data.*.
+_MOVED = (("method.module.method.", "method."), ("method.module.", "method."),
+          ("method.max_steps", "trainer.max_steps"),
+          ("method.val_every", "trainer.val_check_interval"),
+          ("method.batch_size", "data.batch_size"))
+
+
+def moved_option(key: str) -> str | None:
+    """The one-line answer to an option path that has moved (None for any other path)."""
+    for old, new in _MOVED:
+        if key == old.rstrip(".") or key.startswith(old):
+            now = new + key[len(old):] if old.endswith(".") else new
+            return (f"{key} has moved: it is {now} now (every method's options sit at method.*, "
+                    "run length and cadence at trainer.*, batch size at data.*)")
+    if key == "method.frozen_generator":
+        return ("method.frozen_generator is gone: a method that builds its own generator says "
+                "so in its config (method.generator)")
+    return None
+
+
 def check_command_line(config_name: str, argv: list[str], script: str) -> DictConfig | None:
     """Compose the script's config from ``argv`` as Hydra will, before Hydra runs the job: a
     mistake in the command line (an unknown option or group choice, a malformed override, a
     missing ``method=``) is then one line and exit status 2, where Hydra prints several lines
     and exits 1. Hydra's own flags (``--multirun``, ``--help``, ``-cd``, ...) are left to it."""
+    for arg in argv:
+        moved = moved_option(arg.lstrip("+~").split("=", 1)[0])
+        if moved:
+            refuse(script, "CommandLineError", moved)
     if any(arg.startswith("-") for arg in argv):
         return None
     from hydra import compose, initialize_config_dir

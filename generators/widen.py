@@ -16,7 +16,7 @@ its minibatch standard deviation is a mean over that level's channels, so that l
 
 ``python -m generators.widen <pretraining last.ckpt> <out.ckpt> --channels 256,128,64,32``
 writes a pretraining checkpoint to resume with ``ckpt_path=<out.ckpt>`` and the same channels
-in ``method.module.generator.channels`` (``method.module.discriminator.channels`` for
+in ``method.generator.channels`` (``method.discriminator.channels`` for
 ``--d-channels``). Adam's moments are widened too (zero first moments,
 and the old mean of the second moments for the new entries, so the first steps of the new
 weights are not outsized).

@@ -28,7 +28,7 @@ from lightning_modules.directions import Directions, DirectionSet
 
 
 def regressor_path(generator: Generator, choice: str | None, needed_for: str | None = None,
-                   option: str = "method.module.regressor") -> str | None:
+                   option: str = "method.regressor") -> str | None:
     """The regressor file a method reads: ``auto`` is the one the generator's config names
     (its images' world), never another world's; ``None``: none. ``needed_for``: refuse to go
     without one, saying what it is needed for and which ``option`` to set."""

@@ -103,7 +103,7 @@ class EnjoyYourEditing(DirectionModule):
                 f"lambda_disc={lambda_disc} needs the generator's own trained discriminator, and "
                 f"{generator.name!r} has none (a random one would judge nothing): use a weights "
                 "file that stores it (the built-in generators and rosinality checkpoints do; "
-                "NVIDIA pickles with D), or set method.module.lambda_disc=0")
+                "NVIDIA pickles with D), or set method.lambda_disc=0")
         if problems:
             raise ValueError("; ".join(problems))
         super().__init__(generator, optimizer, traversal, alpha_range=hi - lo)

@@ -207,7 +207,7 @@ class GLO(pl.LightningModule):
                              "generators.random_generator(architecture='dcgan', frozen=False)")
         if not any(p.requires_grad for p in generator.parameters()):
             raise ValueError("GLO trains its generator, but this one is frozen: build it with "
-                             "frozen=False (and set method.frozen_generator: false)")
+                             "frozen=False in method.generator")
         if norm_batch is not None and norm_batch < 2:
             raise ValueError(f"norm_batch must be null or at least 2 images, got {norm_batch}")
         self.automatic_optimization = False

@@ -117,7 +117,7 @@ def _cases() -> list[Case]:
         _c("train-seed-abc-empty-folder", "train", "seed=abc", "seed", workspace="empty",
            note="in an empty folder: no outputs/ left behind"),
         _c("train-batch-size-0", "train", "data.batch_size=0", "data.batch_size"),
-        _c("train-max-steps-0", "train", "method.max_steps=0", "method.max_steps"),
+        _c("train-max-steps-0", "train", "trainer.max_steps=0", "trainer.max_steps"),
         _c("train-devices-99", "train", "trainer.devices=99", "trainer.devices"),
         _c("train-truncation-psi-5", "train", "generator=stylegan2_random generator.truncation_psi=5",
            "generator.truncation_psi"),
@@ -125,9 +125,9 @@ def _cases() -> list[Case]:
            "generator=stylegan2_random generator.truncation_psi=nan", "generator.truncation_psi"),
         _c("train-option-not-in-generator", "train", "generator.truncation_psi=5",
            "generator.truncation_psi", note="dcgan_random has no truncation"),
-        _c("train-lr-negative", "train", "method.module.optimizer.lr=-1",
-           "method.module.optimizer.lr"),
-        _c("train-lr-nan", "train", "method.module.optimizer.lr=nan", "method.module.optimizer.lr"),
+        _c("train-lr-negative", "train", "method.optimizer.lr=-1",
+           "method.optimizer.lr"),
+        _c("train-lr-nan", "train", "method.optimizer.lr=nan", "method.optimizer.lr"),
         _c("train-unknown-method", "train", "method=nosuch", "method"),
         _c("train-ckpt-missing", "train", "ckpt_path=files/missing.ckpt", ("ckpt_path", "missing.ckpt")),
         _c("train-ckpt-text", "train", "ckpt_path=files/text.txt", ("ckpt_path", "text.txt")),
@@ -147,7 +147,7 @@ def _cases() -> list[Case]:
         _c("train-ckpt-of-another-method", "train",
            "run_name=fresh method=voynov_ortho ckpt_path=outputs/good/checkpoints/last.ckpt",
            ("ckpt_path", "last.ckpt"), note="a new run started from a voynov run's checkpoint"),
-        _c("train-resume-other-num-directions", "train", f"{resume} method.module.num_directions=4",
+        _c("train-resume-other-num-directions", "train", f"{resume} method.num_directions=4",
            "num_directions"),
         # ---- edit.py ---------------------------------------------------------------------
         _c("edit-alphas-nan", "edit", f"{d} alphas=[nan]", "alphas"),
@@ -757,7 +757,7 @@ with these command lines, each in a fresh folder ($PWD below) that holds:
 - `lb/`: runs whose `evaluation.json` is not JSON, empty, a list, or lacks keys.
 
 train.py cases also pass the tiny settings (`method=voynov generator=dcgan_random logger=none
-data.batch_size=8 method.max_steps=4 ...`, tests/bad_inputs_driver.py `TINY`) unless they set
+data.batch_size=8 trainer.max_steps=4 ...`, tests/bad_inputs_driver.py `TINY`) unless they set
 the option themselves; evaluate.py cases a tiny evaluation and `logger=none`; explore.py cases
 `port=0`.
 

@@ -24,8 +24,8 @@ def test_every_config_of_every_group_composes(group, tmp_path):
         assert container["run_name"]
         if group == "method":
             # max_steps: batches; null for a fit-free method, whose sample count sets it
-            assert cfg.method.name and "_target_" in cfg.method.module
-            assert (cfg.method.max_steps or 0) > 0 or "fit_free" in cfg.method.module._target_
+            assert cfg.method.name and "_target_" in cfg.method
+            assert (cfg.trainer.max_steps or 0) > 0 or "fit_free" in cfg.method._target_
 
 
 def test_hydra_group_is_used_for_run_dirs(tmp_path):
@@ -70,8 +70,8 @@ def test_a_run_name_that_is_a_path_is_refused_and_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize("arg, message", [
     ("seed=abc", "seed='abc': expected an integer"),
-    ("method.module.optimizer.lr=-1", "a learning rate must be a number >= 0"),
-    ("method.max_steps=0", "method.max_steps=0: expected an integer >= 1"),
+    ("method.optimizer.lr=-1", "a learning rate must be a number >= 0"),
+    ("trainer.max_steps=0", "trainer.max_steps=0: expected an integer >= 1"),
 ])
 def test_bad_numbers_get_one_clear_line(tmp_path, arg, message):
     result = run_script(["method=voynov", "logger=none", arg], cwd=tmp_path, timeout=300)
@@ -91,7 +91,7 @@ def test_unknown_method_and_generator(tmp_path):
 @pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability", "eye"])
 def test_ddp_two_cpu_processes(tmp_path, method):
     # The tiny random generator has no discriminator: EYE runs without its term here.
-    extra = ["method.module.lambda_disc=0"] if method == "eye" else []
+    extra = ["method.lambda_disc=0"] if method == "eye" else []
     args = [f"method={method}", "trainer=ddp_cpu", "run_name=ddp", *TINY, *EVAL_TINY, *extra]
     result = run_script(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -118,3 +118,39 @@ def test_multirun_gives_one_directory_per_job(tmp_path):
     a = Directions.load(tmp_path / "outputs/sweep-0/directions.pt")
     b = Directions.load(tmp_path / "outputs/sweep-1/directions.pt")
     assert not torch.allclose(a.directions.vectors(), b.directions.vectors())  # seeds differ
+
+
+@pytest.mark.parametrize("old, new", [
+    ("method.module.num_directions=4", "method.num_directions"),
+    ("+method.module.method.layers=coarse", "method.layers"),
+    ("method.max_steps=3", "trainer.max_steps"),
+    ("method.val_every=3", "trainer.val_check_interval"),
+    ("method.batch_size=3", "data.batch_size"),
+])
+def test_an_old_option_path_names_its_new_one(old, new, capsys):
+    """The configs' old shape (method.module.*, run length under method): one line, exit 2."""
+    from common.runs import check_command_line
+
+    with pytest.raises(SystemExit) as exit_:
+        check_command_line("train", ["method=voynov", old], "train")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"it is {new}" in err and len(err.strip().splitlines()) == 1
+
+
+COMMON = {"method.num_directions": ["voynov", "voynov_random", "warped", "sefa", "ganspace",
+                                    "lowrankgan"],
+          "method.layers": ["voynov", "sefa", "ganspace", "interfacegan"],
+          "method.samples": ["ganspace", "interfacegan", "lowrankgan", "plumerault"],
+          "method.optimizer.lr": ["voynov", "warped", "ganalyze", "steerability", "eye"],
+          "method.traversal.steps": sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))}
+
+
+@pytest.mark.parametrize("path", sorted(COMMON))
+def test_the_common_options_have_one_path_for_every_method(path, tmp_path):
+    """method.<option> is the same path for every method it applies to, learnable or fit-free;
+    trainer.max_steps and data.batch_size for every method."""
+    for method in COMMON[path]:
+        cfg = compose_cfg([f"method={method}", f"{path}=7", "trainer.max_steps=5",
+                           "data.batch_size=3"], tmp_path)
+        assert OmegaConf.select(cfg, path) == 7, (method, path)
+        assert cfg.trainer.max_steps == 5 and cfg.data.batch_size == 3, method

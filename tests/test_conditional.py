@@ -30,18 +30,18 @@ FIT_FREE = ("sefa", "ganspace", "interfacegan", "lowrankgan", "plumerault")
 # Each method's tiny settings: a couple of batches, its own regressor where it reads one.
 METHODS = {
     "voynov": [], "warped": [],
-    "ganalyze": [f"method.module.regressor={REG}"],
-    "ganalyze_per_class": [f"method.module.regressor={REG}", "method.module.class_dependent=true"],
-    "steerability": [f"method.module.regressor={REG}"],
-    "eye": [f"method.module.regressor={REG}", "method.module.lambda_disc=0"],  # neither has a D
-    "sefa": [], "ganspace": ["method.module.method.samples=16"],
-    "interfacegan": [f"method.module.method.regressor={REG}", "method.module.method.samples=200",
-                     "method.module.method.ratio=0.05"],
-    "lowrankgan": ["method.module.method.samples=1"],
-    "plumerault": [f"method.module.method.regressor={REG}", "method.module.method.samples=8",
-                   "method.module.method.steps=2", "method.module.method.eval_samples=8",
-                   "method.module.method.fit_steps=5", "method.module.method.knots=2",
-                   "method.module.method.drop=0"],
+    "ganalyze": [f"method.regressor={REG}"],
+    "ganalyze_per_class": [f"method.regressor={REG}", "method.class_dependent=true"],
+    "steerability": [f"method.regressor={REG}"],
+    "eye": [f"method.regressor={REG}", "method.lambda_disc=0"],  # neither has a D
+    "sefa": [], "ganspace": ["method.samples=16"],
+    "interfacegan": [f"method.regressor={REG}", "method.samples=200",
+                     "method.ratio=0.05"],
+    "lowrankgan": ["method.samples=1"],
+    "plumerault": [f"method.regressor={REG}", "method.samples=8",
+                   "method.steps=2", "method.eval_samples=8",
+                   "method.fit_steps=5", "method.knots=2",
+                   "method.drop=0"],
 }
 
 
@@ -69,7 +69,7 @@ def generators(tmp_path_factory) -> dict[str, list[str]]:
 def run(generators, gen: str, name: str, out, *extra: str, space: str | None = None) -> dict:
     method = "ganalyze" if name == "ganalyze_per_class" else name
     tiny = [t for t in TINY if not (method in FIT_FREE and t.startswith(
-        ("method.max_steps", "method.module.traversal.every_n_steps")))]
+        ("trainer.max_steps", "method.traversal.every_n_steps")))]
     view = [f"generator.space={space}"] if space else []
     cfg = compose_cfg([f"method={method}", f"run_name={name}", *tiny, *EVAL_TINY, *generators[gen],
                        *view, *METHODS[name], *extra], out)
@@ -109,7 +109,7 @@ def test_every_method_runs_on_a_conditional_generator(generators, tmp_path, gen,
 
 def test_eye_is_refused_without_a_discriminator(generators, tmp_path):
     with pytest.raises(Exception, match="needs the generator's own trained discriminator"):
-        run(generators, "biggan", "eye", tmp_path, "method.module.lambda_disc=0.05")
+        run(generators, "biggan", "eye", tmp_path, "method.lambda_disc=0.05")
 
 
 def test_class_dependent_directions_give_each_sample_its_class_direction(tmp_path):

@@ -341,8 +341,8 @@ def test_the_end_of_training_comes_before_the_strategy_teardown(tmp_path, monkey
 
     monkeypatch.setattr(SingleDeviceStrategy, "teardown", recording_teardown)
     tiny = TINY if method == "voynov" else [
-        *(t for t in TINY if not t.startswith(("method.max_steps", "method.module.traversal.every"))),
-        "method.module.method.num_directions=4"]
+        *(t for t in TINY if not t.startswith(("trainer.max_steps", "method.traversal.every"))),
+        "method.num_directions=4"]
     metrics = train.train(compose_cfg([f"method={method}", "run_name=end", *tiny, *EVAL_TINY], tmp_path))
     assert seen["directions"], "the directions were written after the teardown"
     assert seen["metrics"], "the final metrics were computed after the teardown"

@@ -101,8 +101,8 @@ def test_eye_run_with_the_generators_own_discriminator(tiny_cfg):
 @pytest.mark.parametrize("kind, generator", [("layers", "stylegan2_random"), ("local", "dcgan_random")])
 def test_eye_kinds_run_end_to_end(tiny_cfg, kind, generator):
     extra = ["generator.space=w+"] if kind == "layers" else []
-    cfg = tiny_cfg(f"generator={generator}", *extra, f"method.module.kind={kind}",
-                   "method.module.lambda_disc=0", method="eye")
+    cfg = tiny_cfg(f"generator={generator}", *extra, f"method.kind={kind}",
+                   "method.lambda_disc=0", method="eye")
     metrics = train(cfg)
     directions = Directions.load(f"{cfg.paths.output_dir}/{cfg.run_name}/directions.pt")
     assert directions.directions.kind == ("layer_vectors" if kind == "layers" else "local_mlp")

@@ -10,7 +10,7 @@ from lightning_modules.directions import BasisDirections, Directions
 from lightning_modules.fit_free.sefa import SeFa, sefa_directions
 from train import train
 
-FIT_FREE_TINY = [t for t in TINY if not t.startswith(("method.max_steps", "method.module.traversal.every"))]
+FIT_FREE_TINY = [t for t in TINY if not t.startswith(("trainer.max_steps", "method.traversal.every"))]
 
 
 def run_fit_free(tmp_path, method, *overrides, run_name="ff"):
@@ -37,11 +37,11 @@ def test_sefa_equals_the_svd_of_the_normalised_weight_and_is_sorted():
 @pytest.mark.parametrize("generator,extra", [
     ("dcgan_random", []),
     ("stylegan2_random", ["generator.space=w"]),
-    ("stylegan2_random", ["generator.space=w+", "method.module.method.layers=coarse"]),
+    ("stylegan2_random", ["generator.space=w+", "method.layers=coarse"]),
 ])
 def test_sefa_runs_through_train_py(tmp_path, generator, extra):
     out, metrics = run_fit_free(tmp_path, "sefa", f"generator={generator}",
-                                "method.module.method.num_directions=4", *extra)
+                                "method.num_directions=4", *extra)
     made = Directions.load(out / "directions.pt")
     assert isinstance(made.directions, BasisDirections) and made.num_directions == 4
     assert made.meta["method"] == "sefa" and made.meta["alpha_range"] == 3.0
@@ -61,7 +61,7 @@ def test_sefa_runs_through_train_py(tmp_path, generator, extra):
 
 
 def test_resume_takes_the_result_from_the_checkpoint(tmp_path, monkeypatch):
-    args = ["generator=stylegan2_random", "method.module.method.num_directions=4"]
+    args = ["generator=stylegan2_random", "method.num_directions=4"]
     out, _ = run_fit_free(tmp_path, "sefa", *args)
     first = Directions.load(out / "directions.pt").directions.basis
     state = torch.load(out / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["fit_free/sefa"]
@@ -77,11 +77,11 @@ def test_resume_takes_the_result_from_the_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("overrides,message", [
     (["generator=stylegan2_random", "generator.space=z"], "directions live in W"),
-    (["generator=stylegan2_random", "generator.space=w", "method.module.method.layers=coarse"],
+    (["generator=stylegan2_random", "generator.space=w", "method.layers=coarse"],
      "needs generator.space=w\\+"),
-    (["generator=stylegan2_random", "generator.space=w+", "method.module.method.layers=0-40"],
+    (["generator=stylegan2_random", "generator.space=w+", "method.layers=0-40"],
      "layer"),
-    (["generator=dcgan_random", "method.module.method.num_directions=99"], "at most 8"),
+    (["generator=dcgan_random", "method.num_directions=99"], "at most 8"),
 ])
 def test_sefa_bad_input_is_one_clear_error_before_work(tmp_path, overrides, message):
     with pytest.raises(Exception) as caught:  # Hydra wraps it; the CLI prints the cause alone
@@ -107,7 +107,7 @@ def assert_same_axes(a, b, atol=1e-5):
 
 
 GANSPACE_W = ["generator=stylegan2_random", "generator.space=w", "data.batch_size=50",
-              "method.module.method.samples=200", "method.module.method.num_directions=5"]
+              "method.samples=200", "method.num_directions=5"]
 
 
 def test_ganspace_equals_a_full_pca_of_the_same_samples(tmp_path):
@@ -127,8 +127,8 @@ def test_ganspace_equals_a_full_pca_of_the_same_samples(tmp_path):
 
 def test_ganspace_without_mapping_regresses_features_back_to_z(tmp_path):
     out, _ = run_fit_free(tmp_path, "ganspace", "generator=dcgan_random", "data.batch_size=100",
-                          "method.module.method.samples=400", "method.module.method.num_directions=3",
-                          "method.module.method.max_features=64")
+                          "method.samples=400", "method.num_directions=3",
+                          "method.max_features=64")
     made = Directions.load(out / "directions.pt").directions
     g = random_generator("dcgan", init_seed=0, latent_dim=8, width=8)
     z = stream_latents(g, 100, 4).double()
@@ -146,7 +146,7 @@ def test_ganspace_without_mapping_regresses_features_back_to_z(tmp_path):
 def test_ganspace_killed_half_way_resumes_its_accumulation(tmp_path):
     whole, _ = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, run_name="whole")
     # stopped after 2 of 4 batches: nothing exported, the sums are in the checkpoint
-    half, _ = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, "method.max_steps=2", run_name="half")
+    half, _ = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, "trainer.max_steps=2", run_name="half")
     assert not (half / "directions.pt").exists()
     state = torch.load(half / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["fit_free/ganspace"]
     assert state["seen"] == 100 and state["result"] is None and float(state["stats"]["count"]) == 100
@@ -157,7 +157,7 @@ def test_ganspace_killed_half_way_resumes_its_accumulation(tmp_path):
 
 
 def test_exactly_the_asked_sample_count_is_accumulated(tmp_path):
-    _, metrics = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, "method.module.method.samples=130")
+    _, metrics = run_fit_free(tmp_path, "ganspace", *GANSPACE_W, "method.samples=130")
     assert metrics["samples"] == 130  # 3 batches of 50, the last cut at 30
 
 
@@ -193,20 +193,20 @@ def test_conditioning_removes_the_projection_and_renormalises():
 
 
 IFG_W = ["generator=stylegan2_random", "generator.space=w", "data.batch_size=100",
-         "method.module.method.samples=400", "method.module.method.ratio=0.05",
-         "method.module.method.factors=[scale,x]"]
+         "method.samples=400", "method.ratio=0.05",
+         "method.factors=[scale,x]"]
 
 
 def test_interfacegan_reads_any_factor_class_probabilities_and_angle_components(tmp_path):
     out, metrics = run_fit_free(tmp_path, "interfacegan", *IFG_W,
-                                "method.module.method.factors=['shape=1','hue.cos']")
+                                "method.factors=['shape=1','hue.cos']")
     assert Directions.load(out / "directions.pt").num_directions == 2
     assert {"shape=1/val_accuracy", "hue.cos/val_accuracy"} <= set(metrics)
 
 
 def test_interfacegan_runs_through_train_py_with_conditions(tmp_path):
     out, metrics = run_fit_free(tmp_path, "interfacegan", *IFG_W,
-                                "method.module.method.conditions={scale:[x,y]}")
+                                "method.conditions={scale:[x,y]}")
     made = Directions.load(out / "directions.pt")
     assert made.num_directions == 2 and made.meta["method"] == "interfacegan"
     for name in ("scale", "x", "y"):  # y fitted for the condition only
@@ -220,11 +220,11 @@ def test_interfacegan_runs_through_train_py_with_conditions(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method.module.method.factors=[colour]"], "has no factor 'colour'"),
-    (["method.module.method.factors=[shape]"], "is categorical, read it as one of ['shape=0'"),
-    (["method.module.method.samples=100"], "too few samples for the split"),
-    (["generator.regressor=null"], "names none in its config: pass method.module.method.regressor"),
-    (["method.module.method.conditions={hue:[x]}"], "not among factors"),
+    (["method.factors=[colour]"], "has no factor 'colour'"),
+    (["method.factors=[shape]"], "is categorical, read it as one of ['shape=0'"),
+    (["method.samples=100"], "too few samples for the split"),
+    (["generator.regressor=null"], "names none in its config: pass method.regressor"),
+    (["method.conditions={hue:[x]}"], "not among factors"),
 ])
 def test_interfacegan_bad_input(tmp_path, overrides, message):
     with pytest.raises(Exception) as caught:
@@ -311,17 +311,17 @@ def test_lowrankgan_edits_of_a_planted_local_generator_stay_in_their_region():
 
 def test_lowrankgan_runs_through_train_py(tmp_path):
     out, metrics = run_fit_free(tmp_path, "lowrankgan", "generator=dcgan_random",
-                                "method.module.method.samples=2", "method.module.method.jacobian_size=16",
-                                "method.module.method.num_directions=2", "data.val_batches=1")
+                                "method.samples=2", "method.jacobian_size=16",
+                                "method.num_directions=2", "data.val_batches=1")
     made = Directions.load(out / "directions.pt")
     assert made.meta["method"] == "lowrankgan" and 1 <= made.num_directions <= 2
     assert metrics["local_edit_ratio"] > 0 and metrics["rank_background"] >= 1
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method.module.method.region=[0.5,0.25,0,1]"], "top < bottom"),
-    (["method.module.method.region=[0,1,0,1]"], "covers every pixel"),
-    (["method.module.method.region=MASK"], "must be 32 x 32"),
+    (["method.region=[0.5,0.25,0,1]"], "top < bottom"),
+    (["method.region=[0,1,0,1]"], "covers every pixel"),
+    (["method.region=MASK"], "must be 32 x 32"),
     (["generator=stylegan2_random", "generator.space=w+"], "generator.space=z or w"),
 ])
 def test_lowrankgan_bad_input(tmp_path, overrides, message):
@@ -337,12 +337,12 @@ def test_lowrankgan_bad_input(tmp_path, overrides, message):
 
 
 # ---- every fit-free method: two DDP processes give the one-process result -------------------
-LRG_TINY = ["generator=dcgan_random", "method.module.method.samples=2", "data.val_batches=1",
-            "method.module.method.jacobian_size=16", "method.module.method.num_directions=2"]
+LRG_TINY = ["generator=dcgan_random", "method.samples=2", "data.val_batches=1",
+            "method.jacobian_size=16", "method.num_directions=2"]
 
 
 @pytest.mark.parametrize("method,overrides", [
-    ("sefa", ["generator=stylegan2_random", "generator.space=w", "method.module.method.num_directions=4"]),
+    ("sefa", ["generator=stylegan2_random", "generator.space=w", "method.num_directions=4"]),
     ("ganspace", GANSPACE_W),
     ("interfacegan", IFG_W),
     ("lowrankgan", LRG_TINY),

@@ -86,9 +86,9 @@ def test_class_dependent_variant_has_one_theta_per_class():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.module.factor=rotation", "is circular, read it as one of"),
-    ("method.module.alpha_range=0", "alpha_range must be positive"),
-    ("method.module.regressor=missing.pt", "regressor weights not found"),
+    ("method.factor=rotation", "is circular, read it as one of"),
+    ("method.alpha_range=0", "alpha_range must be positive"),
+    ("method.regressor=missing.pt", "regressor weights not found"),
 ])
 def test_bad_ganalyze_settings(tiny_cfg, override, message):
     with pytest.raises(Exception, match=message):

@@ -17,10 +17,10 @@ from train import train
 
 N, RES, BATCH, DIM = 32, 16, 8, 4
 TINY_GLO = ["logger=none", f"data.num_images={N}",
-            f"data.resolution={RES}", f"data.batch_size={BATCH}", "method.max_steps=4",
-            "method.module.generator.width=8", f"method.module.generator.latent_dim={DIM}",
-            "method.module.sample_every_n_steps=2", "method.module.num_samples=4",
-            "method.module.num_reconstructions=8", "callbacks.checkpoint.every_n_train_steps=2",
+            f"data.resolution={RES}", f"data.batch_size={BATCH}", "trainer.max_steps=4",
+            "method.generator.width=8", f"method.generator.latent_dim={DIM}",
+            "method.sample_every_n_steps=2", "method.num_samples=4",
+            "method.num_reconstructions=8", "callbacks.checkpoint.every_n_train_steps=2",
             "trainer.enable_progress_bar=false"]
 
 
@@ -83,7 +83,7 @@ def test_exported_generator_plugs_into_voynov(tmp_path):
 # ---- the codes -------------------------------------------------------------------------------
 @pytest.mark.parametrize("project", ["sphere", "ball"])
 def test_codes_stay_on_the_sphere_or_in_the_ball(tmp_path, project):
-    out, _ = run_glo(tmp_path, f"method.module.project={project}", "method.module.lr_codes=0.2")
+    out, _ = run_glo(tmp_path, f"method.project={project}", "method.lr_codes=0.2")
     codes = checkpoint(out)["state_dict"]["codes"]
     start = initial_codes(training_set().pixels, DIM, "pca", project)
     moved = (codes - start).norm(dim=1) > 1e-3
@@ -120,11 +120,11 @@ def test_pca_init_is_the_projection_on_the_top_principal_axes():
 
 
 def test_a_run_starts_from_the_pca_codes(tmp_path):
-    out, _ = run_glo(tmp_path, "method.max_steps=1", "method.module.lr_codes=0")
+    out, _ = run_glo(tmp_path, "trainer.max_steps=1", "method.lr_codes=0")
     codes = checkpoint(out)["state_dict"]["codes"]
     assert torch.allclose(codes, initial_codes(training_set().pixels, DIM), atol=1e-6)
-    out, _ = run_glo(tmp_path, "method.max_steps=1", "method.module.lr_codes=0",
-                     "method.module.init=random", run_name="random")
+    out, _ = run_glo(tmp_path, "trainer.max_steps=1", "method.lr_codes=0",
+                     "method.init=random", run_name="random")
     codes = checkpoint(out)["state_dict"]["codes"]
     assert torch.allclose(codes, initial_codes(training_set().pixels, DIM, "random", seed=0), atol=1e-6)
 
@@ -148,7 +148,7 @@ def test_row_adam_moves_only_the_rows_in_the_batch():
 # ---- resume and DDP --------------------------------------------------------------------------
 def test_resume_gives_the_uninterrupted_result(tmp_path):
     straight, _ = run_glo(tmp_path, run_name="straight")
-    run_glo(tmp_path, "method.max_steps=2", run_name="resumed")
+    run_glo(tmp_path, "trainer.max_steps=2", run_name="resumed")
     resumed, _ = run_glo(tmp_path, "ckpt_path=last", run_name="resumed")
     a, b = checkpoint(straight), checkpoint(resumed)
     assert a["global_step"] == b["global_step"] == 8
@@ -162,13 +162,13 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
                                       atol=1e-6), key
     # a checkpoint is never resumed on another training set than its codes were learned for
     with pytest.raises(ValueError, match="another training set"):
-        run_glo(tmp_path, "ckpt_path=last", "method.max_steps=6", "data.world_seed=1", run_name="resumed")
+        run_glo(tmp_path, "ckpt_path=last", "trainer.max_steps=6", "data.world_seed=1", run_name="resumed")
 
 
 def test_two_ddp_processes_give_the_one_process_result(tmp_path):
     # One process with batches of 2 x 8 (BatchNorm over each half: what each process of 8
     # normalises over) takes exactly the union of the two processes' batches.
-    one, _ = run_glo(tmp_path, f"data.batch_size={2 * BATCH}", f"method.module.norm_batch={BATCH}",
+    one, _ = run_glo(tmp_path, f"data.batch_size={2 * BATCH}", f"method.norm_batch={BATCH}",
                      run_name="one")
     result = run_script(["experiment=glo_shapes", "run_name=two", "trainer=ddp_cpu", *TINY_GLO],
                         cwd=tmp_path, timeout=600)

@@ -130,9 +130,9 @@ def test_regressor_trains_on_a_folder(folder, tmp_path):
 
     cfg = compose_cfg(["experiment=regressor_folder", f"data.root={folder}", "run_name=test",
                        "data.columns=[Is_circle,score]", "data.batch_size=8", "logger=none",
-                       "method.max_steps=3", "method.val_every=3",
+                       "trainer.max_steps=3", "trainer.val_check_interval=3",
                        "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=0",
-                       "method.module.backbone_kwargs={channels:[8,16,16,16],stem_width:8}"], tmp_path)
+                       "method.backbone_kwargs={channels:[8,16,16,16],stem_width:8}"], tmp_path)
     train.train(cfg)
     run_dir = tmp_path / "test"
     model = load_regressor(run_dir / "regressor.pt")

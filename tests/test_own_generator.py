@@ -22,7 +22,7 @@ from lightning_modules.directions import Directions
 
 EXAMPLE = ["hydra.searchpath=[file://examples/my_generator]", "generator=my_generator"]
 EXAMPLE_ENV = {"PYTHONPATH": "examples/my_generator"}  # relative: the command runs from ROOT
-SHORT = [a for a in TINY if not a.startswith(("generator=", "method.max_steps="))]
+SHORT = [a for a in TINY if not a.startswith(("generator=", "trainer.max_steps="))]
 
 
 class Net(nn.Module):
@@ -66,7 +66,7 @@ def test_the_example_runs_voynov_from_the_command_line(tmp_path):
     readme = (ROOT / "README.md").read_text()
     assert ("PYTHONPATH=examples/my_generator python train.py method=voynov \\\n        "
             + " ".join(EXAMPLE)) in readme
-    result = run_script(["method=voynov", *EXAMPLE, *SHORT, "method.max_steps=2",
+    result = run_script(["method=voynov", *EXAMPLE, *SHORT, "trainer.max_steps=2",
                          f"paths.output_dir={tmp_path}", "run_name=mine"], cwd=ROOT,
                         env=EXAMPLE_ENV)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,12 +13,12 @@ from lightning_modules.fit_free.plumerault import (MonotonePiecewiseLinear, Plum
                                                    fit_monotone_direction, spearman_rows)
 from train import train
 
-FIT_FREE_TINY = [t for t in TINY if not t.startswith(("method.max_steps", "method.module.traversal.every"))]
+FIT_FREE_TINY = [t for t in TINY if not t.startswith(("trainer.max_steps", "method.traversal.every"))]
 # 8 trajectories of 2 strengths a side, 4 inversion steps a point, 8 held-out latents.
-PLUM_TINY = ["data.batch_size=4", "data.val_batches=2", "method.module.method.samples=8",
-             "method.module.method.strengths=[1,2]", "method.module.method.steps=4",
-             "method.module.method.eval_samples=8", "method.module.method.eval_points=5",
-             "method.module.method.fit_steps=50", "method.module.method.drop=0.25"]
+PLUM_TINY = ["data.batch_size=4", "data.val_batches=2", "method.samples=8",
+             "method.strengths=[1,2]", "method.steps=4",
+             "method.eval_samples=8", "method.eval_points=5",
+             "method.fit_steps=50", "method.drop=0.25"]
 
 
 def run_plumerault(tmp_path, *overrides, run_name="plum"):
@@ -147,13 +147,13 @@ def test_plumerault_runs_through_train_py(tmp_path):
 
 
 def test_zoom_brightness_and_the_absolute_model_run(tmp_path):
-    _, zoom = run_plumerault(tmp_path, "method.module.method.edit=zoom",
-                             "method.module.method.strengths=[0.1,0.2]",
-                             "method.module.method.model=absolute", run_name="zoom")
+    _, zoom = run_plumerault(tmp_path, "method.edit=zoom",
+                             "method.strengths=[0.1,0.2]",
+                             "method.model=absolute", run_name="zoom")
     assert "u/monotone_share" in zoom
-    _, bright = run_plumerault(tmp_path, "method.module.method.edit=brightness",
-                               "method.module.method.strengths=[0.05,0.1]",
-                               "method.module.method.regressor=null", run_name="bright")
+    _, bright = run_plumerault(tmp_path, "method.edit=brightness",
+                               "method.strengths=[0.05,0.1]",
+                               "method.regressor=null", run_name="bright")
     assert "u/spread" in bright  # the mean pixel value needs no regressor
 
 
@@ -165,7 +165,7 @@ def test_w_space_of_a_style_based_generator(tmp_path):
 
 def test_killed_half_way_resumes_its_trajectories(tmp_path):
     whole, _ = run_plumerault(tmp_path, run_name="whole")
-    half, _ = run_plumerault(tmp_path, "method.max_steps=1", run_name="half")
+    half, _ = run_plumerault(tmp_path, "trainer.max_steps=1", run_name="half")
     assert not (half / "directions.pt").exists()
     state = torch.load(half / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["fit_free/plumerault"]
     assert state["seen"] == 4 and state["stats"]["filled"].tolist() == [1.0] * 4 + [0.0] * 4
@@ -190,19 +190,19 @@ def test_two_ddp_processes_give_the_one_process_direction(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method.module.method.edit=rotate"], "edit='rotate' is not one of shift_x, shift_y, zoom, scale, brightness"),
-    (["method.module.method.edit=colour"], "is not one of"),
-    (["method.module.method.strengths=[2,1]"], "strictly increasing"),
-    (["method.module.method.strengths=[0,1]"], "positive and strictly increasing"),
-    (["method.module.method.strengths=[]"], "positive and strictly increasing"),
-    (["method.module.method.drop=1.0"], "in \\[0, 1\\)"),
-    (["method.module.method.drop=-0.1"], "in \\[0, 1\\)"),
-    (["method.module.method.model=quadratic"], "model='quadratic'"),
-    (["method.module.method.radius=0"], "radius"),
-    (["method.module.method.steps=0"], "method.module.method.steps=0: expected an integer >= 1"),
-    (["method.module.method.ridge=-1"], "ridge >= 0"),
-    (["method.module.method.strengths=[4,20]"], "use strengths below 16"),
-    (["method.module.method.edit=brightness", "method.module.method.strengths=[0.5,1.5]"],
+    (["method.edit=rotate"], "edit='rotate' is not one of shift_x, shift_y, zoom, scale, brightness"),
+    (["method.edit=colour"], "is not one of"),
+    (["method.strengths=[2,1]"], "strictly increasing"),
+    (["method.strengths=[0,1]"], "positive and strictly increasing"),
+    (["method.strengths=[]"], "positive and strictly increasing"),
+    (["method.drop=1.0"], "in \\[0, 1\\)"),
+    (["method.drop=-0.1"], "in \\[0, 1\\)"),
+    (["method.model=quadratic"], "model='quadratic'"),
+    (["method.radius=0"], "radius"),
+    (["method.steps=0"], "method.steps=0: expected an integer >= 1"),
+    (["method.ridge=-1"], "ridge >= 0"),
+    (["method.strengths=[4,20]"], "use strengths below 16"),
+    (["method.edit=brightness", "method.strengths=[0.5,1.5]"],
      "below 1"),
     (["generator=stylegan2_random", "generator.space=w+"], "generator.space=z or w"),
 ])

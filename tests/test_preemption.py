@@ -32,9 +32,9 @@ class SignalAt(pl.Callback):
 
 
 BASE = ["method=voynov", "generator=dcgan_random", "logger=none", "data.batch_size=8",
-        "data.val_batches=1", "method.val_every=100", "method.module.traversal.every_n_steps=0",
+        "data.val_batches=1", "trainer.val_check_interval=100", "method.traversal.every_n_steps=0",
         "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=100",
-        "evaluation.enabled=false", "method.max_steps=6"]
+        "evaluation.enabled=false", "trainer.max_steps=6"]
 
 
 def _fake_scontrol(tmp_path: Path, monkeypatch) -> Path:
@@ -85,7 +85,7 @@ def test_signal_saves_stops_requeues_and_resumes_to_the_same_result(tmp_path, mo
 
 
 def test_auto_starts_a_new_run_but_never_over_finished_directions(tmp_path):
-    cfg = compose_cfg(BASE + ["run_name=fresh", "ckpt_path=auto", "method.max_steps=2"], tmp_path)
+    cfg = compose_cfg(BASE + ["run_name=fresh", "ckpt_path=auto", "trainer.max_steps=2"], tmp_path)
     train(cfg)  # nothing to resume: a new run
     assert (tmp_path / "fresh/directions.pt").is_file()
     (tmp_path / "fresh/checkpoints/last.ckpt").unlink()
@@ -117,9 +117,9 @@ def test_a_real_process_stopped_by_sigterm_keeps_its_checkpoint(tmp_path, traine
     """The CLI in a subprocess, signalled from outside while it trains. Under 2-process DDP only
     the main process is signalled: the other learns it at the same batch and stops with it."""
     args = [f"trainer={trainer}", "method=voynov", "generator=dcgan_random", "logger=none", "data.batch_size=8",
-            "method.val_every=100000", "method.module.traversal.every_n_steps=0",
+            "trainer.val_check_interval=100000", "method.traversal.every_n_steps=0",
             "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=5",
-            "method.max_steps=100000", "run_name=long", f"paths.output_dir={tmp_path}"]
+            "trainer.max_steps=100000", "run_name=long", f"paths.output_dir={tmp_path}"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -19,25 +19,25 @@ def test_timm_resnet_with_six_channels_for_large_images():
 
 
 def test_nested_reconstructor_config_builds_the_configured_network():
-    """method.module.reconstructor is a nested _target_: its fields reach the network, and a
+    """method.reconstructor is a nested _target_: its fields reach the network, and a
     user's own callable with the (num_directions, resolution) signature replaces it."""
-    from hydra.utils import instantiate
+    from train import build_method
 
     from generators import random_generator
     from tests.conftest import compose_cfg
 
-    cfg = compose_cfg(["method=voynov", "method.module.reconstructor.width=8",
-                         "method.module.reconstructor.hidden=32"])
+    cfg = compose_cfg(["method=voynov", "method.reconstructor.width=8",
+                         "method.reconstructor.hidden=32"])
     generator = random_generator("dcgan", init_seed=0)
-    module = instantiate(cfg.method.module, _convert_="all", generator=generator)
+    module = build_method(cfg, generator)
     first_conv = module.reconstructor.trunk[0]
     assert isinstance(module.reconstructor, LeNetReconstructor) and first_conv.out_channels == 8
     assert module.reconstructor.direction_head.in_features == 32
 
-    cfg = compose_cfg(["method=warped", "method.module.num_directions=4",
-                         "method.module.reconstructor._target_=regressors.reconstructor.TimmReconstructor",
-                         "~method.module.reconstructor.kind", "~method.module.reconstructor.width",
-                         "~method.module.reconstructor.hidden"])
-    module = instantiate(cfg.method.module, _convert_="all", generator=generator)
+    cfg = compose_cfg(["method=warped", "method.num_directions=4",
+                         "method.reconstructor._target_=regressors.reconstructor.TimmReconstructor",
+                         "~method.reconstructor.kind", "~method.reconstructor.width",
+                         "~method.reconstructor.hidden"])
+    module = build_method(cfg, generator)
     assert isinstance(module.reconstructor, TimmReconstructor)
     assert module.reconstructor.direction_head.out_features == 4

@@ -12,7 +12,7 @@ from conftest import compose_cfg
 from datamodules.world import FACTORS, ShapesWorld
 from regressors.attributes import AttributeRegressor, Target, load_regressor
 
-TINY_BACKBONE = "method.module.backbone_kwargs={channels:[8,8,16,16],stem_width:8}"
+TINY_BACKBONE = "method.backbone_kwargs={channels:[8,8,16,16],stem_width:8}"
 
 
 def tiny(targets="world"):

@@ -35,7 +35,7 @@ def good_run(tmp_path_factory):
     """A finished tiny Voynov run (8 directions), kept pristine: each test copies it."""
     out = tmp_path_factory.mktemp("runs")
     train.train(compose_cfg(["method=voynov", "run_name=good", *TINY,
-                             "method.module.num_directions=8"], out))
+                             "method.num_directions=8"], out))
     return out / "good"
 
 
@@ -46,17 +46,17 @@ def run(good_run, tmp_path):
 
 
 def _resume(run: Path, *overrides: str, method: str = "voynov"):
-    return compose_cfg([f"method={method}", "run_name=good", *TINY, "method.module.num_directions=8",
+    return compose_cfg([f"method={method}", "run_name=good", *TINY, "method.num_directions=8",
                         "ckpt_path=last", *overrides], run.parent)
 
 
 @pytest.mark.parametrize("method, overrides, named", [
-    ("voynov_ortho", ["method.module.num_directions=null"],
+    ("voynov_ortho", ["method.num_directions=null"],
      "method 'voynov' in the checkpoint vs 'voynov_ortho' now"),
-    ("voynov", ["method.module.num_directions=4"],
-     "method.module.num_directions 8 in the checkpoint vs 4 now"),
+    ("voynov", ["method.num_directions=4"],
+     "method.num_directions 8 in the checkpoint vs 4 now"),
     ("voynov", ["generator.init_seed=1"], "generator sha256"),
-    ("voynov", ["method.module.optimizer.lr=0.1"], "method.module.optimizer.lr"),
+    ("voynov", ["method.optimizer.lr=0.1"], "method.optimizer.lr"),
     ("voynov", ["seed=3"], "seed 0 in the checkpoint vs 3 now"),
     ("warped", [], "method 'voynov' in the checkpoint vs 'warped' now"),
 ], ids=["ortho", "count", "generator", "lr", "seed", "another-method"])
@@ -76,9 +76,9 @@ def test_a_checkpoint_from_before_the_signature_is_checked_by_its_state(run):
     torch.save(blob, path)
     before = folder_hash(run)
     with pytest.raises(train.RunSetupError, match=r"directions.weight of shape \[8, 8\] in the checkpoint vs \[4, 8\]"):
-        train.train(_resume(run, "method.module.num_directions=4"))
+        train.train(_resume(run, "method.num_directions=4"))
     with pytest.raises(train.RunSetupError, match="missing from the checkpoint"):
-        train.train(_resume(run, "method.module.num_directions=null", method="voynov_ortho"))
+        train.train(_resume(run, "method.num_directions=null", method="voynov_ortho"))
     assert folder_hash(run) == before
 
 
@@ -98,7 +98,7 @@ def test_a_crafted_signature_is_compared_as_data(run, tmp_path):
 
 def test_the_same_options_resume(run):
     """The control: the options the run started with resume it (one more batch)."""
-    metrics = train.train(_resume(run, "method.max_steps=5"))
+    metrics = train.train(_resume(run, "trainer.max_steps=5"))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
     assert metrics
 
@@ -110,7 +110,7 @@ def test_a_report_of_the_previous_directions_is_not_taken_for_the_new(run, caplo
     report = {"directions": str(directions), "directions_sha256": file_sha256(directions)}
     (run / "evaluation.json").write_text(json.dumps(report))
     with caplog.at_level(logging.WARNING):
-        train.train(_resume(run, "method.max_steps=5"))
+        train.train(_resume(run, "trainer.max_steps=5"))
     assert "describes the directions this run had before" in caplog.text
     assert not report_describes(report, directions)
     with pytest.raises(leaderboard.BadReport, match="earlier directions.pt"):

@@ -35,8 +35,8 @@ def test_summary_finds_the_saturation():
 @pytest.mark.parametrize("edit, walk, loss", [("shift_x", "linear", "l2"), ("zoom", "mlp", "lap1"),
                                               ("color", "linear", "l2")])
 def test_steerability_runs(tiny_cfg, edit, walk, loss):
-    cfg = tiny_cfg(f"method.module.edit={edit}", f"method.module.walk={walk}",
-                   f"method.module.loss={loss}", method="steerability")
+    cfg = tiny_cfg(f"method.edit={edit}", f"method.walk={walk}",
+                   f"method.loss={loss}", method="steerability")
     metrics = train(cfg)
     directions = Directions.load(f"{cfg.paths.output_dir}/{cfg.run_name}/directions.pt")
     assert isinstance(directions.directions, VectorDirections if walk == "linear" else MLPWalk)
@@ -48,11 +48,11 @@ def test_steerability_runs(tiny_cfg, edit, walk, loss):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.module.edit=blur", "unknown edit 'blur'"),
-    ("method.module.walk=spline", "unknown walk 'spline'"),
-    ("method.module.loss=l3", "unknown image distance 'l3'"),
-    ("method.module.edit=color method.module.walk=mlp", "walk=mlp walks one slider"),
-    ("method.module.loss=lpips", "LPIPS.*lap1"),
+    ("method.edit=blur", "unknown edit 'blur'"),
+    ("method.walk=spline", "unknown walk 'spline'"),
+    ("method.loss=l3", "unknown image distance 'l3'"),
+    ("method.edit=color method.walk=mlp", "walk=mlp walks one slider"),
+    ("method.loss=lpips", "LPIPS.*lap1"),
 ])
 def test_bad_steerability_settings(tiny_cfg, override, message, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no LPIPS weights, whatever the machine

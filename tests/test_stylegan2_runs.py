@@ -24,9 +24,9 @@ from test_formats_nvidia import snapshot, write_snapshot
 from train import train
 
 TINY_RUN = ["method=voynov", "run_name=sg", "logger=none", "data.batch_size=8", "data.val_batches=2",
-            "method.max_steps=3", "method.val_every=3", "method.module.num_directions=3",
-            "method.module.traversal.every_n_steps=0", "method.module.traversal.num_seeds=2",
-            "method.module.traversal.steps=3", "callbacks.checkpoint.every_n_train_steps=3",
+            "trainer.max_steps=3", "trainer.val_check_interval=3", "method.num_directions=3",
+            "method.traversal.every_n_steps=0", "method.traversal.num_seeds=2",
+            "method.traversal.steps=3", "callbacks.checkpoint.every_n_train_steps=3",
             "trainer.enable_progress_bar=false", *EVAL_TINY]
 
 
@@ -72,7 +72,7 @@ def test_voynov_on_a_rosinality_checkpoint(tmp_path, rosinality_file, space):
 
 def test_layer_range_directions_in_w_plus(tmp_path, rosinality_file):
     cfg = compose_cfg(TINY_RUN + ["generator=stylegan2", f"generator.path={rosinality_file}",
-                                  "generator.space=w+", "method.module.layers=coarse",
+                                  "generator.space=w+", "method.layers=coarse",
                                   "evaluation.enabled=false"], tmp_path)
     train(cfg)
     directions = Directions.load(tmp_path / "sg" / "directions.pt")
@@ -83,7 +83,7 @@ def test_layer_range_directions_in_w_plus(tmp_path, rosinality_file):
     assert torch.equal(moved[:, 3:], w[:, 3:]) and not torch.equal(moved[:, :3], w[:, :3])
     with pytest.raises(Exception, match="needs generator.space=w\\+"):
         train(compose_cfg(TINY_RUN + ["generator=stylegan2", f"generator.path={rosinality_file}",
-                                      "generator.space=w", "method.module.layers=coarse",
+                                      "generator.space=w", "method.layers=coarse",
                                       "run_name=bad"], tmp_path))
 
 
@@ -112,24 +112,24 @@ def test_voynov_on_an_nvidia_pickle_and_the_file_alone_drives_the_tools(tmp_path
 
 
 FIT_FREE_RUN = ["run_name=ff", "logger=none", "data.batch_size=50", "data.val_batches=1",
-                "method.module.traversal.num_seeds=2", "method.module.traversal.steps=3",
+                "method.traversal.num_seeds=2", "method.traversal.steps=3",
                 "trainer.enable_progress_bar=false", "evaluation.enabled=false"]
 
 
 @pytest.mark.parametrize("method,extra", [
-    ("sefa", ["method.module.method.layers=coarse", "generator.space=w+"]),
-    ("ganspace", ["method.module.method.samples=200", "generator.space=w"]),
-    ("lowrankgan", ["method.module.method.samples=1", "method.module.method.jacobian_size=8",
+    ("sefa", ["method.layers=coarse", "generator.space=w+"]),
+    ("ganspace", ["method.samples=200", "generator.space=w"]),
+    ("lowrankgan", ["method.samples=1", "method.jacobian_size=8",
                     "generator.space=w"]),
     # a user's file names no regressor: InterFaceGAN is given one (here the shipped one, which
     # reads 32 px images; this file draws 16 px ones, resized by the regressor)
     # Plumerault reads the edited factor with the shipped regressor (16 px images resized)
-    ("plumerault", ["method.module.method.samples=4", "method.module.method.steps=2",
-                    "method.module.method.strengths=[1,2]", "method.module.method.eval_samples=4",
-                    "method.module.method.regressor=shapes_regressor32.pt", "generator.space=w"]),
-    ("interfacegan", ["method.module.method.samples=200", "method.module.method.ratio=0.1",
-                      "method.module.method.factors=[scale,x]",
-                      "method.module.method.regressor=shapes_regressor32.pt", "generator.space=w"]),
+    ("plumerault", ["method.samples=4", "method.steps=2",
+                    "method.strengths=[1,2]", "method.eval_samples=4",
+                    "method.regressor=shapes_regressor32.pt", "generator.space=w"]),
+    ("interfacegan", ["method.samples=200", "method.ratio=0.1",
+                      "method.factors=[scale,x]",
+                      "method.regressor=shapes_regressor32.pt", "generator.space=w"]),
 ])
 def test_fit_free_methods_on_a_rosinality_checkpoint(tmp_path, rosinality_file, method, extra):
     """The closed-form methods on a user's StyleGAN2 file."""
@@ -149,9 +149,9 @@ def test_eye_on_a_rosinality_checkpoint_uses_its_own_discriminator(tmp_path, ros
     """EYE on a user's StyleGAN2 file: its stored discriminator ``d`` is the one judged by, and
     per-layer directions move W+ codes."""
     cfg = compose_cfg(["method=eye", "generator=stylegan2", f"generator.path={rosinality_file}",
-                       "generator.space=w+", "method.module.kind=layers",
-                       "method.module.regressor=shapes_regressor32.pt", *FIT_FREE_RUN,
-                       "method.max_steps=3", "method.val_every=3"], tmp_path)
+                       "generator.space=w+", "method.kind=layers",
+                       "method.regressor=shapes_regressor32.pt", *FIT_FREE_RUN,
+                       "trainer.max_steps=3", "trainer.val_check_interval=3"], tmp_path)
     metrics = train(cfg)
     directions = Directions.load(tmp_path / "ff" / "directions.pt")
     assert directions.directions.kind == "layer_vectors" and directions.space == "w+"

@@ -35,7 +35,7 @@ def test_voynov_run_writes_everything(tiny_cfg):
 @pytest.mark.parametrize("kind", ["ortho", "proj", "random", "id"])
 def test_direction_types(tiny_cfg, kind):
     cfg = tiny_cfg(method=f"voynov_{kind}" if kind != "proj" else "voynov",
-                   *(["method.module.directions_type=proj"] if kind == "proj" else []))
+                   *(["method.directions_type=proj"] if kind == "proj" else []))
     from train import instantiate_all
     module = instantiate_all(cfg)["module"]
     before = module.directions.vectors().detach().clone()
@@ -55,14 +55,14 @@ def test_resume_matches_one_go(tmp_path, method):
     # EYE runs with its discriminator term here: the DCGAN whose weights ship has one.
     generator = "dcgan_shapes" if method == "eye" else "dcgan_random"
     base = [f"method={method}", f"generator={generator}", "logger=none", "data.batch_size=8",
-            "data.val_batches=1", "method.val_every=100", "method.module.traversal.every_n_steps=0",
+            "data.val_batches=1", "trainer.val_check_interval=100", "method.traversal.every_n_steps=0",
             "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=3",
             "evaluation.enabled=false"]
-    one = compose_cfg(base + ["run_name=one", "method.max_steps=6"], tmp_path)
+    one = compose_cfg(base + ["run_name=one", "trainer.max_steps=6"], tmp_path)
     train(one)
-    half = compose_cfg(base + ["run_name=two", "method.max_steps=3"], tmp_path)
+    half = compose_cfg(base + ["run_name=two", "trainer.max_steps=3"], tmp_path)
     train(half)
-    resumed = compose_cfg(base + ["run_name=two", "method.max_steps=6", "ckpt_path=last"], tmp_path)
+    resumed = compose_cfg(base + ["run_name=two", "trainer.max_steps=6", "ckpt_path=last"], tmp_path)
     train(resumed)
     a = Directions.load(tmp_path / "one" / "directions.pt").directions.state_dict()
     b = Directions.load(tmp_path / "two" / "directions.pt").directions.state_dict()
@@ -72,13 +72,13 @@ def test_resume_matches_one_go(tmp_path, method):
 
 
 def test_resume_continues_the_same_wandb_run(tiny_cfg):
-    first = tiny_cfg("logger=wandb", "method.max_steps=2")
+    first = tiny_cfg("logger=wandb", "trainer.max_steps=2")
     train(first)
     out = run_dir(first)
     run_id = (out / "wandb_id.txt").read_text().strip()
     offline_runs = list((out / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and offline_runs[0].name.endswith(run_id)
-    train(tiny_cfg("logger=wandb", "method.max_steps=4", "ckpt_path=last"))
+    train(tiny_cfg("logger=wandb", "trainer.max_steps=4", "ckpt_path=last"))
     assert (out / "wandb_id.txt").read_text().strip() == run_id
     assert all(p.name.endswith(run_id) for p in (out / "wandb").glob("offline-run-*"))
 
@@ -128,14 +128,14 @@ def test_checkpoint_that_would_run_code_is_refused(tiny_cfg, tmp_path):
 def test_checkpoint_from_another_generator(tiny_cfg):
     train(tiny_cfg())
     with pytest.raises(ValueError, match="cannot be resumed with these options: .*generator sha256"):
-        train(tiny_cfg("ckpt_path=last", "generator.init_seed=3", "method.max_steps=6"))
+        train(tiny_cfg("ckpt_path=last", "generator.init_seed=3", "trainer.max_steps=6"))
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.module.num_directions=5", "must equal the latent size 8"),
-    ("method.module.min_shift=7.0", "shift range cannot work"),
-    ("method.module.num_directions=1", "at least 2"),
-    ("method.module.directions_type=spiral", "unknown directions_type 'spiral'"),
+    ("method.num_directions=5", "must equal the latent size 8"),
+    ("method.min_shift=7.0", "shift range cannot work"),
+    ("method.num_directions=1", "at least 2"),
+    ("method.directions_type=spiral", "unknown directions_type 'spiral'"),
 ])
 def test_bad_method_settings(tiny_cfg, override, message):
     method = "voynov_ortho" if "num_directions=5" in override else "voynov"
@@ -194,8 +194,8 @@ def test_voynov_learns_on_the_shipped_generator(tmp_path):
     """A short run on the real generator: the reconstructor tells directions apart far above
     chance (1/16), so the directions change the image in distinct ways."""
     cfg = compose_cfg(["method=voynov", "run_name=learn", "logger=none", "data.batch_size=32",
-                       "data.val_batches=4", "method.max_steps=250", "method.val_every=1000",
-                       "method.module.traversal.every_n_steps=0",
+                       "data.val_batches=4", "trainer.max_steps=250", "trainer.val_check_interval=1000",
+                       "method.traversal.every_n_steps=0",
                        "trainer.enable_progress_bar=false", "evaluation.enabled=false"], tmp_path)
     metrics = train(cfg)
     assert metrics["rca"] > 0.2

@@ -45,10 +45,10 @@ def test_training_shift_is_one_gradient_step(tiny_cfg):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.module.min_shift=7.0", "shift range cannot work"),
-    ("method.module.num_dipoles=0", "method.module.num_dipoles=0: expected an integer >= 1"),
-    ("method.module.traversal_step=0", "traversal_step must be positive"),
-    ("method.module.gamma=-1", "gamma must be positive"),
+    ("method.min_shift=7.0", "shift range cannot work"),
+    ("method.num_dipoles=0", "method.num_dipoles=0: expected an integer >= 1"),
+    ("method.traversal_step=0", "traversal_step must be positive"),
+    ("method.gamma=-1", "gamma must be positive"),
 ])
 def test_bad_warped_settings(tiny_cfg, override, message):
     with pytest.raises(Exception, match=message):

@@ -11,10 +11,10 @@ from train import train
 
 TINY = dict(resolution=32, style_dim=8, n_mlp=2, channels=[8, 8, 6, 4])
 TINY_STYLEGAN = ["experiment=pretrain_stylegan2", "run_name=sg", "logger=none", "data.batch_size=4",
-                 "method.max_steps=2", "method.module.generator.style_dim=8",
-                 "method.module.generator.n_mlp=2", "method.module.generator.channels=[8,8,6,4]",
-                 "method.module.discriminator.channels=[8,8,6,4]",
-                 "method.module.sample_every_n_steps=0", "trainer.enable_progress_bar=false"]
+                 "trainer.max_steps=2", "method.generator.style_dim=8",
+                 "method.generator.n_mlp=2", "method.generator.channels=[8,8,6,4]",
+                 "method.discriminator.channels=[8,8,6,4]",
+                 "method.sample_every_n_steps=0", "trainer.enable_progress_bar=false"]
 
 
 def _tiny_trained_like() -> StyleGAN2Generator:
@@ -80,8 +80,8 @@ def test_widened_checkpoint_resumes_training(tmp_path):
     z = narrow.sample(3)
     assert torch.allclose(wide(z), narrow(z), atol=1e-5)
     # training goes on from the widened state, with the wider config
-    train(compose_cfg(TINY_STYLEGAN + ["method.max_steps=4", f"ckpt_path={wide_ckpt}",
-                                       "method.module.generator.channels=[16,8,8,4]"], tmp_path))
+    train(compose_cfg(TINY_STYLEGAN + ["trainer.max_steps=4", f"ckpt_path={wide_ckpt}",
+                                       "method.generator.channels=[16,8,8,4]"], tmp_path))
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 8 and ckpt["generator_config"]["channels"] == [16, 8, 8, 4]
 
@@ -102,17 +102,17 @@ def test_widened_discriminator_checkpoint_resumes_training(tmp_path):
                            if k.startswith("discriminator.")})
     x = torch.randn(4, 3, 32, 32)
     assert torch.allclose(d_new(x), d_old(x), atol=1e-5)
-    train(compose_cfg(TINY_STYLEGAN + ["method.max_steps=4", f"ckpt_path={wide_ckpt}",
-                                       "method.module.discriminator.channels=[8,16,12,8]"], tmp_path))
+    train(compose_cfg(TINY_STYLEGAN + ["trainer.max_steps=4", f"ckpt_path={wide_ckpt}",
+                                       "method.discriminator.channels=[8,16,12,8]"], tmp_path))
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 8 and ckpt["discriminator_config"]["channels"] == [8, 16, 12, 8]
 
 
 def test_widening_a_dcgan_checkpoint_is_refused(tmp_path):
     train(compose_cfg(["experiment=pretrain_dcgan", "run_name=dc", "logger=none",
-                       "data.batch_size=4", "method.max_steps=1", "method.module.generator.width=8",
-                       "method.module.generator.latent_dim=4", "method.module.discriminator.width=8",
-                       "method.module.sample_every_n_steps=0", "trainer.enable_progress_bar=false"],
+                       "data.batch_size=4", "trainer.max_steps=1", "method.generator.width=8",
+                       "method.generator.latent_dim=4", "method.discriminator.width=8",
+                       "method.sample_every_n_steps=0", "trainer.enable_progress_bar=false"],
                       tmp_path))
     with pytest.raises(ValueError, match="not a StyleGAN2"):
         widen_checkpoint(tmp_path / "dc/checkpoints/last.ckpt", tmp_path / "w.ckpt", [16])
@@ -129,8 +129,8 @@ def test_w_driven_input_starts_as_the_same_network_learns_and_survives_widening(
     z = plain.sample(3)
     assert torch.allclose(winput(z), plain(z), atol=1e-6)
     # training goes on with the new layer; the optimizer's states follow their parameters
-    train(compose_cfg(TINY_STYLEGAN + ["method.max_steps=4", f"ckpt_path={grown}",
-                                       "+method.module.generator.input_from_w=true"], tmp_path))
+    train(compose_cfg(TINY_STYLEGAN + ["trainer.max_steps=4", f"ckpt_path={grown}",
+                                       "+method.generator.input_from_w=true"], tmp_path))
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 8 and ckpt["generator_config"]["input_from_w"]
     assert ckpt["state_dict"]["generator.input_affine.weight"].abs().sum() > 0

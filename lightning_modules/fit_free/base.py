@@ -227,7 +227,7 @@ class FitFreeCarrier(FrozenGeneratorModule):
                                    "traversal": self.traversal})
 
     def required_batches(self, batch_size: int) -> int:
-        """The run's length when the config leaves ``method.max_steps`` to the method."""
+        """The run's length when the config leaves ``trainer.max_steps`` to the method."""
         return self.method.batches_needed(batch_size)
 
     def configure_callbacks(self):
@@ -261,9 +261,9 @@ class FitFreeCarrier(FrozenGeneratorModule):
     def on_train_end(self) -> None:
         if stopped_by_signal(self.trainer):  # not finished: resumed later, exported then
             return
-        if self.method.result is None:  # method.max_steps cut it short: nothing to export yet
+        if self.method.result is None:  # trainer.max_steps cut it short: nothing to export yet
             log.warning("%s stopped after %d of %d samples, before solving: no directions were "
-                        "written; resume with ckpt_path=last (and method.max_steps=null) to "
+                        "written; resume with ckpt_path=last (and trainer.max_steps=null) to "
                         "finish the accumulation", self.method_name, self.method.seen,
                         self.method.samples)
             return

@@ -111,7 +111,7 @@ class InterFaceGAN(FitFreeMethod):
     def check(self, generator: Generator) -> None:
         self.check_layers(generator)  # Z, W or W+: the hyperplane lives where the samples do
         if not self.factors:
-            raise ValueError("InterFaceGAN needs at least one factor: method.module.method.factors=[scale]")
+            raise ValueError("InterFaceGAN needs at least one factor: method.factors=[scale]")
         unknown = set(self.conditions) - set(self.factors)
         if unknown:
             raise ValueError(f"conditions name {sorted(unknown)}, which are not among factors "
@@ -126,7 +126,7 @@ class InterFaceGAN(FitFreeMethod):
                 f"{self.per_end} a side, {per_split} of them for validation; raise "
                 f"samples to at least {math.ceil(4 / (self.ratio * min(self.val_share, 1 - self.val_share)))}")
         path = regressor_path(generator, self.regressor_choice, "InterFaceGAN's scores",
-                              option="method.module.method.regressor")
+                              option="method.regressor")
         model = load_regressor(path)
         self.assessors = [AttributeAssessor(model, f) for f in self.fitted]  # names checked here
 

@@ -149,7 +149,7 @@ class LowRankGAN(FitFreeMethod):
             if tuple(mask.shape) not in ((resolution, resolution), (size, size)):
                 raise ValueError(f"region mask {path} is {mask.shape[1]} x {mask.shape[0]} px; it "
                                  f"must be {resolution} x {resolution} (the generator's images) or "
-                                 f"{size} x {size} (method.module.method.jacobian_size)")
+                                 f"{size} x {size} (method.jacobian_size)")
             mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0] > 0.5
         else:
             box = [float(v) for v in self.region]
@@ -212,7 +212,7 @@ class LowRankGAN(FitFreeMethod):
         if rank_b >= d:
             raise ValueError(f"the background's Jacobian has full rank ({d}): no direction leaves it "
                              "unchanged; shrink the region or set "
-                             "method.module.method.rank_background below the latent size")
+                             "method.rank_background below the latent size")
         _, s_f, vh_f = torch.linalg.svd(m_f)
         _, _, vh_b = torch.linalg.svd(m_b)
         null = vh_b[rank_b:]                                   # (d - r_b) x d

@@ -193,7 +193,7 @@ def fit_monotone_direction(z: torch.Tensor, t: torch.Tensor, init: torch.Tensor,
     if slope <= 0:
         raise ValueError("the trajectories do not move along the baseline direction as t grows "
                          "(its least-squares slope is not positive): the inversions did not "
-                         "follow the edit; raise method.module.method.steps or lower the strengths")
+                         "follow the edit; raise method.steps or lower the strengths")
     bias = 0.0 if a0 is not None else float(t.mean() - slope * (s0.mean() - edges[0]))
     g = MonotonePiecewiseLinear(edges, slope, bias)
     v = nn.Parameter(u0.clone())
@@ -284,7 +284,7 @@ class Plumerault(FitFreeMethod):
         if edit not in EDIT_UNITS:
             known = ", ".join(EDIT_UNITS)
             raise ValueError(f"Plumerault's method follows an edit with one additive strength: "
-                             f"edit={edit!r} is not one of {known} (method.module.method.edit)")
+                             f"edit={edit!r} is not one of {known} (method.edit)")
         strengths = DEFAULT_STRENGTHS[edit] if strengths is None else strengths
         try:
             s = [float(v) for v in strengths]
@@ -360,7 +360,7 @@ class Plumerault(FitFreeMethod):
         path = regressor_path(generator, self.regressor_choice)
         if self.factor is not None and path is None:
             log.warning("plumerault: no regressor (generator %r names none): the metrics of %s "
-                        "along the direction are left out; pass method.module.method.regressor="
+                        "along the direction are left out; pass method.regressor="
                         "<regressor.pt> to get them", generator.name, self.factor)
         if self.factor is not None and path is not None:
             self.regressor = load_regressor(path)
@@ -454,7 +454,7 @@ class Plumerault(FitFreeMethod):
         baseline = steps.mean(0)
         if float(baseline.norm()) < 1e-8:
             raise ValueError("the trajectories do not move: the mean difference (z_t - z0) / t "
-                             "is zero; raise method.module.method.steps or lr")
+                             "is zero; raise method.steps or lr")
         baseline = baseline / baseline.norm()
         flat_z, flat_t = points.reshape(-1, points.shape[-1]), t.reshape(-1)
         anchors = z0[:, None].expand(-1, p, -1).reshape(-1, z0.shape[-1])
