@@ -22,6 +22,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bad_inputs_driver as driver  # noqa: E402
 
+# learning runs, subprocesses: outside the fast loop (pytest -m "not slow")
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad_inputs.md"
 

@@ -33,6 +33,7 @@ def test_hydra_group_is_used_for_run_dirs(tmp_path):
     assert cfg.paths.run_dir == f"{tmp_path}/abc"
 
 
+@pytest.mark.slow
 def test_forgetting_the_method_lists_the_options(tmp_path):
     result = run_script(["logger=none"], cwd=tmp_path, timeout=120)
     assert result.returncode != 0
@@ -42,6 +43,7 @@ def test_forgetting_the_method_lists_the_options(tmp_path):
     assert "pretrain_gan" not in message and "regressor" not in message.split("Available options")[-1]
 
 
+@pytest.mark.slow
 def test_a_run_refused_at_start_up_leaves_no_run_directory(tmp_path):
     """A mistake found before any work: one clear line, exit status 2, and no empty run
     directory left in outputs/ (Hydra had made one with its own files); a run directory that
@@ -59,6 +61,7 @@ def test_a_run_refused_at_start_up_leaves_no_run_directory(tmp_path):
     assert result.returncode == 2 and (kept / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_run_name_that_is_a_path_is_refused_and_writes_nothing(tmp_path):
     (tmp_path / "work").mkdir()
     result = run_script(["method=voynov", "logger=none", "run_name=../escaped"],
@@ -73,12 +76,14 @@ def test_a_run_name_that_is_a_path_is_refused_and_writes_nothing(tmp_path):
     ("method.optimizer.lr=-1", "a learning rate must be a number >= 0"),
     ("trainer.max_steps=0", "trainer.max_steps=0: expected an integer >= 1"),
 ])
+@pytest.mark.slow
 def test_bad_numbers_get_one_clear_line(tmp_path, arg, message):
     result = run_script(["method=voynov", "logger=none", arg], cwd=tmp_path, timeout=300)
     assert result.returncode == 2 and message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr and not list(tmp_path.glob("outputs/*"))
 
 
+@pytest.mark.slow
 def test_unknown_method_and_generator(tmp_path):
     for arg, group in (("method=nope", "method"), ("generator=nope", "generator")):
         result = run_script(["method=voynov", arg] if group == "generator" else [arg],
@@ -88,6 +93,7 @@ def test_unknown_method_and_generator(tmp_path):
         assert f"Could not find '{group}/nope'" in message and "Available options" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability", "eye"])
 def test_ddp_two_cpu_processes(tmp_path, method):
     # The tiny random generator has no discriminator: EYE runs without its term here.
@@ -109,6 +115,7 @@ def test_ddp_two_cpu_processes(tmp_path, method):
     assert not list(tmp_path.glob("outputs/*-*"))  # the processes shared one run directory
 
 
+@pytest.mark.slow
 def test_multirun_gives_one_directory_per_job(tmp_path):
     args = ["-m", "method=voynov", "seed=0,1", "run_name=sweep", *TINY]
     result = run_script(args, cwd=tmp_path, timeout=600)

@@ -24,6 +24,9 @@ from lightning_modules.directions import Directions, VectorDirections
 from lightning_modules.evaluation import NO_REGRESSOR
 from train import train
 
+# learning runs, subprocesses: outside the fast loop (pytest -m "not slow")
+pytestmark = pytest.mark.slow
+
 REG = "shapes_regressor32.pt"
 BIGGAN_CLASSES = [1, 3, 5]
 FIT_FREE = ("sefa", "ganspace", "interfacegan", "lowrankgan", "plumerault")

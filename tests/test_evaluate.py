@@ -20,6 +20,9 @@ import train
 from conftest import CONFIGS, EVAL_TINY, ROOT
 from regressors.attributes import AttributeRegressor
 
+# learning runs, subprocesses: outside the fast loop (pytest -m "not slow")
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def voynov_run(tmp_path_factory):

@@ -260,6 +260,7 @@ def test_open_refuses_files_of_another_generator(files):
         Explorer.open([files["linear"]], generator_cfg=None, device="cuda:99")
 
 
+@pytest.mark.slow
 def test_explore_refuses_bad_input_with_one_line_and_status_2(files, tmp_path, caplog, monkeypatch):
     import logging
 

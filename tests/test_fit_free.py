@@ -347,6 +347,7 @@ LRG_TINY = ["generator=dcgan_random", "method.samples=2", "data.val_batches=1",
     ("interfacegan", IFG_W),
     ("lowrankgan", LRG_TINY),
 ])
+@pytest.mark.slow
 def test_two_ddp_processes_give_the_one_process_result(tmp_path, method, overrides):
     from conftest import run_script
 

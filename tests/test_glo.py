@@ -165,6 +165,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
         run_glo(tmp_path, "ckpt_path=last", "trainer.max_steps=6", "data.world_seed=1", run_name="resumed")
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_give_the_one_process_result(tmp_path):
     # One process with batches of 2 x 8 (BatchNorm over each half: what each process of 8
     # normalises over) takes exactly the union of the two processes' batches.

@@ -61,6 +61,7 @@ def wrap(net: nn.Module | None = None, **kwargs) -> ModuleGenerator:
     return ModuleGenerator(net if net is not None else Net(), **kwargs)
 
 
+@pytest.mark.slow
 def test_the_example_runs_voynov_from_the_command_line(tmp_path):
     """The command of the README, from the repository root, with relative paths."""
     readme = (ROOT / "README.md").read_text()
@@ -91,6 +92,7 @@ def test_the_example_runs_voynov_from_the_command_line(tmp_path):
     assert (tmp_path / "edit.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_broken_generator_is_refused_on_the_command_line(tmp_path):
     """The example's network draws [0, 1] images: declared as [-1, 1], the run stops at
     start-up with one line saying which setting to use, exit status 2, no run directory."""
@@ -103,6 +105,7 @@ def test_a_broken_generator_is_refused_on_the_command_line(tmp_path):
     assert "Traceback" not in message and not (tmp_path / "broken").exists()
 
 
+@pytest.mark.slow
 def test_the_example_without_its_pythonpath_is_one_clear_line(tmp_path):
     result = run_script(["method=voynov", *EXAMPLE, *SHORT, f"paths.output_dir={tmp_path}"],
                         cwd=ROOT)

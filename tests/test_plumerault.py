@@ -175,6 +175,7 @@ def test_killed_half_way_resumes_its_trajectories(tmp_path):
     assert torch.allclose(a.basis, b.basis, atol=1e-6) and torch.allclose(a.scales, b.scales, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_give_the_one_process_direction(tmp_path):
     one, _ = run_plumerault(tmp_path, run_name="one")
     args = ["method=plumerault", "trainer=ddp_cpu", "run_name=two", *FIT_FREE_TINY, *PLUM_TINY]

@@ -112,6 +112,7 @@ def test_bad_signal_settings_are_refused():
         Preemption(save_on=["SIGTERM"], requeue_on=["SIGUSR1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["default", "ddp_cpu"])
 def test_a_real_process_stopped_by_sigterm_keeps_its_checkpoint(tmp_path, trainer):
     """The CLI in a subprocess, signalled from outside while it trains. Under 2-process DDP only

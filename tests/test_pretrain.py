@@ -1,4 +1,5 @@
 """GAN pretraining through train.py, on a tiny generator and discriminator."""
+import pytest
 import torch
 
 from conftest import compose_cfg, run_script
@@ -51,6 +52,7 @@ TINY_STYLEGAN2 = ["experiment=pretrain_stylegan2", "logger=none", "data.batch_si
                   "callbacks.checkpoint.every_n_train_steps=2", "trainer.enable_progress_bar=false"]
 
 
+@pytest.mark.slow
 def test_pretraining_runs_and_resumes_on_two_ddp_processes(tmp_path):
     # D's step leaves G without gradients and G's step leaves D without: DDP's own hooks stop
     # such a run, so each step averages the weights it updates itself (averaged_backward).

@@ -118,6 +118,7 @@ def test_a_report_of_the_previous_directions_is_not_taken_for_the_new(run, caplo
     assert direction_labels(directions, 8) == [f"direction {k}" for k in range(8)]
 
 
+@pytest.mark.slow
 def test_the_command_line_refusal_leaves_the_folder_byte_identical(run):
     """Through Hydra: nothing of Hydra's (.hydra/, train.log) is written before the check."""
     before = folder_hash(run)

@@ -190,6 +190,7 @@ def test_fast_dev_run(tiny_cfg, method):
     assert Directions.load(run_dir(cfg) / "directions.pt").meta["batches"] == 1
 
 
+@pytest.mark.slow
 def test_voynov_learns_on_the_shipped_generator(tmp_path):
     """A short run on the real generator: the reconstructor tells directions apart far above
     chance (1/16), so the directions change the image in distinct ways."""

@@ -1,4 +1,4 @@
-"""Directions v2: per-layer (W+) directions, several edits at once, the generator's identity and
+"""The Directions file (format v2) and its renderer: per-layer (W+) directions, several edits at once, the generator's identity and
 source in the file, safe loading, v1 files, the alpha range and the traversal renderer."""
 import os
 import pathlib
