@@ -4,8 +4,9 @@ Batch ``s`` on process ``r`` of ``W`` is the stream's global batch ``g = s * W +
 ``torch.Generator`` seeded by ``(seed, g)``: a resumed run sees exactly the batches it would have
 seen had it not stopped, the processes of a DDP run never share samples, and W processes taking
 ``S`` batches each see the same samples as one process taking ``S * W`` (so a streaming statistic
-is the same, up to summation order, on any number of processes). Every batch also carries ``seed``, the 63-bit seed it was drawn
-with, so that a method can draw its own per-step noise (directions, shifts) from the same stream.
+is the same, up to summation order, on any number of processes). Every batch also carries
+``seed``, the 63-bit seed it was drawn with, so that a method can draw its own per-step noise
+(directions, shifts) from the same stream.
 """
 from __future__ import annotations
 

@@ -244,7 +244,9 @@ class EnjoyYourEditing(DirectionModule):
             sums = part if sums is None else [a + b for a, b in zip(sums, part)]
         self.train(was_training)
         k = len(self.factors)
-        gather = (lambda parts: self.all_gather(torch.cat(parts)).reshape(-1, k).float().cpu())
+        def gather(parts):
+            return self.all_gather(torch.cat(parts)).reshape(-1, k).float().cpu()
+
         target, reached, score0 = gather(targets), gather(reached), gather(score0)
         changes, content, realism = (self.trainer.strategy.reduce(s, reduce_op="sum").float().cpu()
                                      for s in sums)

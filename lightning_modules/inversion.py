@@ -116,7 +116,9 @@ def _invert_batch(generator, targets, candidates, distance, steps, lr, y, mask, 
     """All starts of one batch of images optimised together (stacked start-major)."""
     s, n = len(candidates), targets.shape[0]
     latent = torch.cat(candidates).detach().clone().requires_grad_(True)
-    repeat = (lambda t: None if t is None else t.repeat(s, *([1] * (t.ndim - 1))))
+    def repeat(t):
+        return None if t is None else t.repeat(s, *([1] * (t.ndim - 1)))
+
     targets_s, y_s, mask_s = repeat(targets), repeat(y), repeat(mask)
     optimizer = torch.optim.Adam([latent], lr=lr)
     with torch.enable_grad():

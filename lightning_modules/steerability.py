@@ -40,7 +40,8 @@ class Steerability(DirectionModule):
 
     Args:
         generator: the frozen generator.
-        edit: ``zoom``, ``scale`` (a zoom about the object's own centre), ``shift_x``, ``shift_y``, ``rotate``, ``color`` (3 sliders), ``brightness``.
+        edit: ``zoom``, ``scale`` (a zoom about the object's own centre), ``shift_x``,
+            ``shift_y``, ``rotate``, ``color`` (3 sliders), ``brightness``.
         walk: ``linear`` or ``mlp`` (one-slider edits).
         loss: ``l2``, ``lap1``, ``lpips`` (needs torchvision's weights on disk) or a sum such
             as ``l2+lap1`` (``metrics.distances.ImageDistance``).

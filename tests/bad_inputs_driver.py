@@ -12,11 +12,11 @@ this module also writes docs/bad_inputs.md from them:
     .venv/bin/python tests/bad_inputs_driver.py --only edit-alphas-nan,train-seed-abc --show
 
 Two processes for all cases (every other case each; ``--jobs 1``: one): a subprocess per case
-costs ~6 s of imports (torch, Lightning), so the cases share them. Hydra is re-entered per case (GlobalHydra cleared, logging configured
-anew onto the redirected descriptors). What a case must not reach is guarded: a Trainer on
-more than one device raises before it could start processes, the explorer's server raises
-before it serves, and every case runs under an alarm, so a hang is a failed case, not a hung
-suite.
+costs ~6 s of imports (torch, Lightning), so the cases share them. Hydra is re-entered per
+case (GlobalHydra cleared, logging configured anew onto the redirected descriptors). What a
+case must not reach is guarded: a Trainer on more than one device raises before it could start
+processes, the explorer's server raises before it serves, and every case runs under an alarm,
+so a hang is a failed case, not a hung suite.
 
 Importing this module is cheap (no torch): the test module reads ``CASES`` at collection.
 """
@@ -601,8 +601,8 @@ def error_lines(result: dict) -> list[str]:
     errors, printed warnings: all of them count)."""
     errors = [message for level, _, message in result["records"] if level >= 40]
     messages = [m for _, _, m in result["records"] if m]
-    return errors + [l.strip() for l in result["output"].splitlines()
-                     if l.strip() and not any(m in l or l.strip() in m for m in messages)]
+    return errors + [line.strip() for line in result["output"].splitlines()
+                     if line.strip() and not any(m in line or line.strip() in m for m in messages)]
 
 
 def problems(case: Case, result: dict) -> list[str]:
@@ -808,7 +808,7 @@ def write_doc(path: Path, results: dict[str, dict], xfail: dict[str, str] | None
 
 
 def _last_line(result: dict) -> str:
-    lines = [l for l in result["output"].splitlines() if l.strip()]
+    lines = [line for line in result["output"].splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
 
 

@@ -6,9 +6,7 @@ composed Hydra configs (the path the command line takes, without a second interp
 from __future__ import annotations
 
 import glob
-import json
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ import evaluate
 import train
 from common.checks import integer, integers, number, numbers
 from common.runs import exit_on_setup_error
-from conftest import CONFIGS, EVAL_TINY, TINY, compose_cfg
+from conftest import CONFIGS, EVAL_TINY, compose_cfg
 from generators import load_generator, random_generator
 from lightning_modules.directions import Directions, LinearDirections
 from lightning_modules.evaluation import EvaluationSetupError, check_evaluation
@@ -270,7 +268,8 @@ def test_the_trainer_devices_that_exist_pass(tiny_cfg, monkeypatch):
                      "trainer.devices=[0,1]", "trainer.devices=auto"):
         train.check_trainer(tiny_cfg("trainer=ddp", override))
     for override, message in (("trainer.devices=3", r"trainer.devices=3: expected a number of GPUs in 1..2"),
-                              ("trainer.devices=[0,2]", r"trainer.devices=\[0, 2\]: expected a list of GPU indices in 0..1"),
+                              ("trainer.devices=[0,2]",
+                               r"trainer.devices=\[0, 2\]: expected a list of GPU indices in 0..1"),
                               ("trainer.devices=[1,1]", r"trainer.devices=\[1, 1\]: .*each once")):
         with pytest.raises(train.RunSetupError, match=message):
             train.check_trainer(tiny_cfg("trainer=ddp", override))

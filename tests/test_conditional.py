@@ -162,7 +162,7 @@ def test_edit_renders_each_seed_with_its_class_direction(per_class_run, tmp_path
     g = load_generator(**{k: v for k, v in directions.meta["generator_source"].items()
                           if k != "_target_"})
     stored = directions.directions
-    latents, images = [], []
+    images = []
     for seed in (2, 3):
         for c in (5, 1):
             rng = torch.Generator().manual_seed(seed)

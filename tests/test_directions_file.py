@@ -1,5 +1,6 @@
-"""The Directions file (format v2) and its renderer: per-layer (W+) directions, several edits at once, the generator's identity and
-source in the file, safe loading, v1 files, the alpha range and the traversal renderer."""
+"""The Directions file (format v2) and its renderer: per-layer (W+) directions, several edits at
+once, the generator's identity and source in the file, safe loading, v1 files, the alpha range
+and the traversal renderer."""
 import os
 import pathlib
 

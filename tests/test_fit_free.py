@@ -281,7 +281,8 @@ def test_robust_pca_recovers_a_planted_low_rank_matrix():
     from lightning_modules.fit_free.lowrankgan import numerical_rank, robust_pca
 
     gen = torch.Generator().manual_seed(0)
-    low = torch.randn(30, 2, generator=gen, dtype=torch.float64) @ torch.randn(2, 30, generator=gen, dtype=torch.float64)
+    low = (torch.randn(30, 2, generator=gen, dtype=torch.float64)
+           @ torch.randn(2, 30, generator=gen, dtype=torch.float64))
     sparse = torch.zeros(30, 30, dtype=torch.float64)
     sparse.view(-1)[torch.randperm(900, generator=gen)[:20]] = 5.0
     got_low, got_sparse = robust_pca(low + sparse)

@@ -199,8 +199,10 @@ def test_file_that_would_run_code_is_refused(tmp_path, written):
 
 
 # ---- detect_format ------------------------------------------------------------------------------
-_SG2_SRC = "import torch\nclass MappingNetwork(torch.nn.Module): ...\nclass SynthesisNetwork(torch.nn.Module): ...\nclass Generator(torch.nn.Module): ...\n"
-_SG3_SRC = _SG2_SRC.replace("class SynthesisNetwork", "class SynthesisInput(torch.nn.Module): ...\nclass SynthesisNetwork")
+_SG2_SRC = ("import torch\nclass MappingNetwork(torch.nn.Module): ...\n"
+            "class SynthesisNetwork(torch.nn.Module): ...\nclass Generator(torch.nn.Module): ...\n")
+_SG3_SRC = _SG2_SRC.replace("class SynthesisNetwork",
+                            "class SynthesisInput(torch.nn.Module): ...\nclass SynthesisNetwork")
 
 
 def _nvidia_pickle(path: Path, g_src: str, protocol: int = 4) -> None:

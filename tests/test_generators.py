@@ -83,7 +83,8 @@ def test_missing_weights_file(tmp_path):
 def test_wrong_format_names_keys(tmp_path):
     path = tmp_path / "bad.pt"
     torch.save({"state_dict": {}, "epoch": 3}, path)
-    with pytest.raises(ValueError, match=r"holding a dict with keys \['epoch', 'state_dict'\].*a Lightning checkpoint.*Supported formats"):
+    with pytest.raises(ValueError, match=r"holding a dict with keys \['epoch', 'state_dict'\]"
+                                         r".*a Lightning checkpoint.*Supported formats"):
         load_generator(path)
 
 
@@ -94,5 +95,6 @@ def test_weights_that_do_not_fit(tmp_path, tiny):
     torch.save({"format": WEIGHTS_FORMAT, "architecture": "dcgan",
                 "generator_config": {"latent_dim": 8, "resolution": 32, "width": 8},
                 "generator": state}, path)
-    with pytest.raises(ValueError, match=r"missing keys \['to_rgb.weight', 'to_rgb.bias'\].*unexpected keys \['extra.weight'\]"):
+    with pytest.raises(ValueError, match=r"missing keys \['to_rgb.weight', 'to_rgb.bias'\]"
+                                         r".*unexpected keys \['extra.weight'\]"):
         load_generator(path)

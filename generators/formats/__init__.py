@@ -34,7 +34,8 @@ from generators.formats.rosinality import (UnsafeCheckpointError, load_rosinalit
 FORMATS = {
     "project": "this project's weights file (latent-directions/gan-weights/v1, generators.load_generator)",
     "rosinality": "a rosinality/stylegan2-pytorch checkpoint (.pt from its train.py or convert_weight.py)",
-    "nvidia-pickle": "an NVIDIA network pickle with a StyleGAN2 synthesis (stylegan2-ada-pytorch, stylegan3 --cfg=stylegan2)",
+    "nvidia-pickle": "an NVIDIA network pickle with a StyleGAN2 synthesis (stylegan2-ada-pytorch, "
+                     "stylegan3 --cfg=stylegan2)",
     "stylegan3-pickle": "an NVIDIA network pickle with a StyleGAN3 (-T / -R) synthesis",
     "biggan": "a pytorch-pretrained-biggan directory (config.json + pytorch_model.bin: BigGAN-deep)",
 }
