@@ -42,6 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                        trusted_modules=cfg.get("trusted_modules"))
     except ValueError as err:
         raise EvaluationSetupError(str(err)) from err
+    # config-from-command-line
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     try:
         return run_evaluation(cfg.evaluation, path, generator, loggers)

@@ -242,10 +242,8 @@ def resume_differences(blob: dict, cfg: DictConfig, module, generator) -> list[s
     saved = blob.get(RunSignature.KEY)
     if isinstance(saved, dict):
         names = {"method": "method", "options": "method", "seed": "seed"}
-        before = {k: v for key, name in names.items() for k, v in _flat(saved.get(key), name).items()}
         free = getattr(module, "resume_free", ())
-        before = {k: v for k, v in before.items()
-                  if not any(k == f"method.{f}" for f in free)}
+        before = {k: v for key, name in names.items() for k, v in _flat(saved.get(key), name).items()}
         now = {k: v for key, name in names.items()
                for k, v in _flat(run_signature(cfg, free)[key], name).items()}
         for key in sorted(before.keys() | now.keys()):
@@ -341,21 +339,27 @@ def build_method(cfg: DictConfig, generator) -> pl.LightningModule:
     spec.pop("name", None)
     if issubclass(method_class(cfg), FitFreeMethod):
         traversal = spec.pop("traversal", None)
+        # config-from-command-line
         return FitFreeCarrier(generator, instantiate(spec, _convert_="all"), traversal)
+    # config-from-command-line
     return instantiate(spec, _convert_="all", **({"generator": generator} if generator is not None else {}))
 
 
 def instantiate_parts(cfg: DictConfig) -> dict[str, Any]:
     """Builds generator, data and method module from the config: nothing is written."""
+    # config-from-command-line
     generator = instantiate(cfg.generator) if needs_frozen_generator(cfg) else None
     data_kwargs = {"generator": generator} if "generator" in cfg.data else {}
+    # config-from-command-line
     datamodule = instantiate(cfg.data, **data_kwargs)
     return {"generator": generator, "datamodule": datamodule, "module": build_method(cfg, generator)}
 
 
 def instantiate_outputs(cfg: DictConfig) -> dict[str, Any]:
     """Builds loggers and callbacks (a W&B logger writes its run id into the run folder)."""
+    # config-from-command-line
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    # config-from-command-line
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     return {"loggers": loggers, "callbacks": callbacks}
 
@@ -420,6 +424,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     parts.update(instantiate_outputs(cfg))
     free = getattr(parts["module"], "resume_free", ())
     parts["callbacks"].append(RunSignature(run_signature(cfg, free)))
+    # config-from-command-line
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       max_steps=int(batches) * per_batch,
                                       logger=parts["loggers"] or False,

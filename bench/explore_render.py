@@ -71,6 +71,7 @@ def requests(rng: random.Random):
 
 
 def bench(name: str, kind: str, folder: Path, repeats: int, warmup: int) -> list[list[str]]:
+    # config-from-command-line: the project's own shipped generator config, chosen by name
     generator = instantiate(OmegaConf.load(ROOT / "configs" / "generator" / f"{name}.yaml"))
     path = directions_file(folder / name, generator, kind)
     app = ExplorerApp(Explorer.open([path], generator_cfg=None))
@@ -100,6 +101,7 @@ def bench(name: str, kind: str, folder: Path, repeats: int, warmup: int) -> list
 
 def startup(folder: Path) -> float:
     """Seconds from launching explore.py to the page, /api/info and a first image served."""
+    # config-from-command-line: the project's own shipped generator config, chosen by name
     generator = instantiate(OmegaConf.load(ROOT / "configs" / "generator" / "stylegan2_shapes.yaml"))
     path = directions_file(folder / "startup", generator, "linear")
     start = time.perf_counter()

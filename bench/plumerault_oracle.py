@@ -42,6 +42,7 @@ def main() -> None:
 
     cfg = OmegaConf.load(ROOT / "configs" / "generator" / f"{args.generator}.yaml")
     cfg.space = args.space
+    # config-from-command-line: the project's own shipped generator config, chosen by --generator
     generator = instantiate(cfg).eval()
     method = Plumerault(edit=args.edit)
     method.check(generator)

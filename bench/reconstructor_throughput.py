@@ -220,6 +220,7 @@ def trainer_step_times(cfg: DictConfig, steps: int, warmup: int,
     timer = StepTimer(warmup, between)
     # As train.train: trainer.max_steps counts batches, Lightning counts optimizer steps.
     per_batch = getattr(parts["module"], "optimizer_steps_per_batch", 1)
+    # config-from-command-line
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       max_steps=int(cfg.trainer.max_steps) * per_batch,
                                       logger=parts["loggers"] or False,

@@ -44,6 +44,8 @@ class _Captured(Exception):
 def _build(config: Mapping) -> nn.Module:
     """The network from its config; a target Python cannot find gets the PYTHONPATH hint."""
     try:
+        # config-from-command-line: the user's own generator config, or a recorded one that
+        # generators.recorded checked first (a class the user named, plain values only)
         return instantiate(config)
     except InstantiationException as err:
         text = " ".join(str(err).split(", set env var HYDRA_FULL_ERROR")[0].split())  # one line

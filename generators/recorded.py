@@ -32,8 +32,6 @@ from common.runs import resolve_device
 
 SPACES = ("z", "w", "w+")
 ADAPTER = "generators.adapter.ModuleGenerator"
-# Hydra's reserved keys: each makes instantiate call or reshape something.
-_RESERVED = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _MAX_DEPTH = 8
 _MAX_ITEMS = 10_000
 
@@ -68,7 +66,7 @@ def _plain_data(value: Any, where: str, depth: int = 0, budget: list[int] | None
         for key, item in value.items():
             if not isinstance(key, str):
                 raise RecordedConfigError(f"{where}: a key of type {type(key).__name__}")
-            if key in _RESERVED or (key.startswith("_") and key.endswith("_")):
+            if key.startswith("_") and key.endswith("_"):  # _target_, _args_, _partial_, ...
                 raise RecordedConfigError(f"{where}.{key}: a Hydra key that would call code; a "
                                           "recorded config holds plain values only")
             _plain_data(item, f"{where}.{key}", depth + 1, budget)
@@ -332,4 +330,5 @@ def load_run_generator(directions_path: str | Path, generator_cfg: DictConfig, f
         if record is not None:
             trusted = trusted_code(generator_cfg, trusted_modules)
             return rebuild_generator(record, where, trusted).to(device)
+    # config-from-command-line
     return instantiate(generator_cfg).to(device)
