@@ -1,4 +1,4 @@
-"""Imports flow one way (README, Architecture): scripts -> lightning_modules -> (generators,
+"""Imports flow one way (docs/architecture.md): scripts -> lightning_modules -> (generators,
 regressors, datamodules, metrics) -> common; no package imports a script, no script imports
 another, and no two packages import each other. Read from the source, not from sys.modules."""
 from __future__ import annotations
