@@ -34,14 +34,14 @@ from common.images import read_image, save_grid
 from common.io import atomic_write, atomic_write_json
 from common.runs import check_command_line, exit_on_setup_error, register_resolvers
 from generators.recorded import load_run_generator
-from lightning_modules.directions import Directions
+from directions import Directions
+from common.errors import UserError
+from common.pickles import RefusedPickle, UnreadableFile, load_weights_only
 
 log = logging.getLogger("edit")
 register_resolvers()
 
 
-class EditSetupError(ValueError):
-    """A mistake in what was asked for, found before any image is made."""
 
 
 MAX_SEED = 2 ** 63 - 1  # what torch.Generator.manual_seed takes as a seed
@@ -51,7 +51,7 @@ def _indices(value, count: int) -> list[int]:
     indices = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < count]
     if bad or not indices:
-        raise EditSetupError(f"direction={value}: the file has {count} directions, so pass an index "
+        raise UserError(f"direction={value}: the file has {count} directions, so pass an index "
                              f"from 0 to {count - 1} (or a list of them)")
     return indices
 
@@ -64,48 +64,48 @@ def _classes(cfg: DictConfig, generator, directions: Directions) -> list[int] | 
     classes = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     n = generator.num_classes
     if not n:
-        raise EditSetupError(f"classes={value}: generator {generator.name!r} is unconditional; "
+        raise UserError(f"classes={value}: generator {generator.name!r} is unconditional; "
                              "drop classes=")
     bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
     if bad or not classes:
-        raise EditSetupError(f"classes={value}: generator {generator.name!r} has classes 0..{n - 1}; "
+        raise UserError(f"classes={value}: generator {generator.name!r} has classes 0..{n - 1}; "
                              "pass one class index or a list of them")
     made = directions.meta.get("direction_classes")
     if made is not None and set(classes) - set(made):
-        raise EditSetupError(f"classes={value}: these class-dependent directions have none for "
+        raise UserError(f"classes={value}: these class-dependent directions have none for "
                              f"class(es) {sorted(set(classes) - set(made))}; they were made for "
                              f"classes {sorted(set(made))}")
     return classes
 
 
 def check_numbers(cfg: DictConfig) -> list[float] | None:
-    """Every number of the command, checked before any work (an ``EditSetupError`` naming the
+    """Every number of the command, checked before any work (a ``UserError`` naming the
     option): returns the alphas (None: ``alphas=auto``). The direction indices and classes are
     checked against the file and the generator once they are loaded (``_indices``,
     ``_classes``)."""
     alphas = None
     if not (isinstance(cfg.alphas, str) and cfg.alphas == "auto"):
         if isinstance(cfg.alphas, (list, ListConfig)) and not cfg.alphas:
-            raise EditSetupError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6] "
+            raise UserError("alphas=[] gives nothing to show: pass alphas=[-6,-3,0,3,6] "
                                  "or alphas=auto")
-        alphas = numbers(cfg.alphas, "alphas", error=EditSetupError,
+        alphas = numbers(cfg.alphas, "alphas",
                          what="expected auto or a list of finite numbers such as [-6,-3,0,3,6]")
-    integers(cfg.direction, "direction", low=0, empty=False, error=EditSetupError,
+    integers(cfg.direction, "direction", low=0, empty=False,
              what="expected a direction index (an integer >= 0) or a list of them such as [0,3]")
-    integers(cfg.seeds, "seeds", low=0, high=MAX_SEED, error=EditSetupError,
+    integers(cfg.seeds, "seeds", low=0, high=MAX_SEED,
              what=f"expected a list of seeds (integers in 0..{MAX_SEED}) such as [0,1,2]")
     if cfg.get("classes") is not None:
-        integers(cfg.classes, "classes", low=0, empty=False, error=EditSetupError,
+        integers(cfg.classes, "classes", low=0, empty=False,
                  what="expected a class index (an integer >= 0) or a list of them")
     number(cfg.get("default_alpha_range"), "default_alpha_range", low=0, low_open=True,
-           none=True, error=EditSetupError)
-    number(cfg.fps, "fps", low=0, high=100, low_open=True, error=EditSetupError,
+           none=True)
+    number(cfg.fps, "fps", low=0, high=100, low_open=True,
            hint="frames per second of format=gif")
     inv = cfg.inversion
-    integer(inv.steps, "inversion.steps", low=1, error=EditSetupError)
-    integer(inv.starts, "inversion.starts", low=1, error=EditSetupError)
-    number(inv.lr, "inversion.lr", low=0, low_open=True, error=EditSetupError)
-    integer(inv.seed, "inversion.seed", low=0, error=EditSetupError)
+    integer(inv.steps, "inversion.steps", low=1)
+    integer(inv.starts, "inversion.starts", low=1)
+    number(inv.lr, "inversion.lr", low=0, low_open=True)
+    integer(inv.seed, "inversion.seed", low=0)
     return alphas
 
 
@@ -123,28 +123,25 @@ def _images(cfg: DictConfig, generator, classes: list[int] | None) -> torch.Tens
     if not paths:
         return None
     if cfg.latents:
-        raise EditSetupError("pass either image=... or latents=..., not both")
+        raise UserError("pass either image=... or latents=..., not both")
     if generator.num_classes and (classes is None or len(classes) != 1):
-        raise EditSetupError(f"image= on a conditional generator ({generator.name!r}) needs the "
+        raise UserError(f"image= on a conditional generator ({generator.name!r}) needs the "
                              "class to invert it as: pass classes=<one class index>")
-    try:
-        return torch.stack([read_image(p, generator.resolution) for p in paths])
-    except ValueError as err:
-        raise EditSetupError(str(err)) from None
+    return torch.stack([read_image(p, generator.resolution) for p in paths])
 
 
 def _invert(cfg: DictConfig, generator, images: torch.Tensor, out_dir: Path, tag: str,
             y: torch.Tensor | None = None) -> torch.Tensor:
     """Invert ``images`` (of classes ``y``); report and write the reconstruction error and the
     latents."""
-    from lightning_modules.inversion import invert
+    from editing.inversion import invert
     from metrics.distances import ImageDistance
 
     inv = cfg.inversion
     try:
         distance = ImageDistance.named(inv.loss)
     except (ValueError, RuntimeError) as err:
-        raise EditSetupError(f"inversion.loss={inv.loss}: {err}") from None
+        raise UserError(f"inversion.loss={inv.loss}: {err}") from None
     result = invert(generator, images.to(generator.device), distance=distance, steps=int(inv.steps),
                     lr=float(inv.lr), starts=int(inv.starts), seed=int(inv.seed), y=y)
     summary = dict(result.summary(), space=generator.space, loss=distance.describe(),
@@ -164,8 +161,6 @@ def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classe
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The latents to edit and their classes (None: unconditional): a latents file, or seeds;
     with ``classes``, each latent once with each class (latent-major)."""
-    import pickle
-    import warnings
 
     chosen = None if classes is None else torch.tensor(classes)
     if cfg.latents:
@@ -174,23 +169,15 @@ def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classe
         want = (f"pass an {' x '.join(map(str, ('N',) + expected))} float tensor saved with "
                 f"torch.save, for generator {generator.name!r} ({generator.space} space)")
         if not path.is_file():
-            raise EditSetupError(f"latents={path}: no such file; {want}")
-        # torch's notes on a file it cannot read would only repeat the error below
-        with warnings.catch_warnings(record=True) as notes:
-            try:
-                latents = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError:  # the weights-only unpickler refused its contents
-                raise EditSetupError(
-                    f"latents={path}: torch.load(weights_only=True) refuses this file: it holds "
-                    "something other than tensors and plain data (unpickling it could run code), "
-                    f"or is no pickle at all; {want}") from None
-            except Exception as err:  # noqa: BLE001 - empty, text, truncated: any unreadable file
-                reason = "empty file" if path.stat().st_size == 0 else \
-                    f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
-                raise EditSetupError(f"latents={path} is not a readable torch file ({reason}); "
-                                     f"{want}") from None
-        for note in notes:  # a file that loads keeps its warnings
-            warnings.warn(note.message, note.category)
+            raise UserError(f"latents={path}: no such file; {want}")
+        try:
+            latents = load_weights_only(path)
+        except RefusedPickle as err:
+            raise UserError(f"latents={path}: torch.load(weights_only=True) refuses this file: it "
+                            f"references the Python globals {err.found[:8]} (unpickling them could "
+                            f"run code); {want}") from None
+        except UnreadableFile as err:
+            raise UserError(f"latents={err}; {want}") from None
         if not torch.is_tensor(latents) or latents.layout != torch.strided or \
                 not latents.is_floating_point() or \
                 latents.dim() != len(expected) + 1 or tuple(latents.shape[1:]) != expected or \
@@ -198,13 +185,13 @@ def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classe
             held = (f"a tensor of shape {tuple(latents.shape)} and dtype "
                     f"{str(latents.dtype).removeprefix('torch.')}" if torch.is_tensor(latents) else
                     f"a {type(latents).__name__}, not a tensor")
-            raise EditSetupError(f"latents={path} holds {held}; {want}")
+            raise UserError(f"latents={path} holds {held}; {want}")
         if not torch.isfinite(latents).all():
-            raise EditSetupError(f"latents={path} holds NaN or infinite values; {want} with "
+            raise UserError(f"latents={path} holds NaN or infinite values; {want} with "
                                  "finite values")
         if chosen is None:
             if needs_classes:
-                raise EditSetupError("a latents file holds no classes, and these latents or "
+                raise UserError("a latents file holds no classes, and these latents or "
                                      "directions need them: pass classes=[...] (or use seeds=[...])")
             return latents.float().to(generator.device), None
         k = len(classes)
@@ -212,7 +199,7 @@ def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classe
                 chosen.repeat(latents.shape[0]).to(generator.device))
     seeds = list(cfg.seeds) if isinstance(cfg.seeds, (list, ListConfig)) else [cfg.seeds]
     if not seeds:
-        raise EditSetupError("seeds=[] gives nothing to edit: pass seeds=[0,1,2] or latents=<file>")
+        raise UserError("seeds=[] gives nothing to edit: pass seeds=[0,1,2] or latents=<file>")
     if chosen is None:
         draws = [generator.draw(1, torch.Generator().manual_seed(int(s))) for s in seeds]
         y = torch.cat([d[1] for d in draws]) if generator.num_classes else None
@@ -230,27 +217,24 @@ def edit(cfg: DictConfig) -> Path:
     """Renders the traversal; returns the path written."""
     path = Path(cfg.directions)
     if not path.is_file():
-        raise EditSetupError(f"directions file not found: {path}")
+        raise UserError(f"directions file not found: {path}")
     if cfg.format not in ("png", "gif"):
-        raise EditSetupError(f"format={cfg.format}: use png or gif")
+        raise UserError(f"format={cfg.format}: use png or gif")
     if cfg.out and (Path(cfg.out).is_dir() or Path(cfg.out).suffix.lower() != f".{cfg.format}"):
-        raise EditSetupError(f"out={cfg.out}: pass the path of the {cfg.format} file to write, "
+        raise UserError(f"out={cfg.out}: pass the path of the {cfg.format} file to write, "
                              f"ending in .{cfg.format} (format={cfg.format})")
     alphas = check_numbers(cfg)
-    try:
-        directions = Directions.load(path)
-        generator = load_run_generator(path, cfg.generator, cfg.generator_from_run,
-                                       recorded=directions.meta.get("generator_source"),
-                                       device=cfg.get("device"),
-                                       trusted_modules=cfg.get("trusted_modules"))
-        directions.check_generator(generator, source=str(path))
-        directions.to(generator.device)
-        if alphas is None:  # alphas=auto: the range the directions were trained on
-            r, where = directions.alpha_range(default=cfg.get("default_alpha_range"))
-            log.info("alphas=auto: -%g..%g, the alpha range %s", r, r, where)
-            alphas = torch.linspace(-r, r, 7).tolist()
-    except ValueError as err:
-        raise EditSetupError(str(err)) from err
+    directions = Directions.load(path)
+    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run,
+                                   recorded=directions.meta.get("generator_source"),
+                                   device=cfg.get("device"),
+                                   trusted_modules=cfg.get("trusted_modules"))
+    directions.check_generator(generator, source=str(path))
+    directions.to(generator.device)
+    if alphas is None:  # alphas=auto: the range the directions were trained on
+        r, where = directions.alpha_range(default=cfg.get("default_alpha_range"))
+        log.info("alphas=auto: -%g..%g, the alpha range %s", r, r, where)
+        alphas = torch.linspace(-r, r, 7).tolist()
     indices = _indices(cfg.direction, directions.num_directions)
     classes = _classes(cfg, generator, directions)
     images = _images(cfg, generator, classes)
@@ -303,7 +287,7 @@ def _save_gif(frames: torch.Tensor, path: Path, columns: int, fps: int) -> None:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="edit")
 def _hydra_main(cfg: DictConfig) -> None:
-    exit_on_setup_error(edit, cfg, (EditSetupError, FileNotFoundError), log)
+    exit_on_setup_error(edit, cfg, log)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 Writes into the run's folder: evaluation.json (every metric and the effect matrix),
 evaluation.md (the table), effect_matrix.png, traversal_annotated.png; and logs the table and
-images to the run's W&B run (offline unless logged in). The work is lightning_modules/evaluation.py
+images to the run's W&B run (offline unless logged in). The work is evaluation/run.py
 (train.py runs the same at the end of every run).
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ from omegaconf import DictConfig
 from common.loggers import finish_wandb
 from common.runs import check_command_line, exit_on_setup_error, register_resolvers, resolve_device
 from generators.recorded import load_run_generator
-from lightning_modules.directions import Directions
-from lightning_modules.evaluation import EvaluationSetupError, check_evaluation, run_evaluation
+from directions import Directions
+from evaluation.run import check_evaluation, run_evaluation
+from common.errors import UserError
 
 log = logging.getLogger("evaluate")
 register_resolvers()
@@ -32,16 +33,13 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     path = Path(cfg.directions)
     if not path.is_file():
-        raise EvaluationSetupError(f"directions file not found: {path} (a run writes "
+        raise UserError(f"directions file not found: {path} (a run writes "
                                    "outputs/<run_name>/directions.pt at the end of training)")
     check_evaluation(cfg.evaluation)  # every number of the command, before any work
-    try:
-        device = resolve_device(cfg.get("device"))
-        recorded = Directions.load(path).meta.get("generator_source")
-        generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded, device,
-                                       trusted_modules=cfg.get("trusted_modules"))
-    except ValueError as err:
-        raise EvaluationSetupError(str(err)) from err
+    device = resolve_device(cfg.get("device"))
+    recorded = Directions.load(path).meta.get("generator_source")
+    generator = load_run_generator(path, cfg.generator, cfg.generator_from_run, recorded, device,
+                                   trusted_modules=cfg.get("trusted_modules"))
     # config-from-command-line
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     try:
@@ -52,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
-    exit_on_setup_error(evaluate, cfg, (EvaluationSetupError, FileNotFoundError), log)
+    exit_on_setup_error(evaluate, cfg, log)
 
 
 def main() -> None:

@@ -20,26 +20,24 @@ from omegaconf import DictConfig, ListConfig
 
 from common.checks import integer, number
 from common.runs import check_command_line, exit_on_setup_error, register_resolvers
-from explorer.render import Explorer, ExploreSetupError
+from explorer.render import Explorer
+from common.errors import UserError
 
 log = logging.getLogger("explore")
 register_resolvers()
 # Mistakes in the command: one line on the log and exit status 2 (exit_on_setup_error).
-SETUP_ERRORS = (ExploreSetupError, FileNotFoundError)
 
 
 def check_numbers(cfg: DictConfig) -> None:
-    """Every number of the command, checked before any file is read (an ``ExploreSetupError``
+    """Every number of the command, checked before any file is read (a ``UserError``
     naming the option), in the ranges the page itself takes (explorer/app.py)."""
     from explorer.app import MAX_SEED, MAX_THUMBS, STRIP_STEPS
-
-    error = ExploreSetupError
-    integer(cfg.port, "port", low=0, high=65535, error=error, hint="0 picks a free one")
-    integer(cfg.seed, "seed", low=0, high=MAX_SEED, error=error)
-    integer(cfg.thumbnails, "thumbnails", low=1, high=MAX_THUMBS, error=error)
-    integer(cfg.strip_steps, "strip_steps", low=STRIP_STEPS[0], high=STRIP_STEPS[1], error=error)
+    integer(cfg.port, "port", low=0, high=65535, hint="0 picks a free one")
+    integer(cfg.seed, "seed", low=0, high=MAX_SEED)
+    integer(cfg.thumbnails, "thumbnails", low=1, high=MAX_THUMBS)
+    integer(cfg.strip_steps, "strip_steps", low=STRIP_STEPS[0], high=STRIP_STEPS[1])
     number(cfg.get("default_alpha_range"), "default_alpha_range", low=0, low_open=True,
-           none=True, error=error)
+           none=True)
 
 
 def explore(cfg: DictConfig) -> None:
@@ -48,12 +46,12 @@ def explore(cfg: DictConfig) -> None:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as err:
-        raise ExploreSetupError(f"the explorer needs Starlette and uvicorn ({err}): install them "
+        raise UserError(f"the explorer needs Starlette and uvicorn ({err}): install them "
                                 "with pip install -e '.[explore]'") from None
     value = cfg.directions
     paths = list(value) if isinstance(value, (list, ListConfig)) else [value]
     if len(paths) > 2:
-        raise ExploreSetupError(f"directions= names {len(paths)} files; the page shows one, or two "
+        raise UserError(f"directions= names {len(paths)} files; the page shows one, or two "
                                 "side by side")
     check_numbers(cfg)
     explorer = Explorer.open(paths, cfg.generator, cfg.generator_from_run, cfg.default_alpha_range,
@@ -65,12 +63,12 @@ def explore(cfg: DictConfig) -> None:
         app = ExplorerApp(explorer, seed=cfg.seed, thumbnails=cfg.thumbnails,
                           strip_steps=cfg.strip_steps)
     except RequestError as err:
-        raise ExploreSetupError(str(err)) from None
+        raise UserError(str(err)) from None
     host = str(cfg.host)
     try:
         server, sock, url = make_server(app, host, cfg.port)
     except OSError as err:
-        raise ExploreSetupError(f"cannot listen on {host}:{cfg.port} ({err.strerror or err}): "
+        raise UserError(f"cannot listen on {host}:{cfg.port} ({err.strerror or err}): "
                                 "pass another port (port=0 picks a free one) or host") from None
     shown = ", ".join(f"{f.name} ({f.directions.meta.get('method')})" for f in explorer.files)
     log.info("exploring %s on generator %r", shown, explorer.generator.name)
@@ -80,7 +78,7 @@ def explore(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="explore")
 def _hydra_main(cfg: DictConfig) -> None:
-    exit_on_setup_error(explore, cfg, SETUP_ERRORS, log)
+    exit_on_setup_error(explore, cfg, log)
 
 
 def main() -> None:

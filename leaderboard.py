@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from metrics.report import COLUMNS, markdown_table, one_line, report_describes
+from common.errors import UserError
 
 
-class BadReport(ValueError):
+class BadReport(UserError):
     """An evaluation.json the table cannot use; the message says why, in one line."""
 
 

@@ -11,7 +11,6 @@ import inspect
 import json
 import logging
 import os
-import pickle
 import sys
 import warnings
 from functools import partial
@@ -35,8 +34,10 @@ from common.runs import (check_command_line, exit_on_setup_error, hydra_run_dir,
 from generators.base import identity_mismatch
 from metrics.report import report_describes
 from lightning_modules.fit_free import FitFreeCarrier, FitFreeMethod
-from lightning_modules.evaluation import (EvaluationSetupError, check_evaluation, prepare_evaluation,
+from evaluation.run import (check_evaluation, prepare_evaluation,
                                          run_evaluation)
+from common.errors import UserError
+from common.pickles import RefusedPickle, UnreadableFile, load_weights_only
 
 log = logging.getLogger("train")
 # The frozen generator is in eval mode on purpose; Lightning warns about any such module.
@@ -45,8 +46,6 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the st
 warnings.filterwarnings("ignore", message=r".*val_dataloader. but have no .validation_step.*")
 
 
-class RunSetupError(ValueError):
-    """A mistake in how the run was asked for, found before any work starts."""
 
 
 def _is_launcher_child() -> bool:
@@ -59,10 +58,10 @@ def check_run_name(name) -> None:
     """A run name is one folder name inside paths.output_dir: no path of its own."""
     text = str(name)
     if len(text.encode()) > 200:
-        raise RunSetupError(f"run_name={text[:40]}... is {len(text.encode())} bytes long: a run "
+        raise UserError(f"run_name={text[:40]}... is {len(text.encode())} bytes long: a run "
                             "name is a folder name, at most 200 bytes; pass a shorter one")
     if not text or text in (".", "..") or any(sep in text for sep in ("/", "\\")) or "\x00" in text:
-        raise RunSetupError(f"run_name={text!r} is not a folder name: a run is written to "
+        raise UserError(f"run_name={text!r} is not a folder name: a run is written to "
                             "<paths.output_dir>/<run_name>, so pass a plain name such as "
                             "run_name=exp1 (to write elsewhere, set paths.output_dir)")
 
@@ -79,26 +78,26 @@ _COUNTS = (
 
 
 def check_numbers(cfg: DictConfig) -> None:
-    """The numbers every run reads, checked before any work (a ``RunSetupError`` naming the
+    """The numbers every run reads, checked before any work (a ``UserError`` naming the
     option): the seed an integer >= 0; under method, data and callbacks every count
     (``_COUNTS``: num_directions, max_steps, val_every, samples, batch_size, steps, ...) an
     integer >= 1 (or null), every learning rate (``lr``, ``lr_*``) a finite number >= 0, every
     option a ``_target_`` annotates as a number of that type, and every float finite; and the
     end-of-run evaluation's options (``check_evaluation``) when it will run."""
-    integer(cfg.get("seed"), "seed", low=0, error=RunSetupError)
+    integer(cfg.get("seed"), "seed", low=0)
     def count(least: int):
         def check(value, name: str) -> None:
             if value is not None:  # null: the module's own default (its annotation says if any)
-                integer(value, name, low=least, error=RunSetupError)
+                integer(value, name, low=least)
         return check
 
     rules = [(pattern, count(least)) for pattern, least in _COUNTS]
     rules.insert(0, (r"lr|lr_\w+", partial(
-        number, low=0, error=RunSetupError,
+        number, low=0,
         what="a learning rate must be a number >= 0 (finite; 0 freezes what it drives)")))
     for group in ("method", "data", "callbacks"):
         if isinstance(cfg.get(group), DictConfig):
-            check_config_numbers(cfg[group], group, rules, error=RunSetupError)
+            check_config_numbers(cfg[group], group, rules)
     trainer = cfg.get("trainer") or OmegaConf.create({})
     count(1)(trainer.get("max_steps"), "trainer.max_steps")
     count(1)(trainer.get("val_check_interval"), "trainer.val_check_interval")
@@ -116,7 +115,7 @@ def check_trainer(cfg: DictConfig) -> None:
     -1 (all), a count up to the GPUs visible or a list of their indices. Other accelerators are
     Lightning's to check."""
     trainer = cfg.get("trainer") or OmegaConf.create({})
-    integer(trainer.get("num_nodes", 1), "trainer.num_nodes", low=1, error=RunSetupError,
+    integer(trainer.get("num_nodes", 1), "trainer.num_nodes", low=1,
             hint="the machines the run spans, each with trainer.devices processes")
     accelerator = str(trainer.get("accelerator", "auto"))
     kind = ("gpu" if torch.cuda.is_available() else "cpu") if accelerator == "auto" else accelerator
@@ -127,22 +126,21 @@ def check_trainer(cfg: DictConfig) -> None:
         devices = [int(d) if d.strip().isdigit() else d for d in devices.split(",") if d.strip()]
     if kind == "cpu":
         cores = os.cpu_count() or 1
-        integer(devices, "trainer.devices", low=1, high=cores, words=("auto",), error=RunSetupError,
+        integer(devices, "trainer.devices", low=1, high=cores, words=("auto",),
                 what=f"expected a number of processes in 1..{cores} (the CPU cores here) or auto",
                 hint="on the CPU each device is a process")
     elif kind in ("gpu", "cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise RunSetupError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here; "
+            raise UserError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here; "
                                 "run on the CPU (trainer=default or trainer=ddp_cpu) or where a "
                                 "GPU is")
         if isinstance(devices, (list, ListConfig)):
             integers(devices, "trainer.devices", low=0, high=count - 1, single=False, empty=False,
-                     unique=True, error=RunSetupError,
+                     unique=True,
                      what=f"expected a list of GPU indices in 0..{count - 1} (the GPUs visible here)")
         elif devices != -1:
             integer(devices, "trainer.devices", low=1, high=count, words=("auto",),
-                    error=RunSetupError,
                     what=f"expected a number of GPUs in 1..{count} (the GPUs visible here), -1 "
                     "or auto (all of them), or a list of their indices")
 
@@ -174,8 +172,8 @@ def refuse_bad_run_name(argv: list[str]) -> None:
         try:
             for name in (value.split(",") if multirun else [value]):
                 check_run_name(name)
-        except RunSetupError as err:
-            refuse("train", "RunSetupError", err)
+        except UserError as err:
+            refuse("train", "UserError", err)
 
 
 def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -188,7 +186,7 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
         ckpt = None
     if ckpt in (None, "", "null"):
         if not _is_launcher_child() and (last.exists() or (run_dir / "directions.pt").exists()):
-            raise RunSetupError(
+            raise UserError(
                 f"{run_dir} already holds a run (checkpoints/last.ckpt or directions.pt). Resume it "
                 f"with `ckpt_path=last run_name={run_dir.name}`, or start a new run with another "
                 "run_name; nothing there was changed.")
@@ -196,14 +194,14 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if ckpt == "last":
         if not last.exists():
             others = sorted(p.parent.parent.name for p in run_dir.parent.glob("*/checkpoints/last.ckpt"))
-            raise RunSetupError(
+            raise UserError(
                 f"ckpt_path=last: nothing to resume, {last} does not exist. Runs that can be "
                 f"resumed in {run_dir.parent}: {', '.join(others) or 'none'} (pass run_name=<one of "
                 "them>); drop ckpt_path to start a new run.")
         return check_checkpoint(last)
     path = Path(ckpt)
     if not path.is_file():
-        raise RunSetupError(f"ckpt_path={ckpt}: no such checkpoint file; use ckpt_path=last to "
+        raise UserError(f"ckpt_path={ckpt}: no such checkpoint file; use ckpt_path=last to "
                             "resume this run's last checkpoint, or drop it to start a new run")
     return check_checkpoint(path.resolve())
 
@@ -276,35 +274,30 @@ def resume_differences(blob: dict, cfg: DictConfig, module, generator) -> list[s
 def check_resume(path: str, cfg: DictConfig, module, generator) -> None:
     """Refuse, before anything is written, to resume a checkpoint with other options: one line
     naming each difference (see ``resume_differences``)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    blob = load_weights_only(path, mmap=True)
     differences = resume_differences(blob, cfg, module, generator)
     if differences:
         shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more"
                                               if len(differences) > 6 else "")
-        raise RunSetupError(f"{path} cannot be resumed with these options: {shown}. Resume with "
+        raise UserError(f"{path} cannot be resumed with these options: {shown}. Resume with "
                             "the options the run started with (its config.yaml), or start a new "
                             "run with another run_name; nothing was changed")
 
 
 def check_checkpoint(path: Path) -> str:
-    """A resumable Lightning checkpoint of this project, or a RunSetupError naming the keys."""
+    """A resumable Lightning checkpoint of this project, or a UserError naming the keys."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:  # what weights_only refuses, and what no pickle is
-        raise RunSetupError(f"{path} is refused: checkpoints are read with weights_only=True, and "
-                            "this file holds objects other than tensors and plain data (unpickling "
-                            "them could run code), or is no checkpoint at all") from err
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        import zipfile
-
-        why = (f"{type(err).__name__}: {one_line(err)[:160]}" if zipfile.is_zipfile(path) else
-               "not the zip archive torch.save writes: truncated, or another kind of file")
-        raise RunSetupError(f"{path} is not a readable checkpoint ({why}); pass the "
-                            "checkpoints/last.ckpt of a run (or ckpt_path=last)") from err
+        blob = load_weights_only(path, mmap=True)
+    except RefusedPickle as err:
+        raise UserError(f"{path} is refused: checkpoints are read with weights_only=True, and this "
+                        f"file references the Python globals {err.found[:8]} (unpickling them could "
+                        "run code); pass the checkpoints/last.ckpt of a run (or ckpt_path=last)") from None
+    except UnreadableFile as err:
+        raise UserError(f"{err}; pass the checkpoints/last.ckpt of a run (or ckpt_path=last)") from None
     keys = set(blob) if isinstance(blob, dict) else set()
     missing = sorted(_CKPT_KEYS - keys)
     if missing:
-        raise RunSetupError(
+        raise UserError(
             f"{path} is not a training checkpoint of this project: missing keys {missing}, "
             f"unexpected keys {sorted(keys - _CKPT_KEYS - _CKPT_OPTIONAL)}. Pass the "
             "checkpoints/last.ckpt of a run (or ckpt_path=last).")
@@ -317,7 +310,7 @@ def method_class(cfg: DictConfig) -> type:
     try:
         return get_class(str(target))
     except Exception as err:  # noqa: BLE001 - any failure to import it is the same mistake
-        raise RunSetupError(f"method._target_={target}: cannot be imported ({one_line(err)})") from None
+        raise UserError(f"method._target_={target}: cannot be imported ({one_line(err)})") from None
 
 
 def needs_frozen_generator(cfg: DictConfig) -> bool:
@@ -417,7 +410,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     batches = cfg.trainer.get("max_steps")
     if batches is None:
         if not hasattr(parts["module"], "required_batches"):
-            raise RunSetupError(f"trainer.max_steps is null: set it to the number of batches "
+            raise UserError(f"trainer.max_steps is null: set it to the number of batches "
                                 f"{cfg.method.name} trains for")
         batches = parts["module"].required_batches(parts["datamodule"].batch_size)
     # Every check has passed: from here on the run folder is written (W&B's run id first).
@@ -492,7 +485,7 @@ def _fit(cfg: DictConfig, trainer: pl.Trainer, parts: dict[str, Any], run_dir: P
 def _hydra_main(cfg: DictConfig) -> None:
     # A run refused at start-up leaves no empty run directory behind (only the main process:
     # DDP children and multirun jobs share or name theirs the same way).
-    exit_on_setup_error(train, cfg, (RunSetupError, EvaluationSetupError), log,
+    exit_on_setup_error(train, cfg, log,
                         run_dir=hydra_run_dir())
 
 

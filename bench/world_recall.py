@@ -7,7 +7,7 @@ causes of a high figure: the generator cannot draw clean shapes at all (capacity
 but its prior puts mass between them (its samples land on hybrids). This script tells them
 apart. For ``--images`` renders of the world (seeded factors, drawn by the world's renderer) it
 inverts each render into every editing space of the generator (Z, and W and W+ for a
-style-based one) with the project's inversion (``lightning_modules.inversion.invert``: Adam on
+style-based one) with the project's inversion (``editing.inversion.invert``: Adam on
 L2 + Lap1, several starts, the best kept) and prints, as a markdown table, the mean L1 between
 the reconstruction and its render, beside the samples' ``rerender_l1`` on ``--samples``.
 A reconstruction error well below the samples' error says the generator can draw the world and
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from datamodules.world import ShapesWorld  # noqa: E402
 from generators import load_generator  # noqa: E402
 from generators.assess import assess  # noqa: E402
-from lightning_modules.inversion import invert  # noqa: E402
+from editing.inversion import invert  # noqa: E402
 
 
 def recall(weights: str, images: int, steps: int, starts: int, seed: int) -> dict[str, float]:

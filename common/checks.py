@@ -1,8 +1,8 @@
 """Checks of the numbers a user gives, where they enter: finite, in range, of the right type.
 
 Every script and constructor checks its options with these, so a mistake is one line that names
-the option and the value as given (``alphas=[nan]: expected ...``), raised as the caller's own
-error class (``error=``: a script's setup error, ValueError by default) before any work. Values
+the option and the value as given (``alphas=[nan]: expected ...``), raised as a ``UserError``
+(common/errors.py) before any work. Values
 from Hydra (ListConfig, DictConfig) are read as plain Python.
 """
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import numbers as _numbers
 from typing import Any, Callable, Sequence
+
+from common.errors import UserError
 
 _SHOWN = 80  # characters of a value shown in a message
 
@@ -65,14 +67,13 @@ def _in_range(value: float, low, high, low_open: bool, high_open: bool) -> bool:
     return True
 
 
-def _refuse(error: type[Exception], name: str, value: Any, what: str, hint: str | None) -> None:
-    raise error(f"{name}={show(value)}: {what}" + (f"; {hint}" if hint else ""))
+def _refuse(name: str, value: Any, what: str, hint: str | None) -> None:
+    raise UserError(f"{name}={show(value)}: {what}" + (f"; {hint}" if hint else ""))
 
 
 def number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False, words: tuple[str, ...] = (),
-           none: bool = False, what: str | None = None, hint: str | None = None,
-           error: type[Exception] = ValueError) -> Any:
+           none: bool = False, what: str | None = None, hint: str | None = None) -> Any:
     """A finite number in the range (``low_open``/``high_open``: the bound itself excluded),
     returned as a float; or one of ``words`` (e.g. ``"auto"``) as given, or None with ``none``.
 
@@ -81,34 +82,32 @@ def number(value: Any, name: str, *, low: float | None = None, high: float | Non
         name: the option as the user writes it (``evaluation.settings.alpha``).
         what: the expectation the message states (default: "expected a finite number ...").
         hint: how to fix it, after the expectation.
-        error: the class raised (a script's setup error; ValueError by default).
     """
     if (none and value is None) or (isinstance(value, str) and value in words):
         return value
     if not is_real(value) or not math.isfinite(value) or \
             not _in_range(value, low, high, low_open, high_open):
-        _refuse(error, name, value, what or "expected " + _describe(
+        _refuse(name, value, what or "expected " + _describe(
             "a finite number", low, high, low_open, high_open, words, none), hint)
     return float(value)
 
 
 def integer(value: Any, name: str, *, low: int | None = None, high: int | None = None,
             words: tuple[str, ...] = (), none: bool = False, what: str | None = None,
-            hint: str | None = None, error: type[Exception] = ValueError) -> Any:
+            hint: str | None = None) -> Any:
     """An integer in ``low..high`` (inclusive), returned as an int; or one of ``words`` as given,
     or None with ``none``. Arguments as ``number``'s."""
     if (none and value is None) or (isinstance(value, str) and value in words):
         return value
     if not is_integer(value) or not _in_range(value, low, high, False, False):
-        _refuse(error, name, value, what or "expected " + _describe(
+        _refuse(name, value, what or "expected " + _describe(
             "an integer", low, high, False, False, words, none), hint)
     return int(value)
 
 
 def numbers(value: Any, name: str, *, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False, single: bool = True,
-            empty: bool = True, what: str | None = None, hint: str | None = None,
-            error: type[Exception] = ValueError) -> list[float]:
+            empty: bool = True, what: str | None = None, hint: str | None = None) -> list[float]:
     """A list of finite numbers in the range (``single``: one number stands for a list of one;
     ``empty``: [] is accepted). The message names the first bad item."""
     expect = what or ("expected a list of " + _describe("finite numbers", low, high, low_open,
@@ -116,29 +115,28 @@ def numbers(value: Any, name: str, *, low: float | None = None, high: float | No
                       + (" (or one number)" if single else ""))
     items = _items(value, single)
     if items is None or (not items and not empty):
-        _refuse(error, name, value, expect, hint)
+        _refuse(name, value, expect, hint)
     for i, item in enumerate(items):
         if not is_real(item) or not math.isfinite(item) or \
                 not _in_range(item, low, high, low_open, high_open):
-            _refuse(error, name, value, expect + _which(value, i, item), hint)
+            _refuse(name, value, expect + _which(value, i, item), hint)
     return [float(v) for v in items]
 
 
 def integers(value: Any, name: str, *, low: int | None = None, high: int | None = None,
              single: bool = True, empty: bool = True, unique: bool = False,
-             what: str | None = None, hint: str | None = None,
-             error: type[Exception] = ValueError) -> list[int]:
+             what: str | None = None, hint: str | None = None) -> list[int]:
     """A list of integers in ``low..high`` (``unique``: none twice); arguments as ``numbers``'."""
     expect = what or ("expected a list of " + _describe("integers", low, high, False, False)
                       + (" (or one integer)" if single else ""))
     items = _items(value, single)
     if items is None or (not items and not empty):
-        _refuse(error, name, value, expect, hint)
+        _refuse(name, value, expect, hint)
     for i, item in enumerate(items):
         if not is_integer(item) or not _in_range(item, low, high, False, False):
-            _refuse(error, name, value, expect + _which(value, i, item), hint)
+            _refuse(name, value, expect + _which(value, i, item), hint)
     if unique and len(set(items)) != len(items):
-        _refuse(error, name, value, f"{expect}, each once", hint)
+        _refuse(name, value, f"{expect}, each once", hint)
     return [int(v) for v in items]
 
 
@@ -190,8 +188,7 @@ def target_numbers(target: Any) -> dict[str, tuple[type, bool]]:
     return kinds
 
 
-def check_config_numbers(node: Any, where: str, rules: Sequence[tuple[str, Callable[[Any, str], Any]]],
-                         error: type[Exception] = ValueError) -> None:
+def check_config_numbers(node: Any, where: str, rules: Sequence[tuple[str, Callable[[Any, str], Any]]]) -> None:
     """Walk a config (a DictConfig) and check every number in it, each named by its path
     (``where.key``):
 
@@ -218,16 +215,16 @@ def check_config_numbers(node: Any, where: str, rules: Sequence[tuple[str, Calla
             continue
         name = f"{where}.{key}"
         if isinstance(value, DictConfig):
-            check_config_numbers(value, name, rules, error)
+            check_config_numbers(value, name, rules)
             continue
         if key in kinds and not isinstance(value, ListConfig):
             kind, optional = kinds[key]
-            (number if kind is float else integer)(value, name, none=optional, error=error)
+            (number if kind is float else integer)(value, name, none=optional)
         rule = next((check for pattern, check in compiled if pattern.fullmatch(key)), None)
         if rule is not None:
             rule(value, name)
         items = list(value) if isinstance(value, ListConfig) else [value]
         for i, item in enumerate(items):
             if is_real(item) and not math.isfinite(item):
-                _refuse(error, name, value, "expected a finite number" + _which(value, i, item),
+                _refuse(name, value, "expected a finite number" + _which(value, i, item),
                         None)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from common.errors import UserError
 
 
 def _grid(images: torch.Tensor, nrow: int, padding: int) -> torch.Tensor:
@@ -40,7 +41,7 @@ def read_image(path: str | Path, resolution: int) -> torch.Tensor:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"image={path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
+        raise UserError(f"image={path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         with warnings.catch_warnings():
             # PIL warns of a large pixel count at open; the size check below refuses it unread
@@ -53,12 +54,12 @@ def read_image(path: str | Path, resolution: int) -> torch.Tensor:
     except Image.DecompressionBombError:  # too large for PIL even to open: its size is unknown
         size = None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"image={path} is not a readable image ({type(err).__name__}: {err}); "
+        raise UserError(f"image={path} is not a readable image ({type(err).__name__}: {err}); "
                          "pass a PNG or JPEG file") from None
     if size != (resolution, resolution):
         shown = (f"{size[0]} x {size[1]} px" if size is not None else
                  f"over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (PIL's decompression-bomb limit)")
-        raise ValueError(f"image={path} is {shown}; this generator draws {resolution} x "
+        raise UserError(f"image={path} is {shown}; this generator draws {resolution} x "
                          f"{resolution}: crop and resize it first, e.g. PIL's "
                          f"ImageOps.fit(image, ({resolution}, {resolution}))")
     array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)

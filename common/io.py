@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common.pickles import UnreadableFile, load_weights_only
+from common.errors import MissingFile, UserError
 
 
 _UMASK = os.umask(0)
@@ -61,17 +63,16 @@ def read_weights_file(path: str | Path, folder: Path, what: str, how_to_make: st
     ``how_to_make``: the command that writes one)."""
     path = resolve_shipped(path, folder)
     if path.is_dir():
-        raise FileNotFoundError(f"{what} weights: {path} is a directory; pass the weights file "
+        raise MissingFile(f"{what} weights: {path} is a directory; pass the weights file "
                                 f"itself (e.g. {path}/{what}.pt)")
     if not path.is_file():
         shipped = ", ".join(sorted(p.name for p in folder.glob("*.pt"))) or "none"
-        raise FileNotFoundError(f"{what} weights not found: {path}. Shipped weights in {folder}: "
+        raise MissingFile(f"{what} weights not found: {path}. Shipped weights in {folder}: "
                                 f"{shipped}; or {how_to_make}")
     try:
-        return path, torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(f"{path} is not a readable torch file ({err}); expected a {what} "
-                         "weights file") from err
+        return path, load_weights_only(path, map_location)
+    except UnreadableFile as err:
+        raise UserError(f"{err}; expected a {what} weights file") from None
 
 
 def file_sha256(path: str | Path) -> str:

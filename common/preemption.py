@@ -35,6 +35,7 @@ import pytorch_lightning as pl
 
 from common.callbacks import LastCheckpoint
 from common.training import batches_done
+from common.errors import UserError
 
 log = logging.getLogger("preemption")
 
@@ -43,7 +44,7 @@ def _signal(name: str) -> signal.Signals:
     try:
         return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
     except KeyError:
-        raise ValueError(f"unknown signal {name!r}: use names such as SIGUSR1, SIGTERM") from None
+        raise UserError(f"unknown signal {name!r}: use names such as SIGUSR1, SIGTERM") from None
 
 
 class Preemption(pl.Callback):
@@ -63,7 +64,7 @@ class Preemption(pl.Callback):
         self.requeue_on = [_signal(s) for s in requeue_on]
         unknown = set(self.requeue_on) - set(self.save_on)
         if unknown:
-            raise ValueError(f"requeue_on {sorted(s.name for s in unknown)} must also be in save_on")
+            raise UserError(f"requeue_on {sorted(s.name for s in unknown)} must also be in save_on")
         self.requeue_command = requeue_command
         self.received: signal.Signals | None = None  # the signal this process got
         self.stopped_by: str | None = None           # set once the run stopped for a signal

@@ -3,11 +3,14 @@ used, and the config resolvers that turn a file's path into its run directory.""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from common.errors import UserError, user_error_in
 
 
 def register_resolvers() -> None:
@@ -35,14 +38,14 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     try:
         device = torch.device(str(spec))
     except RuntimeError:
-        raise ValueError(f"device={spec}: not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"device={spec}: not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ValueError(f"device={spec}: {count} CUDA GPU(s) visible here; use device=auto "
+            raise UserError(f"device={spec}: {count} CUDA GPU(s) visible here; use device=auto "
                              "or device=cpu")
     elif device.type != "cpu":
-        raise ValueError(f"device={spec}: use auto, cpu, cuda or cuda:N")
+        raise UserError(f"device={spec}: use auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -150,19 +153,26 @@ def check_command_line(config_name: str, argv: list[str], script: str) -> DictCo
         GlobalHydra.instance().clear()
 
 
-def exit_on_setup_error(fn, cfg: DictConfig, errors: tuple[type[BaseException], ...], log,
-                        run_dir: Path | None = None) -> None:
-    """Run a script's job; a mistake in the command (one of ``errors``, found before any work)
-    is one clear line on the log and exit status 2, not a traceback. ``run_dir``: the job's own
-    run directory, removed if the refusal left nothing in it but Hydra's start-up files."""
-    from hydra.errors import InstantiationException
+def show_full_errors(cfg: DictConfig | None = None) -> bool:
+    """Whether user mistakes keep their traceback: ``debug=true`` on the command line, or
+    ``HYDRA_FULL_ERROR=1`` in the environment."""
+    debug = cfg.get("debug") if cfg is not None else None
+    return bool(debug) or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
+
+def exit_on_setup_error(fn, cfg: DictConfig, log, run_dir: Path | None = None) -> None:
+    """Run a script's job; a user's mistake (a ``UserError``, or one a config's constructor
+    raised, which Hydra wraps) is one clear line on the log and exit status 2, not a traceback.
+    Any other exception is a bug and keeps its traceback; ``debug=true`` or ``HYDRA_FULL_ERROR=1``
+    keep it for user mistakes too. ``run_dir``: the job's own run directory, removed if the
+    refusal left nothing in it but Hydra's start-up files."""
     try:
         fn(cfg)
-    except (*errors, InstantiationException) as err:
-        # Hydra wraps what a constructor raised: report the constructor's own message.
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-        log.error("%s: %s", type(cause).__name__, one_line(cause))
+    except Exception as err:
+        mistake = user_error_in(err)
+        if mistake is None or show_full_errors(cfg):
+            raise
+        log.error("%s: %s", type(mistake).__name__, one_line(mistake))
         logging.shutdown()  # the log file is closed before its directory goes
         remove_if_empty(run_dir)
         sys.exit(2)

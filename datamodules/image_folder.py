@@ -31,6 +31,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+from common.errors import MissingFile, UserError
 
 _FORMAT = ("a header row with a 'filename' column (image paths relative to the folder) and one "
            "column per label, e.g.\n    filename,Smiling,Young\n    000001.jpg,1,-1")
@@ -44,7 +45,7 @@ def _parse(text: str) -> float:
         return math.nan
     value = float(text)
     if not math.isfinite(value):  # an infinite label would make the loss infinite
-        raise ValueError(text)
+        raise UserError(text)
     return value
 
 
@@ -55,12 +56,12 @@ def read_labels(path: Path, filename_column: str = "filename",
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         if not header or header == [""]:
-            raise ValueError(f"{path} is empty; expected {_FORMAT}")
+            raise UserError(f"{path} is empty; expected {_FORMAT}")
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
-            raise ValueError(f"{path}: the header names columns {duplicated} more than once")
+            raise UserError(f"{path}: the header names columns {duplicated} more than once")
         if filename_column not in header:
-            raise ValueError(
+            raise UserError(
                 f"{path} has no column {filename_column!r} for the image file names; its columns "
                 f"are {header}. Pass the right one (e.g. data.filename_column={header[0]}, CelebA "
                 f"files call it image_id); the file must be comma-separated with {_FORMAT}")
@@ -70,9 +71,9 @@ def read_labels(path: Path, filename_column: str = "filename",
         columns = list(columns)
         unknown = [c for c in columns if c not in available]
         if unknown:
-            raise ValueError(f"{path}: no label column {unknown}; the label columns are {available}")
+            raise UserError(f"{path}: no label column {unknown}; the label columns are {available}")
         if not columns:
-            raise ValueError(f"{path} has no label column besides {filename_column!r}; expected {_FORMAT}")
+            raise UserError(f"{path} has no label column besides {filename_column!r}; expected {_FORMAT}")
         file_index = header.index(filename_column)
         index = [header.index(c) for c in columns]
         files, rows = [], []
@@ -80,14 +81,14 @@ def read_labels(path: Path, filename_column: str = "filename",
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank lines, e.g. at the end of the file
             if len(row) != len(header):
-                raise ValueError(f"{path}, line {reader.line_num}: {len(row)} cells for the "
+                raise UserError(f"{path}, line {reader.line_num}: {len(row)} cells for the "
                                  f"{len(header)} columns of the header")
             values = []
             for c, i in zip(columns, index):
                 try:
                     values.append(_parse(row[i]))
                 except ValueError:
-                    raise ValueError(f"{path}, line {reader.line_num}, column {c!r}: {row[i]!r} is "
+                    raise UserError(f"{path}, line {reader.line_num}, column {c!r}: {row[i]!r} is "
                                      "not a number (labels are numbers; leave the cell empty or "
                                      "write nan for a missing label)") from None
             files.append(row[file_index].strip())
@@ -110,10 +111,10 @@ def list_images(root: str | Path) -> list[Path]:
     a folder without a labels CSV (GLO trains on them)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root} (data.root)")
+        raise MissingFile(f"image folder not found: {root} (data.root)")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise FileNotFoundError(f"no images in {root}: expected files ending in "
+        raise MissingFile(f"no images in {root}: expected files ending in "
                                 f"{', '.join(IMAGE_SUFFIXES)} (in the folder or below it)")
     return paths
 
@@ -181,19 +182,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  num_workers: int = 0) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
         if resolution < 1:
-            raise ValueError(f"data.resolution must be a positive integer, got {resolution}")
+            raise UserError(f"data.resolution must be a positive integer, got {resolution}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+            raise UserError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if val_batches is not None and val_batches < 1:
-            raise ValueError(f"data.val_batches must be a positive integer or null, got {val_batches}")
+            raise UserError(f"data.val_batches must be a positive integer or null, got {val_batches}")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root} (data.root)")
+            raise MissingFile(f"image folder not found: {self.root} (data.root)")
         self.csv = Path(csv).expanduser() if csv else self.root / "labels.csv"
         if not self.csv.is_file():
-            raise FileNotFoundError(f"labels CSV not found: {self.csv} (data.csv; default "
+            raise MissingFile(f"labels CSV not found: {self.csv} (data.csv; default "
                                     f"<root>/labels.csv). Expected {_FORMAT}")
         self.resolution, self.batch_size, self.seed = resolution, batch_size, seed
         self.val_fraction, self.val_batches, self.num_workers = val_fraction, val_batches, num_workers
@@ -203,11 +204,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         files, self.factor_names, rows = read_labels(
             self.csv, filename_column, None if columns is None else list(columns))
         if not files:
-            raise ValueError(f"{self.csv} lists no images (only a header); expected {_FORMAT}")
+            raise UserError(f"{self.csv} lists no images (only a header); expected {_FORMAT}")
         self.paths = [self.root / f for f in files]
         missing = [f for f, p in zip(files, self.paths) if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{len(missing)} of the {len(files)} images listed in {self.csv} are not in "
                 f"{self.root}: {', '.join(missing[:_SHOW])}{', ...' if len(missing) > _SHOW else ''}"
                 f" (the {filename_column!r} column holds paths relative to the folder)")
@@ -217,7 +218,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         for j, name in enumerate(self.factor_names):
             column = self.factors[:, j]
             if torch.isnan(column).all():
-                raise ValueError(f"{self.csv}: column {name!r} has no labels (every cell is empty)")
+                raise UserError(f"{self.csv}: column {name!r} has no labels (every cell is empty)")
             kind = infer_kind(column)
             if kind == "binary":
                 column[column == -1] = 0.0  # CelebA's -1 is "absent"
@@ -226,10 +227,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         n = len(files)
         n_val = math.floor(n * val_fraction + 0.5)
         if n_val == 0:
-            raise ValueError(f"the held-out split is empty: {n} images x data.val_fraction="
+            raise UserError(f"the held-out split is empty: {n} images x data.val_fraction="
                              f"{val_fraction} rounds to 0. Raise val_fraction or add images.")
         if n_val == n:
-            raise ValueError(f"the training split is empty: all {n} images are held out with "
+            raise UserError(f"the training split is empty: all {n} images are held out with "
                              f"data.val_fraction={val_fraction}. Lower val_fraction or add images.")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         self.val_indices = sorted(order[:n_val].tolist())

@@ -27,6 +27,7 @@ from common.training import batches_done
 from datamodules.image_folder import ImageFolderImages, list_images
 from datamodules.streams import SeededStreamDataModule, batch_seed
 from datamodules.world import ShapesWorld
+from common.errors import UserError
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -46,9 +47,9 @@ class EpochBatches(IterableDataset):
     def __init__(self, fetch, num_items: int, batch_size: int, seed: int, rank: int = 0,
                  start: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not a process of a world of {world_size}")
+            raise UserError(f"rank {rank} is not a process of a world of {world_size}")
         if batch_size > num_items:
-            raise ValueError(f"a batch of {batch_size} images from a set of {num_items}: lower "
+            raise UserError(f"a batch of {batch_size} images from a set of {num_items}: lower "
                              "data.batch_size or use more images (data.num_images)")
         self.fetch, self.num_items, self.batch_size = fetch, num_items, batch_size
         self.seed, self.rank, self.start, self.world_size = seed, rank, start, world_size
@@ -99,12 +100,12 @@ class ImageSetDataModule(SeededStreamDataModule):
                  num_workers: int = 0, val_batches: int = 1) -> None:
         super().__init__(batch_size, seed, val_batches)
         if num_images is not None and num_images < 1:
-            raise ValueError(f"data.num_images must be a positive integer or null, got {num_images}")
+            raise UserError(f"data.num_images must be a positive integer or null, got {num_images}")
         self.root, self.resolution = root, resolution
         self.factors, self.paths = None, None
         if root is None:
             if num_images is None:
-                raise ValueError("data.num_images is null: say how many world renders to train "
+                raise UserError("data.num_images is null: say how many world renders to train "
                                  "on (e.g. data.num_images=4096), or pass data.root=<a folder>")
             world = ShapesWorld(resolution)
             self.factors = world.sample_factors(num_images, torch.Generator().manual_seed(world_seed))
@@ -113,7 +114,7 @@ class ImageSetDataModule(SeededStreamDataModule):
             self.paths = list_images(root)[:num_images]
             self.pixels = self._decode(self.paths, num_workers)
         if len(self.pixels) < batch_size:
-            raise ValueError(f"the set has {len(self.pixels)} images, fewer than a batch of "
+            raise UserError(f"the set has {len(self.pixels)} images, fewer than a batch of "
                              f"{batch_size}: lower data.batch_size or add images")
         self._sha256: str | None = None
 

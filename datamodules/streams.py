@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from common.seeds import HELD_OUT_STEP
 from common.training import batches_done
+from common.errors import UserError
 
 BatchFn = Callable[[int, torch.Generator], dict]
 
@@ -35,7 +36,7 @@ class SeededBatches(IterableDataset):
     def __init__(self, make_batch: BatchFn, batch_size: int, seed: int, rank: int = 0,
                  start: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not a process of a world of {world_size}")
+            raise UserError(f"rank {rank} is not a process of a world of {world_size}")
         self.make_batch, self.batch_size = make_batch, batch_size
         self.seed, self.rank, self.start, self.world_size = seed, rank, start, world_size
 
@@ -63,7 +64,7 @@ class SeededStreamDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int = 64, seed: int = 0, val_batches: int = 8) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
         self.batch_size, self.seed, self.val_batches = batch_size, seed, val_batches
 
     def make_batch(self, n: int, rng: torch.Generator) -> dict:  # pragma: no cover - abstract

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from datamodules.streams import SeededStreamDataModule
+from common.errors import UserError
 
 FACTORS: tuple[str, ...] = ("shape", "scale", "rotation", "x", "y", "hue")
 FACTOR_KINDS: dict[str, str] = {
@@ -68,7 +69,7 @@ class ShapesWorld:
 
     def __post_init__(self) -> None:
         if self.resolution < 8:
-            raise ValueError(f"world resolution must be at least 8 pixels, got {self.resolution}")
+            raise UserError(f"world resolution must be at least 8 pixels, got {self.resolution}")
 
     def sample_factors(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Factors drawn uniformly: shape from {0, 1, 2}, the rest from [0, 1)."""
@@ -79,7 +80,7 @@ class ShapesWorld:
     def render(self, factors: torch.Tensor) -> torch.Tensor:
         """Images ``N x 3 x H x W`` in [-1, 1] for factors ``N x 6`` (see the module docstring)."""
         if factors.ndim != 2 or factors.shape[1] != self.num_factors:
-            raise ValueError(f"factors must be N x {self.num_factors} ({', '.join(FACTORS)}), "
+            raise UserError(f"factors must be N x {self.num_factors} ({', '.join(FACTORS)}), "
                              f"got shape {tuple(factors.shape)}")
         coverage = self.mask(factors)
         rgb = hue_to_rgb(factors[:, 5])

@@ -19,14 +19,13 @@ from typing import Callable, Sequence
 import torch
 
 from generators.recorded import load_run_generator
-from lightning_modules.directions import Directions
-from lightning_modules.evaluation import report_describes
+from directions import Directions
+from evaluation.run import report_describes
+from common.errors import UserError
 
 log = logging.getLogger("explore")
 
 
-class ExploreSetupError(ValueError):
-    """A mistake in what was asked to be explored, found before the server starts."""
 
 
 @dataclass
@@ -101,10 +100,10 @@ class Explorer:
              default_alpha_range: float | None = None, device: str | None = "cpu",
              trusted_modules: Sequence[str] | None = None) -> "Explorer":
         """Load ``paths`` and the generator the first one records; every file must be made
-        for that generator. Any mistake is an ``ExploreSetupError`` naming the file."""
+        for that generator. Any mistake is a ``UserError`` naming the file."""
         paths = [Path(p) for p in paths]
         if not paths:
-            raise ExploreSetupError("directions=[] names no file: pass directions=<run>/directions.pt "
+            raise UserError("directions=[] names no file: pass directions=<run>/directions.pt "
                                     "or a list directions=[a.pt,b.pt]")
         generator, files = None, []
         for path in paths:
@@ -119,9 +118,9 @@ class Explorer:
                     f"{path} (shown with the generator of {paths[0]})"
                 directions.check_generator(generator, source=where)
                 alpha_range, _ = directions.alpha_range(default=default_alpha_range)
-            except (FileNotFoundError, ValueError) as err:
+            except UserError as err:
                 hint = " (or pass default_alpha_range=...)" if "alpha_range" in str(err) else ""
-                raise ExploreSetupError(f"{err}{hint}") from err
+                raise UserError(f"{err}{hint}") from err
             files.append(DirectionsFile(directions.to(generator.device), path, alpha_range,
                                         direction_labels(path, directions.num_directions)))
         return cls(generator, files)

@@ -18,6 +18,7 @@ from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
 # load_generator (the one entry point).
 from generators.formats import LOADERS, detect_format  # noqa: E402
 from generators.formats.biggan import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
+from common.errors import MissingFile, UserError
 
 BIGGAN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
@@ -63,12 +64,12 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
     # read_weights_file's message below.
     biggan_like = resolved.is_dir() and any((resolved / n).is_file() for n in BIGGAN_FILES)
     if resolved.is_dir() and not biggan_like:
-        raise FileNotFoundError(f"generator weights: {path} is a directory; pass the weights file "
+        raise MissingFile(f"generator weights: {path} is a directory; pass the weights file "
                                 f"itself (e.g. {path}/generator.pt), or a BigGAN directory holding "
                                 f"{CONFIG_NAME} and {WEIGHTS_NAME}")
     fmt = detect_format(resolved) if resolved.is_file() or biggan_like else "project"
     if fmt != "biggan" and (truncation is not None or classes is not None):
-        raise ValueError(f"generator.truncation and generator.classes are options of BigGAN "
+        raise UserError(f"generator.truncation and generator.classes are options of BigGAN "
                          f"directories; {path} is a {fmt!r} checkpoint (a StyleGAN's truncation "
                          "is generator.truncation_psi)")
     if fmt == "biggan":
@@ -87,16 +88,16 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
         path, WEIGHTS_DIR, "generator", "train your own with `python train.py "
         "experiment=pretrain_dcgan` and pass generator.path=<run>/generator.pt", map_location)
     if not isinstance(blob, dict):
-        raise ValueError(f"{path} holds a {type(blob).__name__}, expected a dict of generator weights")
+        raise UserError(f"{path} holds a {type(blob).__name__}, expected a dict of generator weights")
     missing = sorted(_REQUIRED_KEYS - blob.keys())
     unexpected = sorted(blob.keys() - _REQUIRED_KEYS - _OPTIONAL_KEYS)
     if missing or blob.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(
+        raise UserError(
             f"{path} is not a generator weights file of format {WEIGHTS_FORMAT!r}: missing keys "
             f"{missing}, unexpected keys {unexpected}, format {blob.get('format')!r}. A Lightning "
             "checkpoint (.ckpt) of pretraining is not one: use the generator.pt of that run")
     if blob["architecture"] not in ARCHITECTURES:
-        raise ValueError(f"{path}: unknown architecture {blob['architecture']!r}; "
+        raise UserError(f"{path}: unknown architecture {blob['architecture']!r}; "
                          f"known: {sorted(ARCHITECTURES)}")
     gen_cls, disc_cls = ARCHITECTURES[blob["architecture"]]
     gen_config = dict(blob["generator_config"], name=name or path.stem)
@@ -109,7 +110,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
     generator.source, generator.regressor_spec = plain(source), _regressor_spec(regressor)
     if "discriminator" in blob:
         if disc_cls is None:
-            raise ValueError(f"{path}: architecture {blob['architecture']!r} has no "
+            raise UserError(f"{path}: architecture {blob['architecture']!r} has no "
                              "discriminator, but the file stores one")
         discriminator = disc_cls(**blob["discriminator_config"])
         _load_state(discriminator, blob["discriminator"], path, "discriminator")
@@ -124,7 +125,7 @@ def load_generator(path: str | Path, name: str | None = None, space: str = "z",
 def _load_state(module: torch.nn.Module, state: dict, path: Path, what: str) -> None:
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: the {what} weights do not fit the architecture: missing keys "
+        raise UserError(f"{path}: the {what} weights do not fit the architecture: missing keys "
                          f"{result.missing_keys}, unexpected keys {result.unexpected_keys}")
 
 
@@ -138,7 +139,7 @@ def random_generator(architecture: str = "dcgan", init_seed: int = 0, frozen: bo
               "init_seed": init_seed, "space": space, "truncation_psi": truncation_psi,
               "truncation_cutoff": truncation_cutoff, "regressor": regressor, **kwargs}
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+        raise UserError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     check_truncation(truncation_psi, truncation_cutoff)  # before the network is built
     with torch.random.fork_rng():
         torch.manual_seed(init_seed)
@@ -167,7 +168,7 @@ def _regressor_spec(regressor: dict | None) -> dict | None:
         return None
     spec = plain(regressor)
     if "path" not in spec or set(spec) - {"path", "factors"}:
-        raise ValueError(f"generator.regressor must be {{path: <regressor.pt>, factors: "
+        raise UserError(f"generator.regressor must be {{path: <regressor.pt>, factors: "
                          f"<world|null|list>}}, got {spec}")
     return spec
 

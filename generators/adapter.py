@@ -35,6 +35,7 @@ from generators import _load_state, _regressor_spec, plain, state_sha256
 from generators.base import Generator
 from generators.check import check_generator
 from generators.weights import WEIGHTS_DIR
+from common.errors import UserError
 
 
 class _Captured(Exception):
@@ -48,10 +49,19 @@ def _build(config: Mapping) -> nn.Module:
         # generators.recorded checked first (a class the user named, plain values only)
         return instantiate(config)
     except InstantiationException as err:
+        # A wrong target or wrong arguments are a mistake in the config: one line. Anything the
+        # network's own constructor raised is a bug in that code and keeps its traceback.
+        cause = err.__cause__
+        located = "Error locating target" not in str(err)
+        wrong_args = isinstance(cause, TypeError) and any(
+            s in str(cause) for s in ("unexpected keyword argument", "required positional argument",
+                                      "positional argument but", "positional arguments but"))
+        if located and not wrong_args and not isinstance(cause, UserError):
+            raise
         text = " ".join(str(err).split(", set env var HYDRA_FULL_ERROR")[0].split())  # one line
-        hint = (": is the folder of its module on PYTHONPATH (e.g. "
-                "PYTHONPATH=examples/my_generator)?" if "Error locating target" in text else "")
-        raise ValueError(f"generator.module: {text}{hint}") from err
+        hint = ("" if located else ": is the folder of its module on PYTHONPATH (e.g. "
+                "PYTHONPATH=examples/my_generator)?")
+        raise UserError(f"generator.module: {text}{hint}") from err
 
 
 class ModuleGenerator(Generator):
@@ -90,13 +100,13 @@ class ModuleGenerator(Generator):
         args = {k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
         net = _build(module) if isinstance(module, Mapping) else module
         if not isinstance(net, nn.Module):
-            raise TypeError(f"module must be an nn.Module (or its config), got "
+            raise UserError(f"module must be an nn.Module (or its config), got "
                             f"{type(net).__name__}")
         if call is not None and not callable(getattr(net, call, None)):
-            raise ValueError(f"call={call!r}: {type(net).__name__} has no method {call!r}")
+            raise UserError(f"call={call!r}: {type(net).__name__} has no method {call!r}")
         low, high = (float(v) for v in output_range)
         if not low < high:
-            raise ValueError(f"output_range must be [low, high] with low < high, got "
+            raise UserError(f"output_range must be [low, high] with low < high, got "
                              f"{list(output_range)}")
         if weights is not None:
             path, state = read_weights_file(weights, WEIGHTS_DIR, "generator", "pass "
@@ -104,7 +114,7 @@ class ModuleGenerator(Generator):
             if weights_key is not None:
                 if not isinstance(state, Mapping) or weights_key not in state:
                     keys = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-                    raise ValueError(f"{path}: no weights_key {weights_key!r} in the file: {keys}")
+                    raise UserError(f"{path}: no weights_key {weights_key!r} in the file: {keys}")
                 state = state[weights_key]
             _load_state(net, state, path, "generator")
         self.module, self.z_dim, self.resolution = net, int(latent_dim), int(resolution)
@@ -136,7 +146,7 @@ class ModuleGenerator(Generator):
         self.check_classes(y, latent.shape[0])
         images = self.call_module(latent, y)
         if not torch.is_tensor(images):
-            raise TypeError(f"{self.name}: the network returned a {type(images).__name__}, not "
+            raise UserError(f"{self.name}: the network returned a {type(images).__name__}, not "
                             "images: override call_module to return them (README, 'Your own "
                             "generator')")
         low, high = self.output_range
@@ -145,7 +155,7 @@ class ModuleGenerator(Generator):
     def _submodule(self, name: str, what: str) -> nn.Module:
         modules = dict(self.module.named_modules())
         if name not in modules:
-            raise ValueError(f"{what}={name!r}: {self.name} has no submodule {name!r}; some of "
+            raise UserError(f"{what}={name!r}: {self.name} has no submodule {name!r}; some of "
                              f"its submodules: {[k for k in modules if k][:12]}")
         return modules[name]
 
@@ -157,7 +167,7 @@ class ModuleGenerator(Generator):
                                       "whose weight reads the latent> for SeFa")
         weight = self._submodule(self.projection, "projection").weight
         if weight.ndim != 2 or weight.shape[1] != self.latent_dim:
-            raise ValueError(f"projection={self.projection!r}: its weight is "
+            raise UserError(f"projection={self.projection!r}: its weight is "
                              f"{tuple(weight.shape)}, not out x {self.latent_dim}")
         return weight
 
@@ -167,7 +177,7 @@ class ModuleGenerator(Generator):
         way to the images (GANSpace); the rest of the network is not run."""
         if isinstance(layer, int):
             if not 0 <= layer < len(self.feature_layers):
-                raise ValueError(f"feature layer {layer}: {self.name} has feature_layers "
+                raise UserError(f"feature layer {layer}: {self.name} has feature_layers "
                                  f"{self.feature_layers} (set generator.feature_layers)")
             layer = self.feature_layers[layer]
         captured = []
@@ -185,7 +195,7 @@ class ModuleGenerator(Generator):
         finally:
             handle.remove()
         if not captured:
-            raise ValueError(f"feature layer {layer!r} did not run on the way to the images")
+            raise UserError(f"feature layer {layer!r} did not run on the way to the images")
         return captured[0]
 
     def identity(self) -> dict[str, Any]:

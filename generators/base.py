@@ -27,6 +27,7 @@ from torch import nn
 
 from common.checks import integer, number
 from common.io import file_sha256  # noqa: F401  (re-exported: generators.base.file_sha256)
+from common.errors import UserError
 
 SPACES = ("z", "w", "w+")
 # What generator.truncation_psi may be (the explorer's slider spans the same range): 1 is no
@@ -106,14 +107,14 @@ class Generator(nn.Module):
                                                              self.num_layers)
         allowed = SPACES if self.style_based else ("z",)
         if space not in allowed:
-            raise ValueError(f"{self.name} has no {space!r} space: choose generator.space from "
+            raise UserError(f"{self.name} has no {space!r} space: choose generator.space from "
                              f"{list(allowed)}" + ("" if self.style_based else
                                                    " (W and W+ need a style-based generator)"))
         if truncation_psi != 1 and not self.style_based:
-            raise ValueError(f"{self.name} has no mapping network: truncation needs a style-based "
+            raise UserError(f"{self.name} has no mapping network: truncation needs a style-based "
                              "generator (leave generator.truncation_psi at 1)")
         if truncation_cutoff is not None and space == "w" and truncation_cutoff < self.num_layers:
-            raise ValueError("a truncation cutoff gives different codes per layer: use "
+            raise UserError("a truncation cutoff gives different codes per layer: use "
                              "space w+ (or z) with truncation_cutoff, or drop the cutoff")
         self.space, self.truncation_psi = space, truncation_psi
         self.truncation_cutoff = truncation_cutoff
@@ -152,14 +153,14 @@ class Generator(nn.Module):
         if isinstance(spec, str):
             if spec in groups:
                 if not groups[spec]:
-                    raise ValueError(f"{self.name} has no {spec!r} layers at {self.resolution} px: "
+                    raise UserError(f"{self.name} has no {spec!r} layers at {self.resolution} px: "
                                      f"groups {({k: v for k, v in groups.items() if v})}")
                 return groups[spec]
             try:
                 a, _, b = spec.partition("-")
                 indices = list(range(int(a), int(b or a) + 1))
             except ValueError:
-                raise ValueError(f"unknown layer spec {spec!r}: use all, a group "
+                raise UserError(f"unknown layer spec {spec!r}: use all, a group "
                                  f"({', '.join(groups)}), a range such as 0-3, or a list") from None
         elif isinstance(spec, int):
             indices = [spec]
@@ -167,7 +168,7 @@ class Generator(nn.Module):
             indices = [int(i) for i in spec]
         bad = [i for i in indices if not 0 <= i < self.num_layers]
         if bad or not indices:
-            raise ValueError(f"layers {spec!r}: {self.name} has layers 0..{self.num_layers - 1}")
+            raise UserError(f"layers {spec!r}: {self.name} has layers 0..{self.num_layers - 1}")
         return sorted(set(indices))
 
     # ---- sampling ------------------------------------------------------------------------
@@ -219,16 +220,16 @@ class Generator(nn.Module):
             ok = ok or (latent.ndim == 3 and tuple(latent.shape[1:]) == (self.num_layers, d))
         if not ok:
             shapes = f"N x {d}" + (f" or N x {self.num_layers} x {d}" if self.space == "w+" else "")
-            raise ValueError(f"{self.name} ({self.space} space) takes latents {shapes}, "
+            raise UserError(f"{self.name} ({self.space} space) takes latents {shapes}, "
                              f"got {tuple(latent.shape)}")
 
     def check_classes(self, y: torch.Tensor | None, n: int) -> None:
         if self.num_classes and self.space == "z" and y is None:
-            raise ValueError(f"{self.name} is conditional ({self.num_classes} classes): pass y")
+            raise UserError(f"{self.name} is conditional ({self.num_classes} classes): pass y")
         if not self.num_classes and y is not None:
-            raise ValueError(f"{self.name} is unconditional: it takes no classes y")
+            raise UserError(f"{self.name} is unconditional: it takes no classes y")
         if y is not None and (y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"y must hold {n} class indices in 0..{self.num_classes - 1}")
+            raise UserError(f"y must hold {n} class indices in 0..{self.num_classes - 1}")
 
     # ---- the interface -------------------------------------------------------------------
     def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover

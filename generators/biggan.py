@@ -40,6 +40,7 @@ from torch import nn
 
 from common.checks import number
 from generators.base import Generator
+from common.errors import UserError
 
 #: Truncated-normal noise: values of N(0, 1) restricted to [-BOUND, BOUND] (then times t).
 TRUNCNORM_BOUND = 2.0
@@ -80,13 +81,13 @@ class BigGANConfig:
         ``REQUIRED`` and ``class_embed_dim``; others are ignored, as the package ignores them)."""
         missing = [k for k in cls.REQUIRED if k not in raw]
         if missing:
-            raise ValueError(f"{where}: missing key(s) {missing}; a pytorch-pretrained-biggan "
+            raise UserError(f"{where}: missing key(s) {missing}; a pytorch-pretrained-biggan "
                              f"config.json holds {list(cls.REQUIRED)} (and class_embed_dim)")
 
         def positive_int(key: str) -> int:
             value = raw[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+                raise UserError(f"{where}: {key} must be a positive integer, got {value!r}")
             return value
 
         layers = raw["layers"]
@@ -94,14 +95,14 @@ class BigGANConfig:
                 isinstance(block, (list, tuple)) and len(block) == 3 and isinstance(block[0], bool)
                 and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in block[1:])
                 for block in layers):
-            raise ValueError(f"{where}: layers must be a non-empty list of [up_sample (bool), "
+            raise UserError(f"{where}: layers must be a non-empty list of [up_sample (bool), "
                              f"in multiple (int), out multiple (int)], got {layers!r}")
         position = raw["attention_layer_position"]
         if isinstance(position, bool) or not isinstance(position, int):
-            raise ValueError(f"{where}: attention_layer_position must be an integer, got {position!r}")
+            raise UserError(f"{where}: attention_layer_position must be an integer, got {position!r}")
         eps = raw["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
-            raise ValueError(f"{where}: eps must be a positive number, got {eps!r}")
+            raise UserError(f"{where}: eps must be a positive number, got {eps!r}")
         config = cls(output_dim=positive_int("output_dim"), z_dim=positive_int("z_dim"),
                      channel_width=positive_int("channel_width"),
                      num_classes=positive_int("num_classes"),
@@ -138,7 +139,7 @@ class BigGANConfig:
         if self.n_stats < 2:
             problems.append(f"n_stats must be at least 2, got {self.n_stats}")
         if problems:
-            raise ValueError(f"{where}: not a BigGAN-deep architecture the package can run: "
+            raise UserError(f"{where}: not a BigGAN-deep architecture the package can run: "
                              + "; ".join(problems))
 
     def to_dict(self) -> dict:
@@ -307,7 +308,7 @@ def check_classes_option(classes: Any, num_classes: int) -> list[int] | None:
         chosen = None
     if not chosen or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_classes
                          for c in chosen):
-        raise ValueError(f"generator.classes must be null (every class), one class index or a "
+        raise UserError(f"generator.classes must be null (every class), one class index or a "
                          f"non-empty list of them, each in 0..{num_classes - 1}; got {classes!r}")
     return [int(c) for c in chosen]
 
@@ -379,7 +380,7 @@ class BigGANGenerator(Generator):
         """``[z, E y]``: what every layer of the synthesis reads."""
         self.check_latent(latent)
         if y is None:
-            raise ValueError(f"{self.name} is class-conditional ({self.num_classes} classes): pass "
+            raise UserError(f"{self.name} is class-conditional ({self.num_classes} classes): pass "
                              "the class indices y (e.g. y = generator.sample_classes(n))")
         self.check_classes(y, latent.shape[0])
         embedded = F.embedding(y.long(), self.embeddings.weight.t())
@@ -403,7 +404,7 @@ class BigGANGenerator(Generator):
         ``N x C x H x W``; classes ``y`` are needed, as for ``forward``."""
         layer = int(layer)
         if not 0 <= layer <= len(self.generator.layers):
-            raise ValueError(f"feature layer {layer}: {self.name} has layers "
+            raise UserError(f"feature layer {layer}: {self.name} has layers "
                              f"0..{len(self.generator.layers)}")
         return self.generator(self.condition(latent, y), self.truncation, stop_after=layer)
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import torch
 
 from generators.base import Generator
+from common.errors import UserError
 
 TOLERANCE = 0.05  # how far a bounded generator's images may stray outside [-1, 1]
 
 
-class GeneratorCheckError(ValueError):
+class GeneratorCheckError(UserError):
     """A generator that does not meet the interface (generators/base.py)."""
 
 
@@ -56,7 +57,7 @@ def check_generator(generator: Generator, n: int = 2) -> None:
             latent, y = generator.draw(n, torch.Generator().manual_seed(0))
             shape = tuple(latent.shape)
             if shape != (n, *generator.latent_shape):
-                raise ValueError(f"sample({n}) gave latents {shape}, expected "
+                raise UserError(f"sample({n}) gave latents {shape}, expected "
                                  f"{(n, *generator.latent_shape)}")
             images = generator(latent, y)
         except Exception as err:  # noqa: BLE001 - whatever the network raised is the message

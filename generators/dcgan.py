@@ -16,12 +16,13 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from generators.base import Generator
+from common.errors import UserError
 
 
 def _num_blocks(resolution: int) -> int:
     blocks = math.log2(resolution / 4)
     if resolution < 8 or blocks != int(blocks):
-        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        raise UserError(f"resolution must be a power of two >= 8, got {resolution}")
     return int(blocks)
 
 
@@ -76,7 +77,7 @@ class DCGANGenerator(Generator):
         block ``layer`` (1, 2, ...), ``N x C x H x W``."""
         layer = int(layer)
         if not 0 <= layer <= len(self.blocks):
-            raise ValueError(f"feature layer {layer}: {self.name} has layers 0..{len(self.blocks)}")
+            raise UserError(f"feature layer {layer}: {self.name} has layers 0..{len(self.blocks)}")
         self.check_latent(latent)
         x = torch.relu(self.project_norm(self.project(latent).view(latent.shape[0], -1, 4, 4)))
         for block in self.blocks[:layer]:

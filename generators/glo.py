@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from generators.dcgan import DCGANGenerator
+from common.errors import UserError
 
 
 class GLOGenerator(DCGANGenerator):
@@ -77,7 +78,7 @@ def fit_gaussian(codes: torch.Tensor, jitter: float = 1e-6) -> tuple[torch.Tenso
     diagonal, tenfold until the factorisation succeeds.
     """
     if codes.ndim != 2 or codes.shape[0] < 2:
-        raise ValueError(f"fitting a Gaussian needs N x d codes with N >= 2, got {tuple(codes.shape)}")
+        raise UserError(f"fitting a Gaussian needs N x d codes with N >= 2, got {tuple(codes.shape)}")
     x = codes.detach().double()
     mean = x.mean(0)
     cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])

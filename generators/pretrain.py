@@ -33,6 +33,7 @@ from common.training import averaged_backward, batches_done
 from generators import load_generator
 from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
+from common.errors import UserError
 
 LOSSES = ("hinge", "nonsaturating")
 
@@ -67,11 +68,11 @@ class GANPretraining(pl.LightningModule):
                  num_samples: int = 64, channels_last: bool = True) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"unknown GAN loss {loss!r}: use one of {list(LOSSES)}")
+            raise UserError(f"unknown GAN loss {loss!r}: use one of {list(LOSSES)}")
         if generator.space != "z":
-            raise ValueError("GAN pretraining draws z: build the generator with space z")
+            raise UserError("GAN pretraining draws z: build the generator with space z")
         if mixing_prob and not generator.style_based:
-            raise ValueError("style mixing needs a style-based generator: set mixing_prob 0")
+            raise UserError("style mixing needs a style-based generator: set mixing_prob 0")
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator"])
         self.generator, self.discriminator = generator, discriminator
@@ -232,7 +233,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, samples: bool
     """
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "generator_config" not in ckpt:
-        raise ValueError(f"{ckpt_path} is not a checkpoint of GAN pretraining "
+        raise UserError(f"{ckpt_path} is not a checkpoint of GAN pretraining "
                          "(it records no generator_config)")
     state = ckpt["state_dict"]
     ema, disc = submodule_state(state, "ema"), submodule_state(state, "discriminator")

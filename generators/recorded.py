@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.runs import resolve_device
+from common.errors import UserError
 
 SPACES = ("z", "w", "w+")
 ADAPTER = "generators.adapter.ModuleGenerator"
@@ -36,7 +37,7 @@ _MAX_DEPTH = 8
 _MAX_ITEMS = 10_000
 
 
-class RecordedConfigError(ValueError):
+class RecordedConfigError(UserError):
     """A recorded generator config that is not plain data for one of the project's loaders."""
 
 
@@ -307,7 +308,7 @@ def recorded_generator(directions_path: str | Path, recorded: dict | None
         try:
             config = OmegaConf.load(config_path)
         except Exception as err:  # noqa: BLE001 - any unreadable YAML is the same mistake
-            raise ValueError(f"{config_path} is not a readable run config ({type(err).__name__}); "
+            raise UserError(f"{config_path} is not a readable run config ({type(err).__name__}); "
                              "pass generator_from_run=false and choose the generator") from None
         if isinstance(config, DictConfig) and "generator" in config:
             return OmegaConf.to_container(config.generator, resolve=False), str(config_path)

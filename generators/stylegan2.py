@@ -29,6 +29,7 @@ from torch import nn
 
 from common.seeds import W_AVG_SEED
 from generators.base import Generator
+from common.errors import UserError
 
 SQRT2 = math.sqrt(2.0)
 
@@ -248,7 +249,7 @@ def default_channels(resolution: int, channel_multiplier: int = 2, channel_max: 
 def _log2(resolution: int) -> int:
     log = math.log2(resolution)
     if resolution < 8 or log != int(log):
-        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        raise UserError(f"resolution must be a power of two >= 8, got {resolution}")
     return int(log)
 
 
@@ -285,7 +286,7 @@ class StyleGAN2Generator(Generator):
         log_size = _log2(resolution)
         channels = list(channels) if channels is not None else default_channels(resolution, channel_multiplier)
         if len(channels) != log_size - 1:
-            raise ValueError(f"channels: one count per resolution 4..{resolution} "
+            raise UserError(f"channels: one count per resolution 4..{resolution} "
                              f"({log_size - 1} numbers), got {channels}")
         self.resolution, self.style_dim, self.n_mlp = resolution, style_dim, n_mlp
         self.channels, self.lr_mlp, self.blur_kernel = channels, lr_mlp, list(blur_kernel)
@@ -343,7 +344,7 @@ class StyleGAN2Generator(Generator):
         x = self.style[0](z)
         if self.c_dim:
             if y is None:
-                raise ValueError(f"{self.name} is conditional ({self.c_dim} classes): pass y")
+                raise UserError(f"{self.name} is conditional ({self.c_dim} classes): pass y")
             onehot = F.one_hot(y.long(), self.c_dim).to(z.dtype)
             x = torch.cat([x, self.style[0](self.embed(onehot))], dim=1)
         return self.style[1:](x)
@@ -369,7 +370,7 @@ class StyleGAN2Generator(Generator):
         convs = self.styled_convs()
         chosen = [i for i in self.layers(layers) if i < len(convs)]
         if not chosen:
-            raise ValueError(f"layers {layers!r} drive no convolution (only the last ToRGB)")
+            raise UserError(f"layers {layers!r} drive no convolution (only the last ToRGB)")
         return torch.cat([convs[i].conv.modulation.weight * convs[i].conv.modulation.scale
                           for i in chosen])
 
@@ -384,7 +385,7 @@ class StyleGAN2Generator(Generator):
         """Images from per-layer codes ``N x num_layers x style_dim`` (tanh-free, as published);
         with ``stop_after=i`` the activations after convolution i instead."""
         if stop_after is not None and not 0 <= stop_after < len(self.convs) + 1:
-            raise ValueError(f"feature layer {stop_after}: {self.name} has convolutions "
+            raise UserError(f"feature layer {stop_after}: {self.name} has convolutions "
                              f"0..{len(self.convs)}")
         n = ws.shape[0]
         if noise is None:

@@ -33,6 +33,7 @@ import torch
 from common.io import atomic_torch_save
 from generators.pretrain import submodule_state
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from common.errors import UserError
 
 
 def _layer_levels(n_levels: int) -> dict[str, tuple[int | None, int | None]]:
@@ -76,7 +77,7 @@ def _extra_shape(t: torch.Tensor, dim: int, new: int) -> list[int]:
 
 def _check_growth(old: list[int], new: list[int]) -> None:
     if len(old) != len(new) or any(n < o for o, n in zip(old, new)):
-        raise ValueError(f"channels can only grow, resolution by resolution: {old} -> {new}")
+        raise UserError(f"channels can only grow, resolution by resolution: {old} -> {new}")
 
 
 def widen_state(state: dict[str, torch.Tensor], old: list[int], new: list[int],
@@ -133,7 +134,7 @@ def widen_discriminator_state(state: dict[str, torch.Tensor], old: list[int], ne
     deviation averages over its channels, so new channels there would change the scores."""
     _check_growth(old, new)
     if new[0] != old[0]:
-        raise ValueError(f"the discriminator's 4 px channels ({old[0]}) cannot change: its "
+        raise UserError(f"the discriminator's 4 px channels ({old[0]}) cannot change: its "
                          f"minibatch standard deviation averages over them; widen 8 px and up")
     out = dict(state)
     for key, (bias, read, write) in _discriminator_layers(len(old)).items():
@@ -163,7 +164,7 @@ def _remap_optimizer(opt_state: dict, old_names: list[str], new_names: list[str]
     """Adam's per-parameter states, kept by name from the old network's parameter order to the
     new one's, padded to the grown shapes in ``state``; a new parameter starts fresh (step 0)."""
     if len(opt_state["state"]) != len(old_names) or len(opt_state["param_groups"]) != 1:
-        raise ValueError(f"the {prefix}'s optimizer state does not match its parameters")
+        raise UserError(f"the {prefix}'s optimizer state does not match its parameters")
     by_name = {name: opt_state["state"][i] for i, name in enumerate(old_names)}
     step = next(iter(by_name.values()))["step"]
     remapped = {}
@@ -195,11 +196,11 @@ def widen_checkpoint(ckpt_path: str | Path, out_path: str | Path, channels: list
     if out_path.exists():
         raise FileExistsError(f"{out_path} exists: choose another output path")
     if channels is None and discriminator_channels is None and not input_from_w:
-        raise ValueError("nothing to widen: give the generator's channels, the discriminator's, "
+        raise UserError("nothing to widen: give the generator's channels, the discriminator's, "
                          "or the w-driven input")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if ckpt.get("architecture") != "stylegan2":
-        raise ValueError(f"{ckpt_path} is not a StyleGAN2 pretraining checkpoint "
+        raise UserError(f"{ckpt_path} is not a StyleGAN2 pretraining checkpoint "
                          f"(architecture {ckpt.get('architecture')!r})")
     state = ckpt["state_dict"]
     if channels is not None or input_from_w:

@@ -24,7 +24,8 @@ from common.seeds import TRAIN_SALT, TRAVERSAL_SEED, VALIDATION_SALT
 from common.preemption import stopped_by_signal
 from common.training import batches_done
 from generators.base import Generator, identity_mismatch
-from lightning_modules.directions import Directions, DirectionSet
+from directions import Directions, DirectionSet
+from common.errors import UserError
 
 
 def regressor_path(generator: Generator, choice: str | None, needed_for: str | None = None,
@@ -35,7 +36,7 @@ def regressor_path(generator: Generator, choice: str | None, needed_for: str | N
     if choice == "auto":
         choice = (generator.regressor_spec or {}).get("path")
     if not choice and needed_for:
-        raise ValueError(f"{needed_for} needs an attribute regressor, and generator "
+        raise UserError(f"{needed_for} needs an attribute regressor, and generator "
                          f"{generator.name!r} names none in its config: pass "
                          f"{option}=<regressor.pt> (train one with "
                          "`python train.py experiment=regressor_folder data.root=<images>`)")
@@ -112,11 +113,11 @@ class FrozenGeneratorModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("generator_identity")
         if saved is None:
-            raise ValueError("this checkpoint records no generator identity: it was not written "
+            raise UserError("this checkpoint records no generator identity: it was not written "
                              "by a direction method of this project")
         mismatch = identity_mismatch(saved, self.generator.identity())
         if mismatch:
-            raise ValueError("the checkpoint was made with another generator: "
+            raise UserError("the checkpoint was made with another generator: "
                              + ", ".join(f"{k} {a!r} in the checkpoint vs {b!r} now"
                                          for k, (a, b) in mismatch.items())
                              + "; resume with the generator the run started with")

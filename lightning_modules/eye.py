@@ -37,11 +37,12 @@ from common.images import log_image, pyplot
 from common.seeds import ANALYSIS_SALT, TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from lightning_modules.directions import LayerVectors, LocalDirections, VectorDirections
+from directions import LayerVectors, LocalDirections, VectorDirections
 from metrics.distances import ImageDistance, lap1
 from metrics.curves import pearson
 from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
+from common.errors import UserError
 
 KINDS = ("global", "layers", "local")
 
@@ -105,7 +106,7 @@ class EnjoyYourEditing(DirectionModule):
                 "file that stores it (the built-in generators and rosinality checkpoints do; "
                 "NVIDIA pickles with D), or set method.lambda_disc=0")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise UserError("; ".join(problems))
         super().__init__(generator, optimizer, traversal, alpha_range=hi - lo)
         self.save_hyperparameters(ignore=["generator", "optimizer"])
         self.factors, self.low, self.high = factors, lo, hi

@@ -29,10 +29,11 @@ from common.images import log_image, save_line_plot
 from common.seeds import ANALYSIS_SALT, TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from lightning_modules.directions import VectorDirections, class_index, class_table
+from directions import VectorDirections, class_index, class_table
 from metrics.curves import bounded_response
 from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
+from common.errors import UserError
 
 
 class GANalyze(DirectionModule):
@@ -62,9 +63,9 @@ class GANalyze(DirectionModule):
                  init_scale: float = 0.1, init_seed: int | None = 0, eval_alphas: int = 11,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         if alpha_range <= 0:
-            raise ValueError(f"alpha_range must be positive, got {alpha_range}")
+            raise UserError(f"alpha_range must be positive, got {alpha_range}")
         if class_dependent and not generator.num_classes:
-            raise ValueError(f"class_dependent=true needs a conditional generator; {generator.name!r} "
+            raise UserError(f"class_dependent=true needs a conditional generator; {generator.name!r} "
                              "has no classes (num_classes is None): use class_dependent=false")
         super().__init__(generator, optimizer, traversal, alpha_range=alpha_range)
         self.save_hyperparameters(ignore=["generator", "optimizer"])

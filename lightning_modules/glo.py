@@ -48,6 +48,7 @@ from generators.dcgan import DCGANGenerator
 from generators.glo import GLOGenerator, fit_gaussian
 from generators.pretrain import save_weights, submodule_state
 from metrics.distances import l2, lap1, psnr_of_mse as psnr
+from common.errors import UserError
 
 INITS = ("pca", "random")
 PROJECTIONS = ("sphere", "ball")
@@ -73,7 +74,7 @@ def pca_codes(images: torch.Tensor, dim: int) -> torch.Tensor:
     x = images.flatten(1)
     n, size = x.shape
     if not 0 < dim < min(n, size):
-        raise ValueError(f"init=pca: {dim} principal components of {n} images of {size} values "
+        raise UserError(f"init=pca: {dim} principal components of {n} images of {size} values "
                          "needs more images than latent_dim; use more images or init=random")
     chunks = range(0, n, _CHUNK)
     mean = sum(x[i:i + _CHUNK].double().sum(0) for i in chunks) / n
@@ -98,9 +99,9 @@ def initial_codes(images: torch.Tensor, dim: int, init: str = "pca", project: st
     (``sphere``), or all divided by the longest one (``ball``: inside the ball, relative
     lengths kept)."""
     if init not in INITS:
-        raise ValueError(f"unknown GLO init {init!r}: use one of {list(INITS)}")
+        raise UserError(f"unknown GLO init {init!r}: use one of {list(INITS)}")
     if project not in PROJECTIONS:
-        raise ValueError(f"unknown GLO projection {project!r}: use one of {list(PROJECTIONS)}")
+        raise UserError(f"unknown GLO projection {project!r}: use one of {list(PROJECTIONS)}")
     if init == "pca":
         codes = pca_codes(images, dim)
     else:
@@ -123,7 +124,7 @@ class RowAdam(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
         if lr < 0:
-            raise ValueError(f"RowAdam: learning rate must be >= 0, got {lr}")
+            raise UserError(f"RowAdam: learning rate must be >= 0, got {lr}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
     @torch.no_grad()
@@ -138,7 +139,7 @@ class RowAdam(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if not p.grad.is_sparse:
-                    raise ValueError("RowAdam takes sparse gradients (rows of a table)")
+                    raise UserError("RowAdam takes sparse gradients (rows of a table)")
                 grad = p.grad.coalesce()
                 rows, g = grad.indices()[0], grad.values()
                 state = self.state[p]
@@ -196,20 +197,20 @@ class GLO(pl.LightningModule):
                  num_reconstructions: int = 32, psnr_images: int | None = None) -> None:
         super().__init__()
         if init not in INITS:
-            raise ValueError(f"unknown GLO init {init!r}: use one of {list(INITS)}")
+            raise UserError(f"unknown GLO init {init!r}: use one of {list(INITS)}")
         if project not in PROJECTIONS:
-            raise ValueError(f"unknown GLO projection {project!r}: use one of {list(PROJECTIONS)}")
+            raise UserError(f"unknown GLO projection {project!r}: use one of {list(PROJECTIONS)}")
         if w_l2 < 0 or w_lap1 < 0 or w_l2 + w_lap1 == 0:
-            raise ValueError(f"GLO loss weights must be >= 0 and not both 0, got w_l2={w_l2}, "
+            raise UserError(f"GLO loss weights must be >= 0 and not both 0, got w_l2={w_l2}, "
                              f"w_lap1={w_lap1}")
         if not isinstance(generator, DCGANGenerator) or generator.space != "z":
-            raise ValueError("GLO trains the built-in DCGAN in its Z space: build it with "
+            raise UserError("GLO trains the built-in DCGAN in its Z space: build it with "
                              "generators.random_generator(architecture='dcgan', frozen=False)")
         if not any(p.requires_grad for p in generator.parameters()):
-            raise ValueError("GLO trains its generator, but this one is frozen: build it with "
+            raise UserError("GLO trains its generator, but this one is frozen: build it with "
                              "frozen=False in method.generator")
         if norm_batch is not None and norm_batch < 2:
-            raise ValueError(f"norm_batch must be null or at least 2 images, got {norm_batch}")
+            raise UserError(f"norm_batch must be null or at least 2 images, got {norm_batch}")
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator"])
         self.generator = generator
@@ -224,10 +225,10 @@ class GLO(pl.LightningModule):
             return
         data = self.trainer.datamodule
         if not hasattr(data, "pixels"):
-            raise ValueError("GLO learns one code per training image: it needs a fixed, indexed "
+            raise UserError("GLO learns one code per training image: it needs a fixed, indexed "
                              "training set (datamodules.image_set.ImageSetDataModule, data=image_set)")
         if data.pixels.shape[-1] != self.generator.resolution:
-            raise ValueError(f"the images are {data.pixels.shape[-1]} px but the generator draws "
+            raise UserError(f"the images are {data.pixels.shape[-1]} px but the generator draws "
                              f"{self.generator.resolution} px: build the generator with resolution "
                              "${data.resolution} (as configs/training/glo.yaml does)")
         hp = self.hparams
@@ -369,7 +370,7 @@ class GLO(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         data, saved = self.trainer.datamodule, checkpoint.get("glo_data", {})
         if saved.get("sha256") != data.fingerprint():
-            raise ValueError(
+            raise UserError(
                 f"this checkpoint's GLO codes were learned for another training set "
                 f"({saved.get('num_images')} images, sha256 {str(saved.get('sha256'))[:12]}...) than "
                 f"the one configured ({data.num_images} images, sha256 {data.fingerprint()[:12]}...): "
@@ -417,7 +418,7 @@ def save_glo_generator(path: str | Path, config: dict, state: dict, codes: torch
     result = generator.load_state_dict({k: v.cpu() for k, v in state.items()}, strict=False)
     wrong = [k for k in result.missing_keys if not k.startswith("code_")] + result.unexpected_keys
     if wrong:
-        raise ValueError(f"the trained weights do not fit a GLO generator: keys {wrong}")
+        raise UserError(f"the trained weights do not fit a GLO generator: keys {wrong}")
     generator.set_gaussian(codes.cpu())
     return save_weights(path, GLOGenerator.adapter, generator.config(), None,
                         generator.state_dict(), None, info)
@@ -430,7 +431,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     """
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "glo_data" not in ckpt:
-        raise ValueError(f"{ckpt_path} is not a checkpoint of GLO (it records no glo_data)")
+        raise UserError(f"{ckpt_path} is not a checkpoint of GLO (it records no glo_data)")
     state = ckpt["state_dict"]
     generator = submodule_state(state, "generator")
     info = {"method": "glo", "batches": ckpt["global_step"] // GLO.optimizer_steps_per_batch,

@@ -19,12 +19,13 @@ from common.seeds import TRAIN_SALT, VALIDATION_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from regressors.reconstructor import Reconstructor, build_reconstructor, reconstruction_loss
+from common.errors import UserError
 
 
 def check_shift_range(min_shift: float, max_shift: float, max_name: str = "max_shift") -> None:
     """A clear error for a shift range no training shift can be drawn from."""
     if not 0 <= min_shift <= max_shift or max_shift == 0:
-        raise ValueError(f"shift range cannot work: need 0 <= min_shift <= {max_name} and "
+        raise UserError(f"shift range cannot work: need 0 <= min_shift <= {max_name} and "
                          f"{max_name} > 0, got min_shift={min_shift}, {max_name}={max_shift}")
 
 
@@ -47,7 +48,7 @@ class ReconstructorMethod(DirectionModule):
                  optimizer: Callable | None = None, traversal: dict | None = None,
                  alpha_range: float | None = None) -> None:
         if num_directions < 2:
-            raise ValueError(f"num_directions must be at least 2 (the reconstructor classifies "
+            raise UserError(f"num_directions must be at least 2 (the reconstructor classifies "
                              f"among them), got {num_directions}")
         super().__init__(generator, optimizer, traversal, alpha_range)
         self.shift_weight = shift_weight

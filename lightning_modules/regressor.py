@@ -20,6 +20,7 @@ from common.preemption import stopped_by_signal
 from common.training import batches_done
 from metrics.attributes import AttributeScores
 from regressors.attributes import AttributeRegressor, Target
+from common.errors import UserError
 
 
 class RegressorTraining(pl.LightningModule):
@@ -56,7 +57,7 @@ class RegressorTraining(pl.LightningModule):
         if self.model is None:  # targets="data": known once the datamodule has read its labels
             datamodule = self.trainer.datamodule
             if not hasattr(datamodule, "targets"):
-                raise ValueError("targets='data' needs a datamodule with a `targets` attribute "
+                raise UserError("targets='data' needs a datamodule with a `targets` attribute "
                                  "(datamodules.image_folder.ImageFolderDataModule)")
             self._build(datamodule.targets)
 

@@ -1,7 +1,7 @@
 """GAN Steerability: Jahanian, Chai, Isola, "On the 'steerability' of generative adversarial
 networks", ICLR 2020.
 
-A walk in latent space learned to reproduce a known image edit (lightning_modules/edits.py):
+A walk in latent space learned to reproduce a known image edit (editing/edits.py):
 
     min_walk  E_{z, alpha} || m(alpha) * ( G(walk(z, alpha)) - edit(G(z), alpha) ) ||
 
@@ -25,11 +25,12 @@ from common.images import log_image, save_line_plot
 from common.seeds import TRAIN_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from lightning_modules.directions import MLPWalk, VectorDirections
-from lightning_modules.edits import EDIT_FACTORS, get_edit
+from directions import MLPWalk, VectorDirections
+from editing.edits import EDIT_FACTORS, get_edit
 from metrics.curves import linear_fit
 from metrics.distances import ImageDistance
 from regressors.attributes import load_regressor
+from common.errors import UserError
 
 WALKS = ("linear", "mlp")
 # The regressor factor each edit moves (for the end-of-fit measurement).
@@ -65,9 +66,9 @@ class Steerability(DirectionModule):
                  traversal: dict | None = None) -> None:
         self_edit = get_edit(edit)
         if walk not in WALKS:
-            raise ValueError(f"unknown walk {walk!r}; use one of {WALKS}")
+            raise UserError(f"unknown walk {walk!r}; use one of {WALKS}")
         if walk == "mlp" and self_edit.dims > 1:
-            raise ValueError(f"walk=mlp walks one slider; edit {edit!r} has {self_edit.dims}: use "
+            raise UserError(f"walk=mlp walks one slider; edit {edit!r} has {self_edit.dims}: use "
                              "walk=linear")
         super().__init__(generator, optimizer, traversal, alpha_range=self_edit.walk_range)
         self.save_hyperparameters(ignore=["generator", "optimizer"])

@@ -21,10 +21,11 @@ from typing import Callable
 import torch
 
 from generators.base import Generator
-from lightning_modules.directions import (BASELINE_KINDS, DirectionSet, LinearDirections,
+from directions import (BASELINE_KINDS, DirectionSet, LinearDirections,
                                           OrthoDirections, ProjDirections, baseline_set)
 from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 from regressors.reconstructor import sample_shifts
+from common.errors import UserError
 
 DIRECTION_TYPES = ("linear", "ortho", "proj", "random", "id")
 
@@ -42,7 +43,7 @@ def make_directions(kind: str, latent_dim: int, num_directions: int,
         return ProjDirections(latent_dim, num_directions, layers=layers)
     if kind in BASELINE_KINDS:
         return baseline_set(kind, latent_dim, num_directions, init_seed=init_seed, layers=layers)
-    raise ValueError(f"unknown directions_type {kind!r}; choose one of {', '.join(DIRECTION_TYPES)}")
+    raise UserError(f"unknown directions_type {kind!r}; choose one of {', '.join(DIRECTION_TYPES)}")
 
 
 class Voynov(ReconstructorMethod):
@@ -72,7 +73,7 @@ class Voynov(ReconstructorMethod):
                  init_seed: int | None = 0, layers: str | list[int] | None = None,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
         if layers is not None and generator.space != "w+":
-            raise ValueError(f"layers={layers!r} edits some per-layer codes only: it needs "
+            raise UserError(f"layers={layers!r} edits some per-layer codes only: it needs "
                              f"generator.space=w+ (the generator is in {generator.space!r})")
         if num_directions is None:  # one per latent dimension
             num_directions = generator.latent_dim

@@ -1,7 +1,7 @@
 """WarpedGANSpace: Tzelepis, Tzimiropoulos, Patras, "WarpedGANSpace: Finding non-linear RBF
 paths in GAN latent space", ICCV 2021.
 
-K RBF warping functions f_k (lightning_modules/directions.py, ``RBFWarps``) replace Voynov's
+K RBF warping functions f_k (directions/, ``RBFWarps``) replace Voynov's
 linear directions; a training shift is one step along the unit gradient of f_k at z, and the
 objective and reconstructor are Voynov's (shared: lightning_modules/reconstruction.py):
 
@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from generators.base import Generator
-from lightning_modules.directions import RBFWarps
+from directions import RBFWarps
 from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 
 

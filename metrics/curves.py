@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 
+# Hand-written: lstsq gives a constant x a min-norm slope (not 0); torchmetrics' r2_score is 1 for residuals < 1e-4.
 def linear_fit(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """Least-squares slope, intercept and R^2 of y against x."""
     x, y = x.double(), y.double()
@@ -17,8 +18,10 @@ def linear_fit(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     """Pearson's correlation of two samples (0 when either is constant)."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    return float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-12))
+    x, y = x.double().flatten(), y.double().flatten()
+    if x.numel() and (x.min() == x.max() or y.min() == y.max()):
+        return 0.0  # torch.corrcoef's 0 / 0 gives nan there
+    return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
 
 
 def bounded_response(alphas: torch.Tensor, base: torch.Tensor, change: torch.Tensor,

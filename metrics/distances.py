@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common.errors import UserError
 
 # A 5-tap binomial kernel: the usual Gaussian of Laplacian pyramids.
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -66,7 +67,7 @@ class LPIPSUnavailable(RuntimeError):
 def make_lpips(net: str = "alex") -> torch.nn.Module:
     """A frozen ``lpips.LPIPS`` built only from files on disk; a clear error otherwise."""
     if net not in LPIPS_TRUNKS:
-        raise ValueError(f"unknown LPIPS network {net!r}; use one of {sorted(LPIPS_TRUNKS)}")
+        raise UserError(f"unknown LPIPS network {net!r}; use one of {sorted(LPIPS_TRUNKS)}")
     path = lpips_weights_path(net)
     if not path.is_file():
         raise LPIPSUnavailable(
@@ -84,17 +85,13 @@ def make_lpips(net: str = "alex") -> torch.nn.Module:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (reflect padding, radius 3 sigma); ``sigma <= 0``: x itself."""
+    """Gaussian blur (torchvision's; reflect padding, radius 3 sigma); ``sigma <= 0``: x itself."""
     if sigma <= 0:
         return x
-    radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    from torchvision.transforms.functional import gaussian_blur as tv_gaussian_blur
+
+    size = 2 * max(1, int(round(3 * sigma))) + 1  # taps -r..r; torchvision pads reflect by size // 2
+    return tv_gaussian_blur(x, [size, size], [float(sigma), float(sigma)])
 
 
 class ImageDistance(torch.nn.Module):
@@ -123,10 +120,10 @@ class ImageDistance(torch.nn.Module):
         super().__init__()
         weights = {"l2": float(l2), "lap1": float(lap1), "lpips": float(lpips)}
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
-            raise ValueError(f"image distance weights must be >= 0 with one of them positive, got "
+            raise UserError(f"image distance weights must be >= 0 with one of them positive, got "
                              f"{weights}")
         if blur_sigma < 0:
-            raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
+            raise UserError(f"blur_sigma must be >= 0, got {blur_sigma}")
         self.weights, self.levels, self.blur_sigma = weights, levels, float(blur_sigma)
         self.lpips = make_lpips(lpips_net) if weights["lpips"] > 0 else None
 
@@ -136,7 +133,7 @@ class ImageDistance(torch.nn.Module):
         terms = [t.strip() for t in str(name).split("+")]
         bad = [t for t in terms if t not in ("l2", "lap1", "lpips")]
         if bad or not terms:
-            raise ValueError(f"unknown image distance {name!r}: use l2, lap1, lpips or a sum such "
+            raise UserError(f"unknown image distance {name!r}: use l2, lap1, lpips or a sum such "
                              "as l2+lap1")
         return cls(**{t: 1.0 if t in terms else 0.0 for t in ("l2", "lap1", "lpips")}, **kwargs)
 

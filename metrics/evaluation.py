@@ -30,6 +30,7 @@ from metrics.effects import EffectMatrix
 from metrics.rca import (RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range,
                          shifted)
 from metrics.realism import DiscriminatorScore, feature_fid
+from common.errors import UserError
 
 MAX_CLASSES = 50  # per-class metrics for at most this many classes (set generator.classes)
 
@@ -128,7 +129,7 @@ class EvaluationSettings:
                                     (f"{prefix}.rca", rca, RCASettings.__dataclass_fields__)):
             unknown = set(given) - set(known)
             if unknown:
-                raise ValueError(f"{where}: unknown settings {sorted(unknown)}; known: "
+                raise UserError(f"{where}: unknown settings {sorted(unknown)}; known: "
                                  f"{sorted(known)}")
         return cls(rca=RCASettings(**rca), **values).check(prefix)
 
@@ -144,9 +145,9 @@ class EvaluationSettings:
         number(self.min_effect, f"{prefix}.min_effect", low=0)
         integer(self.seed, f"{prefix}.seed", low=0)
         if self.lpips is not None and not isinstance(self.lpips, str):
-            raise ValueError(f"{prefix}.lpips={self.lpips!r}: expected null, alex or vgg")
+            raise UserError(f"{prefix}.lpips={self.lpips!r}: expected null, alex or vgg")
         if not isinstance(self.fid, bool):
-            raise ValueError(f"{prefix}.fid={self.fid!r}: expected true or false")
+            raise UserError(f"{prefix}.fid={self.fid!r}: expected true or false")
         self.rca.check(f"{prefix}.rca")
         return self
 

@@ -18,6 +18,7 @@ from common.checks import integer, number
 from common.seeds import RCA_EVAL_FIRST_STEP
 from datamodules.streams import batch_seed
 from regressors.reconstructor import build_reconstructor, reconstruction_loss, sample_shifts
+from common.errors import UserError
 
 
 def recorded_alpha_range(directions) -> float | None:
@@ -38,11 +39,11 @@ def auto_step(value: float | str, alpha_range: float | None, fraction: float) ->
     """``value``, or ``fraction`` of the directions' alpha range when it is ``"auto"``."""
     if value == "auto":
         if alpha_range is None:
-            raise ValueError("an 'auto' step needs the directions' alpha range, and none is "
+            raise UserError("an 'auto' step needs the directions' alpha range, and none is "
                              "known: give the steps as numbers")
         return float(alpha_range) * fraction
     if isinstance(value, str):
-        raise ValueError(f"a step must be a number or 'auto', got {value!r}")
+        raise UserError(f"a step must be a number or 'auto', got {value!r}")
     return float(value)
 
 
@@ -81,11 +82,11 @@ class RCASettings:
                        words=("auto",))
         least = number(self.min_shift, f"{prefix}.min_shift", low=0, words=("auto",))
         if not isinstance(scale, str) and not isinstance(least, str) and least > scale:
-            raise ValueError(f"{prefix}.min_shift={self.min_shift!r}: expected at most "
+            raise UserError(f"{prefix}.min_shift={self.min_shift!r}: expected at most "
                              f"{prefix}.shift_scale={self.shift_scale!r}")
         number(self.lr, f"{prefix}.lr", low=0, low_open=True)
         if not isinstance(self.reconstructor, str):
-            raise ValueError(f"{prefix}.reconstructor={self.reconstructor!r}: expected auto, "
+            raise UserError(f"{prefix}.reconstructor={self.reconstructor!r}: expected auto, "
                              "lenet or a timm model name")
         integer(self.seed, f"{prefix}.seed", low=0)
         return self

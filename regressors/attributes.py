@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.io import atomic_torch_save, file_sha256, read_weights_file
+from common.errors import UserError
 
 REGRESSOR_FORMAT = "latent-directions/regressor/v1"
 KINDS = ("categorical", "continuous", "circular", "binary")
@@ -58,9 +59,9 @@ class Target:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"target {self.name!r}: unknown kind {self.kind!r}; use one of {KINDS}")
+            raise UserError(f"target {self.name!r}: unknown kind {self.kind!r}; use one of {KINDS}")
         if self.kind == "categorical" and self.classes < 2:
-            raise ValueError(f"categorical target {self.name!r} needs classes >= 2")
+            raise UserError(f"categorical target {self.name!r} needs classes >= 2")
 
     @property
     def outputs(self) -> int:
@@ -91,14 +92,14 @@ def resolve_targets(targets: str | Sequence[dict | Target]) -> list[Target]:
     if targets == "world":
         return world_targets()
     if isinstance(targets, str):
-        raise ValueError(f"targets={targets!r}: use 'world' or a list of target specs")
+        raise UserError(f"targets={targets!r}: use 'world' or a list of target specs")
     resolved = [Target.from_dict(t) for t in targets]
     names = [t.name for t in resolved]
     if len(set(names)) != len(names) or not names:
-        raise ValueError(f"targets need distinct names and at least one target, got {names}")
+        raise UserError(f"targets need distinct names and at least one target, got {names}")
     for t in resolved:
         if t.defined_if is not None and t.defined_if[0] not in names:
-            raise ValueError(f"target {t.name!r} is defined_if {t.defined_if[0]!r}, which is not a target")
+            raise UserError(f"target {t.name!r} is defined_if {t.defined_if[0]!r}, which is not a target")
     return resolved
 
 
@@ -147,7 +148,7 @@ class AttributeRegressor(nn.Module):
     def check_factors(self, names: Sequence[str], source: str = "the world") -> None:
         """Refuse a regressor that does not read the factors ``names`` (in that order)."""
         if list(names) != self.factor_names:
-            raise ValueError(f"the regressor predicts factors {self.factor_names}, but {source} has "
+            raise UserError(f"the regressor predicts factors {self.factor_names}, but {source} has "
                              f"factors {list(names)}: train a regressor on these factors "
                              "(python train.py experiment=regressor_shapes, or "
                              "experiment=regressor_folder for an image folder)")
@@ -265,10 +266,10 @@ class AttributeAssessor(nn.Module):
                 name, part = factor.split(sep, 1)
         choices = [spec for t in regressor.targets for spec in _scalar_specs(t)]
         if name not in kinds:
-            raise ValueError(f"the regressor has no factor {name!r}; its scalar reads: {choices}")
+            raise UserError(f"the regressor has no factor {name!r}; its scalar reads: {choices}")
         target = kinds[name]
         if factor not in choices:
-            raise ValueError(f"factor {factor!r}: {name!r} is {target.kind}, read it as one of "
+            raise UserError(f"factor {factor!r}: {name!r} is {target.kind}, read it as one of "
                              f"{_scalar_specs(target)} (scalar reads of this regressor: {choices})")
         self.regressor, self.factor, self.kind = regressor, factor, target.kind
         self.position = regressor.factor_names.index(name)
@@ -311,13 +312,13 @@ def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegr
     expected = {"format", "config", "state_dict", "info"}
     keys = set(blob) if isinstance(blob, dict) else set()
     if keys != expected or blob.get("format") != REGRESSOR_FORMAT:
-        raise ValueError(f"{path} is not a regressor weights file ({REGRESSOR_FORMAT}): missing keys "
+        raise UserError(f"{path} is not a regressor weights file ({REGRESSOR_FORMAT}): missing keys "
                          f"{sorted(expected - keys)}, unexpected keys {sorted(keys - expected)}")
     model = AttributeRegressor(**blob["config"])
     result = model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                     for k, v in blob["state_dict"].items()}, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: the weights do not fit the regressor's architecture: missing "
+        raise UserError(f"{path}: the weights do not fit the regressor's architecture: missing "
                          f"keys {result.missing_keys}, unexpected keys {result.unexpected_keys}")
     model.sha256, model.path = file_sha256(path), str(path)
     model.info = blob["info"]

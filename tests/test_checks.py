@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 
 import pytest
+
+from common.errors import UserError
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -21,8 +23,8 @@ from common.checks import integer, integers, number, numbers
 from common.runs import exit_on_setup_error
 from conftest import CONFIGS, EVAL_TINY, compose_cfg
 from generators import load_generator, random_generator
-from lightning_modules.directions import Directions, LinearDirections
-from lightning_modules.evaluation import EvaluationSetupError, check_evaluation
+from directions import Directions, LinearDirections
+from evaluation.run import check_evaluation
 
 TINY_DCGAN = dict(latent_dim=8, resolution=16, width=4)
 TINY_STYLEGAN = dict(resolution=8, style_dim=8, n_mlp=1, channels=[8, 8])
@@ -102,7 +104,7 @@ def test_edit_refuses_bad_numbers_before_any_work(directions_file, override, mes
     before = _files(directions_file.parent)
     # nothing is loaded: the check comes before the file and the generator are read
     monkeypatch.setattr(edit.Directions, "load", lambda *a, **k: pytest.fail("loaded the file"))
-    with pytest.raises(edit.EditSetupError) as err:
+    with pytest.raises(UserError) as err:
         edit.edit(cfg)
     assert str(err.value).startswith(message), str(err.value)
     assert _files(directions_file.parent) == before
@@ -119,7 +121,7 @@ def test_edit_script_exits_2_with_one_line(directions_file, caplog, monkeypatch)
     cfg = _compose("edit", [f"directions={directions_file}", "alphas=[nan]"])
     monkeypatch.setattr(logging, "shutdown", lambda: None)  # keep this session's log handlers
     with pytest.raises(SystemExit) as exit_:
-        exit_on_setup_error(edit.edit, cfg, (edit.EditSetupError, FileNotFoundError), edit.log)
+        exit_on_setup_error(edit.edit, cfg, edit.log)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert exit_.value.code == 2 and len(errors) == 1 and "alphas=[nan]" in errors[0]
 
@@ -156,7 +158,7 @@ def test_evaluate_refuses_bad_settings_before_any_work(directions_file, override
     cfg = _compose("evaluate", [f"directions={directions_file}", "logger=none", *override.split()])
     before = {p: p.read_bytes() for p in directions_file.parent.iterdir()}
     monkeypatch.setattr(evaluate, "load_run_generator", lambda *a, **k: pytest.fail("loaded G"))
-    with pytest.raises(EvaluationSetupError) as err:
+    with pytest.raises(UserError) as err:
         evaluate.evaluate(cfg)
     assert str(err.value).startswith(message), str(err.value)
     # the good evaluation.json beside the file is as it was (samples=0 once wrote zeros over it)
@@ -200,7 +202,7 @@ def test_a_script_turns_a_bad_truncation_into_one_line(tiny_cfg, caplog, monkeyp
     cfg = tiny_cfg("generator=stylegan2_random", "generator.truncation_psi=5")
     monkeypatch.setattr(logging, "shutdown", lambda: None)
     with pytest.raises(SystemExit) as exit_:
-        exit_on_setup_error(train.train, cfg, (train.RunSetupError, EvaluationSetupError), train.log)
+        exit_on_setup_error(train.train, cfg, train.log)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert exit_.value.code == 2 and len(errors) == 1
     assert "generator.truncation_psi=5: expected a finite number in [-1, 2]" in errors[0]
@@ -234,7 +236,7 @@ TRAIN_BAD = [
 def test_train_refuses_bad_numbers_before_any_work(tiny_cfg, override, message, monkeypatch):
     cfg = tiny_cfg(override)
     monkeypatch.setattr(train, "instantiate", lambda *a, **k: pytest.fail("built something"))
-    with pytest.raises(train.RunSetupError) as err:
+    with pytest.raises(UserError) as err:
         train.train(cfg)
     assert str(err.value).startswith(message), str(err.value)
     assert not Path(cfg.paths.output_dir).exists() or not any(Path(cfg.paths.output_dir).iterdir())
@@ -247,14 +249,14 @@ def test_train_refuses_bad_numbers_before_any_work(tiny_cfg, override, message, 
 def test_train_checks_its_end_of_run_evaluation_first(tiny_cfg, override, message, monkeypatch):
     cfg = tiny_cfg(*EVAL_TINY, override)
     monkeypatch.setattr(train, "instantiate", lambda *a, **k: pytest.fail("built something"))
-    with pytest.raises(EvaluationSetupError, match=message.replace("(", r"\(")):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
         train.train(cfg)
     train.check_numbers(tiny_cfg(override))  # not evaluated at the end: not refused
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_run_without_a_gpu_is_refused(tiny_cfg):
-    with pytest.raises(train.RunSetupError, match="trainer.accelerator=gpu: no CUDA GPU is visible"):
+    with pytest.raises(UserError, match="trainer.accelerator=gpu: no CUDA GPU is visible"):
         train.check_trainer(tiny_cfg("trainer=ddp"))
 
 
@@ -271,7 +273,7 @@ def test_the_trainer_devices_that_exist_pass(tiny_cfg, monkeypatch):
                               ("trainer.devices=[0,2]",
                                r"trainer.devices=\[0, 2\]: expected a list of GPU indices in 0..1"),
                               ("trainer.devices=[1,1]", r"trainer.devices=\[1, 1\]: .*each once")):
-        with pytest.raises(train.RunSetupError, match=message):
+        with pytest.raises(UserError, match=message):
             train.check_trainer(tiny_cfg("trainer=ddp", override))
 
 
@@ -309,6 +311,6 @@ def test_explore_refuses_bad_numbers_before_reading_files(directions_file, overr
 
     cfg = _compose("explore", [f"directions={directions_file}", override])
     monkeypatch.setattr(explore.Explorer, "open", lambda *a, **k: pytest.fail("opened the files"))
-    with pytest.raises(explore.ExploreSetupError) as err:
+    with pytest.raises(UserError) as err:
         explore.explore(cfg)
     assert str(err.value).startswith(message), str(err.value)

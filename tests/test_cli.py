@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONFIGS, EVAL_TINY, TINY, compose_cfg, run_script
-from lightning_modules.directions import Directions
+from directions import Directions
 
 GROUPS = ["method", "generator", "data", "trainer", "logger", "callbacks", "paths", "hydra",
           "experiment"]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+
+from common.errors import UserError
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -20,8 +22,8 @@ import evaluate
 from common.images import save_grid
 from conftest import CONFIGS, EVAL_TINY, ROOT, TINY, compose_cfg
 from generators import load_generator
-from lightning_modules.directions import Directions, VectorDirections
-from lightning_modules.evaluation import NO_REGRESSOR
+from directions import Directions, VectorDirections
+from evaluation.run import NO_REGRESSOR
 from train import train
 
 # learning runs, subprocesses: outside the fast loop (pytest -m "not slow")
@@ -173,7 +175,7 @@ def test_edit_renders_each_seed_with_its_class_direction(per_class_run, tmp_path
                 images += [g(stored.shift(z, own, a), torch.tensor([c])) for a in (-0.5, 0.5)]
     save_grid(torch.cat(images), tmp_path / "expected.png", nrow=2)
     assert list(Image.open(path).getdata()) == list(Image.open(tmp_path / "expected.png").getdata())
-    with pytest.raises(edit.EditSetupError, match=r"none for class\(es\) \[2\]"):
+    with pytest.raises(UserError, match=r"none for class\(es\) \[2\]"):
         edit.edit(_edit_cfg(per_class_run, "classes=[1,2]"))
 
 
@@ -199,7 +201,7 @@ def test_evaluate_reports_per_class(per_class_run, tmp_path, monkeypatch):
 
 def test_edit_checks_classes_before_work(per_class_run, tmp_path):
     for value in ("classes=[1,-1]", "classes=dog", "classes=[]"):
-        with pytest.raises(edit.EditSetupError,
+        with pytest.raises(UserError,
                            match=r"classes=.*(expected a class index|has classes 0..9)"):
             edit.edit(_edit_cfg(per_class_run, value))
     # The real CLI: one clear line, exit status 2.

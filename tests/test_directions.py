@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from generators import random_generator
-from lightning_modules.directions import (Directions, LinearDirections, OrthoDirections,
+from directions import (Directions, LinearDirections, OrthoDirections,
                                           ProjDirections)
 
 
@@ -71,7 +71,7 @@ def test_load_refuses_other_files(tmp_path):
 
 
 def test_rbf_gradient_matches_autograd():
-    from lightning_modules.directions import RBFWarps
+    from directions import RBFWarps
 
     warps = RBFWarps(6, 3, num_dipoles=4, init_seed=0)
     z = torch.randn(5, 6, requires_grad=True)
@@ -81,7 +81,7 @@ def test_rbf_gradient_matches_autograd():
 
 
 def test_rbf_warps_with_tiny_gamma_are_linear_directions():
-    from lightning_modules.directions import RBFWarps
+    from directions import RBFWarps
 
     warps = RBFWarps(6, 2, num_dipoles=3, gamma=1e-7, init_seed=0)
     linear = warps.support[:, :3].sum(1)  # sum of the +v of each dipole
@@ -93,7 +93,7 @@ def test_rbf_warps_with_tiny_gamma_are_linear_directions():
 
 
 def test_rbf_shift_walks_in_small_steps_and_round_trips(tmp_path):
-    from lightning_modules.directions import RBFWarps
+    from directions import RBFWarps
 
     warps = RBFWarps(6, 2, num_dipoles=4, gamma=0.5, traversal_step=0.1, init_seed=1)
     z = torch.randn(3, 6)

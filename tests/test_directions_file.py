@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from generators import random_generator
-from lightning_modules.directions import (BasisDirections, DIRECTIONS_FORMAT, PARAMETRISATIONS, Directions,
+from directions import (BasisDirections, DIRECTIONS_FORMAT, PARAMETRISATIONS, Directions,
                                           LinearDirections, MLPWalk, OrthoDirections,
                                           LocalDirections, ProjDirections, RBFWarps,
                                           VectorDirections)
@@ -383,7 +383,7 @@ def test_render_traversal_passes_classes_per_alpha():
 
 
 def test_baseline_sets_are_fixed_and_keep_layers():
-    from lightning_modules.directions import baseline_set
+    from directions import baseline_set
 
     random = baseline_set("random", 6, 4, init_seed=0, layers=[1])
     assert not random.weight.requires_grad and random.layers == [1]
@@ -397,7 +397,7 @@ def test_a_buffer_only_set_reports_where_its_buffers_are():
     # A closed-form basis has buffers, no parameters: rendering asks where it lives, and the
     # answer must be its buffers' device, not the latents' (on a GPU run the indexing of a CPU
     # buffer with CUDA indices fails).
-    from lightning_modules.directions import _module_device
+    from directions.artifact import _module_device
 
     basis = BasisDirections.of(torch.eye(4)[:2])
     assert not list(basis.parameters())
@@ -409,8 +409,8 @@ def test_a_cached_baseline_belongs_to_the_layers_it_moves(wplus):
     """The baseline cache: random directions on the middle layers of W+ are another set than
     random directions on every layer (the key once left the layers out, and a layer-range run
     read the every-layer baseline)."""
-    from lightning_modules.directions import baseline_set
-    from lightning_modules.evaluation import _cache_key, baseline_directions
+    from directions import baseline_set
+    from evaluation.run import _cache_key, baseline_directions
     from metrics.evaluation import EvaluationSettings
 
     def key(layers):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datamodules.world import ShapesWorld
-from lightning_modules.edits import EDITS, Edit, get_edit
+from editing.edits import EDITS, Edit, get_edit
 
 RES = 32
 WORLD = ShapesWorld(RES)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+
+from common.errors import UserError
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -115,7 +117,7 @@ def test_edit_writes_the_traversal_it_was_asked_for(voynov_run, tmp_path):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             cfg = compose("edit", overrides=[f"directions={run}/directions.pt", override])
-        with pytest.raises(edit.EditSetupError, match=message):
+        with pytest.raises(UserError, match=message):
             edit.edit(cfg)
 
 
@@ -124,29 +126,29 @@ def test_bad_input_gets_clear_errors(voynov_run, tmp_path, monkeypatch):
     out, run, _ = voynov_run
     before = (run / "evaluation.json").read_bytes()
     # Directions made for another generator: a different latent size, or other weights.
-    with pytest.raises(evaluate.EvaluationSetupError, match="8-d latent space"):
+    with pytest.raises(UserError, match="8-d latent space"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "generator_from_run=false",
                                    "generator=dcgan_shapes"))
-    with pytest.raises(evaluate.EvaluationSetupError, match="use the generator it was made for"):
+    with pytest.raises(UserError, match="use the generator it was made for"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "generator_from_run=false",
                                    "generator=dcgan_random", "generator.init_seed=1"))
     # A regressor that does not read the world's factors.
     other = AttributeRegressor([{"name": "smile", "kind": "binary"}],
                                backbone_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8})
     other.save(tmp_path / "smile.pt")
-    with pytest.raises(evaluate.EvaluationSetupError, match=r"factors \['smile'\].*evaluation.factors=null"):
+    with pytest.raises(UserError, match=r"factors \['smile'\].*evaluation.factors=null"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", f"evaluation.regressor={tmp_path}/smile.pt"))
     # A device this machine does not have (no machine has 100 GPUs), or no device at all.
-    with pytest.raises(evaluate.EvaluationSetupError, match=r"device=cuda:99: \d+ CUDA GPU\(s\) visible"):
+    with pytest.raises(UserError, match=r"device=cuda:99: \d+ CUDA GPU\(s\) visible"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "device=cuda:99"))
-    with pytest.raises(evaluate.EvaluationSetupError, match="device=tpu0: not a device"):
+    with pytest.raises(UserError, match="device=tpu0: not a device"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "device=tpu0"))
     # Missing files.
-    with pytest.raises(evaluate.EvaluationSetupError, match="directions file not found"):
+    with pytest.raises(UserError, match="directions file not found"):
         evaluate.evaluate(eval_cfg(tmp_path / "nothing.pt"))
-    with pytest.raises(evaluate.EvaluationSetupError, match="regressor weights not found"):
+    with pytest.raises(UserError, match="regressor weights not found"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.regressor=nope.pt"))
-    with pytest.raises(evaluate.EvaluationSetupError, match="lap1"):
+    with pytest.raises(UserError, match="lap1"):
         evaluate.evaluate(eval_cfg(run / "directions.pt", "evaluation.settings.lpips=alex"))
     # A text file and a truncated directions file: one clear error, and nothing written beside them.
     bad_dir = tmp_path / "bad"
@@ -154,7 +156,7 @@ def test_bad_input_gets_clear_errors(voynov_run, tmp_path, monkeypatch):
     (bad_dir / "text.pt").write_text("hello\n")
     (bad_dir / "cut.pt").write_bytes((run / "directions.pt").read_bytes()[:3000])
     for name in ("text.pt", "cut.pt"):
-        with pytest.raises(evaluate.EvaluationSetupError, match="not a readable torch file"):
+        with pytest.raises(UserError, match="not a readable torch file"):
             evaluate.evaluate(eval_cfg(bad_dir / name))
     assert sorted(p.name for p in bad_dir.iterdir()) == ["cut.pt", "text.pt"]
     assert (run / "evaluation.json").read_bytes() == before  # nothing written by failed runs
@@ -217,7 +219,7 @@ def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
         if override.startswith("inversion.loss"):
             Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
             extra = [f"image={tmp_path}/ok.png"]
-        with pytest.raises(edit.EditSetupError, match=message):
+        with pytest.raises(UserError, match=message):
             edit.edit(_edit_cfg(run, override, *extra))
     assert not (run / "edits" / "ok_inversion.json").exists()
 
@@ -309,7 +311,7 @@ def test_edit_refuses_bad_latents_files_with_one_line(voynov_run, tmp_path):
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for name, message in bad.items():
         pattern = rf"^latents={re.escape(str(files / name))}[: ].*{message}.*{want}"
-        with pytest.raises(edit.EditSetupError, match=pattern) as caught:
+        with pytest.raises(UserError, match=pattern) as caught:
             edit.edit(_edit_cfg(run, f"latents={files / name}", f"out={tmp_path}/out.png"))
         assert "\n" not in str(caught.value), name
     assert sorted(p.name for p in tmp_path.rglob("*")) == before and not marker.exists()

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from common.errors import UserError
 import torch
 
 pytest.importorskip("starlette", reason="the explorer's extra: pip install -e '.[explore]'")
@@ -22,9 +24,9 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from common.images import png_bytes  # noqa: E402
 from explorer.app import ExplorerApp, make_server  # noqa: E402
-from explorer.render import Explorer, ExploreSetupError  # noqa: E402
+from explorer.render import Explorer  # noqa: E402
 from generators import random_generator  # noqa: E402
-from lightning_modules.directions import Directions, LinearDirections, RBFWarps  # noqa: E402
+from directions import Directions, LinearDirections, RBFWarps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -252,11 +254,11 @@ def test_bound_to_ipv6_loopback_the_app_takes_its_bracketed_host_only(pair):
 
 
 def test_open_refuses_files_of_another_generator(files):
-    with pytest.raises(ExploreSetupError, match="was made for generator"):
+    with pytest.raises(UserError, match="was made for generator"):
         Explorer.open([files["linear"], files["other"]], generator_cfg=None)
-    with pytest.raises(ExploreSetupError, match="directions file not found"):
+    with pytest.raises(UserError, match="directions file not found"):
         Explorer.open([files["linear"].parent / "missing.pt"], generator_cfg=None)
-    with pytest.raises(ExploreSetupError, match="device=cuda:99"):
+    with pytest.raises(UserError, match="device=cuda:99"):
         Explorer.open([files["linear"]], generator_cfg=None, device="cuda:99")
 
 
@@ -285,7 +287,7 @@ def test_explore_refuses_bad_input_with_one_line_and_status_2(files, tmp_path, c
         cfg = compose("explore", overrides=[f"directions={tmp_path}/missing.pt"])
     monkeypatch.setattr(logging, "shutdown", lambda: None)  # keep this session's log handlers
     with pytest.raises(SystemExit) as exit_:
-        exit_on_setup_error(explore.explore, cfg, explore.SETUP_ERRORS, explore.log)
+        exit_on_setup_error(explore.explore, cfg, explore.log)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert exit_.value.code == 2 and len(errors) == 1 and "directions file not found" in errors[0]
 
@@ -296,7 +298,7 @@ def test_explore_names_the_extra_when_starlette_is_missing(files, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "starlette", None)  # import starlette -> ImportError
     cfg = OmegaConf.create({"directions": str(files["linear"])})
-    with pytest.raises(ExploreSetupError, match=r"pip install -e '\.\[explore\]'"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[explore\]'"):
         explore.explore(cfg)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import EVAL_TINY
 from generators import random_generator
-from lightning_modules.directions import Directions, LayerVectors, LocalDirections, VectorDirections
+from directions import Directions, LayerVectors, LocalDirections, VectorDirections
 from lightning_modules.eye import EnjoyYourEditing
 from train import train
 

@@ -6,7 +6,7 @@ import torch
 
 from conftest import TINY, compose_cfg
 from generators import random_generator
-from lightning_modules.directions import BasisDirections, Directions
+from directions import BasisDirections, Directions
 from lightning_modules.fit_free.sefa import SeFa, sefa_directions
 from train import train
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from generators import random_generator
-from lightning_modules.directions import Directions, VectorDirections
+from directions import Directions, VectorDirections
 from lightning_modules.ganalyze import GANalyze
 from metrics.curves import linear_fit
 from regressors.attributes import AttributeAssessor, load_regressor

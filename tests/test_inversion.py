@@ -1,11 +1,11 @@
-"""Inversion (lightning_modules/inversion.py) and the shared image distance."""
+"""Inversion (editing/inversion.py) and the shared image distance."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from generators import random_generator
-from lightning_modules.inversion import invert, mean_latent, norm_ball
+from editing.inversion import invert, mean_latent, norm_ball
 from metrics.distances import ImageDistance, gaussian_blur, lap1, laplacian_pyramid, psnr
 
 

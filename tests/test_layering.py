@@ -1,6 +1,7 @@
-"""Imports flow one way (docs/architecture.md): scripts -> lightning_modules -> (generators,
-regressors, datamodules, metrics) -> common; no package imports a script, no script imports
-another, and no two packages import each other. Read from the source, not from sys.modules."""
+"""Imports flow one way (docs/architecture.md): scripts -> lightning_modules -> evaluation ->
+(editing, directions, metrics) -> (generators, regressors) -> datamodules -> common; no package
+imports a script, no script imports another, and no two packages import each other. Read from the
+source, not from sys.modules."""
 from __future__ import annotations
 
 import ast
@@ -9,8 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {"train", "evaluate", "edit", "explore", "leaderboard"}
-PACKAGES = ["common", "datamodules", "generators", "regressors", "metrics", "lightning_modules",
-            "explorer"]
+PACKAGES = ["common", "datamodules", "generators", "regressors", "metrics", "directions", "editing",
+            "evaluation", "lightning_modules", "explorer"]
 # What each package may import from the project (besides itself).
 ALLOWED = {
     "common": set(),
@@ -18,8 +19,12 @@ ALLOWED = {
     "generators": {"common", "datamodules"},  # the world: pretraining data, sample assessment
     "regressors": {"common", "datamodules"},  # the world's factors as regression targets
     "metrics": {"common", "datamodules", "regressors"},
-    "lightning_modules": {"common", "datamodules", "generators", "regressors", "metrics"},
-    "explorer": {"common", "generators", "lightning_modules"},  # the page of explore.py
+    "directions": {"common", "generators"},  # the artifact checks the generator's identity
+    "editing": {"common", "generators", "metrics"},  # inversion's image distance
+    "evaluation": {"common", "datamodules", "generators", "regressors", "metrics", "directions"},
+    "lightning_modules": {"common", "datamodules", "generators", "regressors", "metrics", "directions",
+                          "editing", "evaluation"},
+    "explorer": {"common", "generators", "directions", "editing", "evaluation"},  # the page of explore.py
 }
 
 
@@ -57,3 +62,18 @@ def test_no_import_cycle_between_packages():
     imports = {p: package_imports(p) for p in PACKAGES}
     for a, b in combinations(PACKAGES, 2):
         assert not (b in imports[a] and a in imports[b]), (a, b)
+
+
+def test_every_package_is_listed_and_installed():
+    """A new package is placed in the import rule and installed; the scripts are not installed
+    as top-level modules (``import evaluate`` would shadow the package of that name)."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    top = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert top == set(PACKAGES), top ^ set(PACKAGES)
+    every = {".".join(p.parent.relative_to(ROOT).parts) for name in PACKAGES
+             for p in (ROOT / name).rglob("__init__.py")}
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "py-modules" not in setup
+    assert set(setup["packages"]) == every, set(setup["packages"]) ^ every

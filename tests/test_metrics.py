@@ -9,7 +9,7 @@ import torch
 
 from datamodules.world import FACTORS, ShapesWorld
 from generators.base import Generator
-from lightning_modules.directions import LinearDirections
+from directions import LinearDirections
 from metrics.attributes import AttributeScores
 from metrics.distances import LPIPSUnavailable, lap1, make_lpips
 from metrics.effects import summarise

@@ -18,7 +18,7 @@ from generators import check_generator, random_generator
 from generators.adapter import ModuleGenerator
 from generators.base import identity_mismatch
 from generators.check import GeneratorCheckError
-from lightning_modules.directions import Directions
+from directions import Directions
 
 EXAMPLE = ["hydra.searchpath=[file://examples/my_generator]", "generator=my_generator"]
 EXAMPLE_ENV = {"PYTHONPATH": "examples/my_generator"}  # relative: the command runs from ROOT

@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY, compose_cfg, run_script
 from generators import random_generator
-from lightning_modules.directions import BasisDirections, Directions
+from directions import BasisDirections, Directions
 from lightning_modules.fit_free.plumerault import (MonotonePiecewiseLinear, Plumerault,
                                                    fit_monotone_direction, spearman_rows)
 from train import train
@@ -113,7 +113,7 @@ def test_trajectories_start_at_z0_stay_in_the_ball_and_follow_the_edit():
     assert (latents[:, 1:].norm(dim=-1) <= 8 ** 0.5 + 1e-4).all()  # radius 1 x sqrt(8)
     assert method.t.tolist() == [-2, -1, 1, 2]
     # each point is the warm-started inversion of the edit of G(z0): redo t = +1 by hand
-    from lightning_modules.inversion import invert, norm_ball
+    from editing.inversion import invert, norm_ball
 
     target, mask = method.edit.apply(g(z0), 1.0)
     first = invert(g, target, distance=method.image_distance, steps=3, lr=method.lr, starts=1,

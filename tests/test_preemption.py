@@ -10,14 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+
+from common.errors import UserError
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import CONFIGS, ROOT, compose_cfg
 from common.preemption import Preemption
-from lightning_modules.directions import Directions
-from train import RunSetupError, train
+from directions import Directions
+from train import train
 
 
 class SignalAt(pl.Callback):
@@ -90,7 +92,7 @@ def test_auto_starts_a_new_run_but_never_over_finished_directions(tmp_path):
     assert (tmp_path / "fresh/directions.pt").is_file()
     (tmp_path / "fresh/checkpoints/last.ckpt").unlink()
     before = (tmp_path / "fresh/directions.pt").read_bytes()
-    with pytest.raises(RunSetupError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a run"):
         train(compose_cfg(BASE + ["run_name=fresh", "ckpt_path=auto"], tmp_path))
     assert (tmp_path / "fresh/directions.pt").read_bytes() == before
 

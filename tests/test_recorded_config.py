@@ -9,6 +9,8 @@ import pickle
 from pathlib import Path
 
 import pytest
+
+from common.errors import UserError
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -18,11 +20,11 @@ from omegaconf import OmegaConf
 import edit
 import evaluate
 from conftest import CONFIGS, ROOT
-from explorer.render import Explorer, ExploreSetupError
+from explorer.render import Explorer
 from generators import random_generator
 from generators.base import identity_mismatch
 from generators.recorded import RecordedConfigError, rebuild_generator
-from lightning_modules.directions import Directions, LinearDirections
+from directions import Directions, LinearDirections
 
 RANDOM = OmegaConf.to_container(OmegaConf.load(CONFIGS / "generator" / "dcgan_random.yaml"))
 
@@ -106,11 +108,11 @@ def test_a_crafted_record_runs_nothing_in_any_script(good, tmp_path, kind):
     path = _crafted(good, tmp_path / "shared", record)
     before = sorted((p.name, p.read_bytes()) for p in path.parent.iterdir())
     out = tmp_path / "out.png"
-    with pytest.raises(edit.EditSetupError, match="recorded"):
+    with pytest.raises(UserError, match="recorded"):
         edit.edit(_compose("edit", f"directions={path}", f"out={out}", "seeds=[0]"))
-    with pytest.raises(evaluate.EvaluationSetupError, match="recorded"):
+    with pytest.raises(UserError, match="recorded"):
         evaluate.evaluate(_compose("evaluate", f"directions={path}", "logger=none"))
-    with pytest.raises(ExploreSetupError, match="recorded"):
+    with pytest.raises(UserError, match="recorded"):
         Explorer.open([path], generator_cfg=None)
     assert not marker.exists() and not out.exists()
     assert sorted((p.name, p.read_bytes()) for p in path.parent.iterdir()) == before
@@ -122,7 +124,7 @@ def test_a_crafted_run_config_runs_nothing(good, tmp_path):
     path = _crafted(good, tmp_path / "run", RANDOM)
     config = {"generator": payloads(marker)["silent"], "method": {"name": "voynov"}}
     (path.parent / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    with pytest.raises(edit.EditSetupError, match=r"config.yaml: generator.truncation_cutoff"):
+    with pytest.raises(UserError, match=r"config.yaml: generator.truncation_cutoff"):
         edit.edit(_compose("edit", f"directions={path}", "seeds=[0]"))
     assert not marker.exists() and not (path.parent / "edits").exists()
 

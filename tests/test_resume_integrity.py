@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from common.errors import UserError
 import torch
 
 import leaderboard
@@ -62,7 +64,7 @@ def _resume(run: Path, *overrides: str, method: str = "voynov"):
 ], ids=["ortho", "count", "generator", "lr", "seed", "another-method"])
 def test_a_resume_with_other_options_is_refused_and_changes_nothing(run, method, overrides, named):
     before = folder_hash(run)
-    with pytest.raises(train.RunSetupError) as err:
+    with pytest.raises(UserError) as err:
         train.train(_resume(run, *overrides, method=method))
     assert named in str(err.value) and "nothing was changed" in str(err.value)
     assert folder_hash(run) == before
@@ -75,9 +77,9 @@ def test_a_checkpoint_from_before_the_signature_is_checked_by_its_state(run):
     del blob["run_signature"]
     torch.save(blob, path)
     before = folder_hash(run)
-    with pytest.raises(train.RunSetupError, match=r"directions.weight of shape \[8, 8\] in the checkpoint vs \[4, 8\]"):
+    with pytest.raises(UserError, match=r"directions.weight of shape \[8, 8\] in the checkpoint vs \[4, 8\]"):
         train.train(_resume(run, "method.num_directions=4"))
-    with pytest.raises(train.RunSetupError, match="missing from the checkpoint"):
+    with pytest.raises(UserError, match="missing from the checkpoint"):
         train.train(_resume(run, "method.num_directions=null", method="voynov_ortho"))
     assert folder_hash(run) == before
 
@@ -91,7 +93,7 @@ def test_a_crafted_signature_is_compared_as_data(run, tmp_path):
     blob["run_signature"]["options"]["num_directions"] = payload
     blob["generator_identity"]["name"] = payload
     torch.save(blob, path)
-    with pytest.raises(train.RunSetupError, match="num_directions"):
+    with pytest.raises(UserError, match="num_directions"):
         train.train(_resume(run))
     assert not marker.exists()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.directions import Directions, MLPWalk, VectorDirections
+from directions import Directions, MLPWalk, VectorDirections
 from lightning_modules.steerability import steer_summary
 from train import train
 

@@ -18,7 +18,7 @@ from edit import edit
 from evaluate import evaluate
 from generators import load_generator, random_generator
 from generators.stylegan2 import StyleGAN2Discriminator
-from lightning_modules.directions import Directions
+from directions import Directions
 from test_formats_nvidia import Generator as NvidiaGenerator
 from test_formats_nvidia import snapshot, write_snapshot
 from train import train

@@ -2,11 +2,13 @@
 import json
 
 import pytest
+
+from common.errors import UserError
 import torch
 
 from conftest import compose_cfg
-from lightning_modules.directions import Directions
-from train import RunSetupError, train
+from directions import Directions
+from train import train
 
 
 def run_dir(cfg):
@@ -88,22 +90,22 @@ def test_new_run_refuses_to_clobber_and_keeps_files(tiny_cfg):
     train(cfg)
     out = run_dir(cfg)
     before = {p: p.read_bytes() for p in (out / "directions.pt", out / "checkpoints/last.ckpt")}
-    with pytest.raises(RunSetupError, match="already holds a run.*ckpt_path=last"):
+    with pytest.raises(UserError, match="already holds a run.*ckpt_path=last"):
         train(tiny_cfg())
     assert all(p.read_bytes() == data for p, data in before.items())
 
 
 def test_resume_with_nothing_to_resume(tiny_cfg):
-    with pytest.raises(RunSetupError, match="nothing to resume.*drop ckpt_path"):
+    with pytest.raises(UserError, match="nothing to resume.*drop ckpt_path"):
         train(tiny_cfg("ckpt_path=last"))
-    with pytest.raises(RunSetupError, match="no such checkpoint file"):
+    with pytest.raises(UserError, match="no such checkpoint file"):
         train(tiny_cfg("ckpt_path=/does/not/exist.ckpt"))
 
 
 def test_checkpoint_of_wrong_format(tiny_cfg, tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save({"state_dict": {}}, bad)
-    with pytest.raises(RunSetupError, match=r"missing keys \[.global_step., .loops.*unexpected keys \[\]"):
+    with pytest.raises(UserError, match=r"missing keys \[.global_step., .loops.*unexpected keys \[\]"):
         train(tiny_cfg(f"ckpt_path={bad}"))
 
 
@@ -120,7 +122,7 @@ def test_checkpoint_that_would_run_code_is_refused(tiny_cfg, tmp_path):
     crafted = tmp_path / "crafted.ckpt"
     torch.save({"state_dict": {}, "global_step": 0, "loops": {}, "optimizer_states": [],
                 "pytorch-lightning_version": "2.5", "hyper_parameters": _RunsCode(marker)}, crafted)
-    with pytest.raises(RunSetupError, match="weights_only=True.*could run code"):
+    with pytest.raises(UserError, match="weights_only=True.*could run code"):
         train(tiny_cfg(f"ckpt_path={crafted}"))
     assert not marker.exists()
 

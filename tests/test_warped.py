@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.directions import Directions, RBFWarps
+from directions import Directions, RBFWarps
 from lightning_modules.warped import sample_signed_eps
 from train import train
 

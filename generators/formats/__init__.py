@@ -17,18 +17,19 @@
 """
 from __future__ import annotations
 
-import io
 import pickletools
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from common.pickles import scan_pickle, scan_torch_pickle  # noqa: F401 - re-exported
 from generators.formats.biggan import (CONFIG_NAME, MARKER_KEY, WEIGHTS_NAME, is_biggan_dir,
                                        load_biggan)
 from generators.formats.rosinality import (UnsafeCheckpointError, load_rosinality,
                                            read_rosinality, safe_torch_load,
                                            stylegan2_config_from_state,
                                            stylegan2_discriminator_config_from_state)
+from common.errors import MissingFile, UserError
 
 #: What ``detect_format`` can return, and what each name means.
 FORMATS = {
@@ -43,70 +44,10 @@ FORMATS = {
 # The torch file of the legacy (non-zip) serialisation starts with this pickled magic number.
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _NVIDIA_PERSISTENT = "torch_utils.persistence._reconstruct_persistent_obj"
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
-               "BINSTRING", "STRING"}
 
 
 def _supported() -> str:
     return "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
-
-
-# ---- peeking at pickles without unpickling -------------------------------------------------------
-def scan_pickle(stream, stop: Callable[[dict], bool] | None = None) -> dict:
-    """Read one pickle's opcodes (never executing it) and collect the globals it references
-    (``module.name``) and the values of dict string keys that name things NVIDIA stores:
-    ``module_src`` / ``class_name`` pairs of persistent objects. ``stop(info)`` ends early.
-
-    Returns ``{"globals": [...], "objects": [(class_name, module_src), ...], "first": arg of
-    the first data opcode}``.
-    """
-    info: dict[str, Any] = {"globals": [], "objects": [], "first": None}
-    memo: dict[int, Any] = {}
-    last: list[Any] = []  # recent pushed values (strings, else None): enough for STACK_GLOBAL
-    pending: str | None = None  # the string key whose value comes next
-    module_src: str | None = None
-    for op, arg, _ in pickletools.genops(stream):
-        name = op.name
-        if name in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
-            memo[len(memo) if name == "MEMOIZE" else int(arg)] = last[-1] if last else None
-            continue
-        if name in ("PROTO", "FRAME"):
-            continue
-        if info["first"] is None:
-            info["first"] = (name, arg)
-        value: Any = None
-        if name in _STRING_OPS:
-            value = arg.decode("latin-1") if isinstance(arg, bytes) else arg
-        elif name in ("BINGET", "LONG_BINGET", "GET"):
-            value = memo.get(int(arg))
-        elif name == "GLOBAL":
-            info["globals"].append(arg.replace(" ", "."))
-        elif name == "STACK_GLOBAL" and len(last) >= 2:
-            info["globals"].append(f"{last[-2]}.{last[-1]}")
-        elif name == "STOP":
-            break
-        last = (last + [value])[-4:]
-        if pending is not None:  # the value of a key we look for
-            if pending == "module_src" and isinstance(value, str):
-                module_src = value
-            elif pending == "class_name" and isinstance(value, str):
-                info["objects"].append((value, module_src))
-                if stop is not None and stop(info):
-                    break
-            pending = None
-        elif value in ("module_src", "class_name"):
-            pending = value
-    return info
-
-
-def scan_torch_pickle(path: str | Path) -> dict:
-    """``scan_pickle`` of the object pickle inside a torch zip file (``<archive>/data.pkl``)."""
-    with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
-        if not names:
-            raise ValueError(f"{path} is a zip file without a data.pkl: not a torch file")
-        with archive.open(names[0]) as handle:
-            return scan_pickle(io.BytesIO(handle.read()))
 
 
 def _is_torch_legacy(head: dict) -> bool:
@@ -126,13 +67,13 @@ def _classify_nvidia(path: Path, info: dict | None = None) -> str:
             try:
                 info = scan_pickle(handle, stop=_found_generator)
             except Exception as err:  # noqa: BLE001 - a broken stream is just not a known format
-                raise ValueError(f"{path} starts like a pickle but is not a readable one ({err}). "
+                raise UserError(f"{path} starts like a pickle but is not a readable one ({err}). "
                                  f"Supported formats: {_supported()}") from None
     if _NVIDIA_PERSISTENT not in info["globals"]:
         found = sorted(set(info["globals"]))[:12]
         hint = (" (an old TensorFlow StyleGAN pickle: convert it with stylegan2-ada-pytorch's "
                 "legacy.py first)" if any(g.startswith("dnnlib.tflib") for g in found) else "")
-        raise ValueError(f"{path} is a plain pickle but not an NVIDIA network pickle: it references "
+        raise UserError(f"{path} is a plain pickle but not an NVIDIA network pickle: it references "
                          f"{found or 'no globals'}{hint}. Supported formats: {_supported()}")
     sources = [src for cls, src in info["objects"] if cls == "Generator" and src]
     if sources and "class SynthesisInput" in sources[0]:
@@ -157,13 +98,13 @@ def detect_format(path: str | Path) -> str:
         present = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (path / n).is_file()]
         if present:  # half a BigGAN directory: say what is missing
             missing = sorted({CONFIG_NAME, WEIGHTS_NAME} - set(present))
-            raise FileNotFoundError(f"{path} holds {present[0]} but not {missing[0]}: a "
+            raise MissingFile(f"{path} holds {present[0]} but not {missing[0]}: a "
                                     f"pytorch-pretrained-biggan directory needs both")
-        raise ValueError(f"{path} is a directory, expected a checkpoint file (or a BigGAN "
+        raise UserError(f"{path} is a directory, expected a checkpoint file (or a BigGAN "
                          f"directory with {CONFIG_NAME} and {WEIGHTS_NAME}). Supported formats: "
                          f"{_supported()}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFile(f"checkpoint not found: {path}")
     with open(path, "rb") as handle:
         magic = handle.read(16)
     legacy_torch = False
@@ -173,7 +114,7 @@ def detect_format(path: str | Path) -> str:
                 with open(path, "rb") as handle:
                     info = scan_pickle(handle, stop=_found_generator)
             except Exception:  # noqa: BLE001 - not a pickle at all
-                raise ValueError(f"{path} is neither a torch file (zip) nor a pickle: it starts "
+                raise UserError(f"{path} is neither a torch file (zip) nor a pickle: it starts "
                                  f"with {magic[:8]!r}. Supported formats: {_supported()}") from None
             return _classify_nvidia(path, info)
         with open(path, "rb") as handle:
@@ -205,7 +146,7 @@ def detect_format(path: str | Path) -> str:
     elif isinstance(blob, dict) and "style.1.weight" in blob:
         hint = (" (a bare StyleGAN2 generator state: save it as {'g_ema': state} to load it "
                 "as a rosinality checkpoint)")
-    raise ValueError(f"{path} is a torch file holding {what}, not a known generator checkpoint"
+    raise UserError(f"{path} is a torch file holding {what}, not a known generator checkpoint"
                      f"{hint}. Supported formats: {_supported()}")
 
 
@@ -254,10 +195,10 @@ def load_checkpoint(path: str | Path, format: str | None = None, **kwargs) -> An
     ``truncation_psi``, ``truncation_cutoff``, ``name``, and e.g. ``lr_mlp`` for rosinality)."""
     detected = detect_format(path)
     if format is not None and format != detected:
-        raise ValueError(f"{path} was given as format {format!r} but is {detected!r} "
+        raise UserError(f"{path} was given as format {format!r} but is {detected!r} "
                          f"({FORMATS[detected]})")
     if detected not in LOADERS:
-        raise ValueError(f"{path} is {detected!r} ({FORMATS[detected]}), but no loader for it is "
+        raise UserError(f"{path} is {detected!r} ({FORMATS[detected]}), but no loader for it is "
                          f"installed (generators/formats/nvidia.py); loaders: {sorted(LOADERS)}")
     return LOADERS[detected](path, **kwargs)
 

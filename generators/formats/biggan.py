@@ -26,6 +26,7 @@ import torch
 from generators.base import file_sha256
 from generators.biggan import BigGANConfig, BigGANGenerator, spectral_normalised
 from generators.formats.rosinality import safe_torch_load
+from common.errors import MissingFile, UserError
 
 ADAPTER = "biggan"
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "pytorch_model.bin"
@@ -42,11 +43,11 @@ def biggan_files(path: str | Path) -> tuple[Path, Path]:
     """``(config.json, pytorch_model.bin)`` of a BigGAN directory, or a clear error."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"BigGAN directory not found: {path} (pass the directory that "
+        raise MissingFile(f"BigGAN directory not found: {path} (pass the directory that "
                                 f"holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{path} is not a complete pytorch-pretrained-biggan directory: {' and '.join(missing)} "
             f"missing. It must hold {CONFIG_NAME} and {WEIGHTS_NAME} (the package's downloads "
             f"biggan-deep-128-config.json and biggan-deep-128-pytorch_model.bin, renamed)")
@@ -59,9 +60,9 @@ def read_biggan_config(path: str | Path) -> BigGANConfig:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a JSON file ({err})") from None
+        raise UserError(f"{path} is not a JSON file ({err})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, expected an object")
+        raise UserError(f"{path} holds a JSON {type(raw).__name__}, expected an object")
     return BigGANConfig.from_dict(raw, where=str(path))
 
 
@@ -74,7 +75,7 @@ def fold_state(state: Any, generator: BigGANGenerator, where: str | Path) -> dic
     architecture (missing, unexpected, mismatched ones listed), spectral-norm triples folded
     into weights (``spectral_normalised``)."""
     if not isinstance(state, Mapping):
-        raise ValueError(f"{where} holds a {type(state).__name__}, expected the state dict of "
+        raise UserError(f"{where} holds a {type(state).__name__}, expected the state dict of "
                          "a pytorch-pretrained-biggan BigGAN")
     native = generator.state_dict()
     folded = set(generator.spectral_normalised_weights())
@@ -93,7 +94,7 @@ def fold_state(state: Any, generator: BigGANGenerator, where: str | Path) -> dic
         f" vs {shape}" for k, shape in wanted.items()
         if k in state and not (isinstance(state[k], torch.Tensor) and tuple(state[k].shape) == shape))
     if missing or unexpected or mismatched:
-        raise ValueError(f"{where}: the weights do not fit the BigGAN its {CONFIG_NAME} describes: "
+        raise UserError(f"{where}: the weights do not fit the BigGAN its {CONFIG_NAME} describes: "
                          f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}, shape "
                          f"mismatches {_few(mismatched)}")
     out = {k: state[k] for k in native if k not in folded}
@@ -119,10 +120,10 @@ def load_biggan(path: str | Path, truncation: float = 1.0, classes: Any = None,
     path = Path(path)
     config_path, weights_path = biggan_files(path)
     if space != "z":
-        raise ValueError(f"BigGAN has only the z space (no mapping network, so no W or W+): use "
+        raise UserError(f"BigGAN has only the z space (no mapping network, so no W or W+): use "
                          f"generator.space=z, not {space!r}")
     if truncation_psi != 1 or truncation_cutoff is not None:
-        raise ValueError("BigGAN has no truncation_psi / truncation_cutoff (no mapping network): "
+        raise UserError("BigGAN has no truncation_psi / truncation_cutoff (no mapping network): "
                          "set generator.truncation (0, 1] instead")
     generator = BigGANGenerator(read_biggan_config(config_path), truncation, classes,
                                 name=name or path.name)

@@ -43,6 +43,7 @@ import torch
 
 from generators.base import file_sha256
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, make_kernel
+from common.errors import MissingFile, UserError
 
 ADAPTER = "stylegan2-nvidia"
 SUPPORTED = ("NVIDIA StyleGAN2 pickles: stylegan2-ada-pytorch network snapshots and stylegan3 "
@@ -50,7 +51,7 @@ SUPPORTED = ("NVIDIA StyleGAN2 pickles: stylegan2-ada-pytorch network snapshots 
              "rosinality/stylegan2-pytorch checkpoints load through generators/formats/rosinality.py")
 
 
-class NvidiaPickleError(ValueError):
+class NvidiaPickleError(UserError):
     """The file is not an NVIDIA StyleGAN2 pickle this loader can read (the message says why)."""
 
 
@@ -241,7 +242,7 @@ def read_nvidia_pickle(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"NVIDIA pickle not found: {path}")
+        raise MissingFile(f"NVIDIA pickle not found: {path}")
     with open(path, "rb") as handle:
         if handle.read(4) == b"PK\x03\x04":
             raise NvidiaPickleError(

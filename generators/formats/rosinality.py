@@ -12,13 +12,14 @@ refused without running anything.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
+from common.errors import MissingFile, UserError
+from common.pickles import RefusedPickle, load_weights_only
 from common.seeds import W_AVG_SEED
 from generators.base import file_sha256
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -31,21 +32,8 @@ ALLOWED_GLOBALS = (argparse.Namespace,)
 _DEFAULT_BLUR = (1, 3, 3, 1)
 
 
-class UnsafeCheckpointError(ValueError):
-    """A torch file whose pickle references Python globals outside the allow-list: unpickling
-    it normally could run arbitrary code, so it is not read."""
-
-
-@contextlib.contextmanager
-def allow_listed() -> Iterator[None]:
-    """``torch.load(weights_only=True)`` accepts ``argparse.Namespace`` inside this block."""
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    if safe_globals is not None:
-        with safe_globals(list(ALLOWED_GLOBALS)):
-            yield
-    else:  # torch 2.4: only the process-wide allow-list exists
-        torch.serialization.add_safe_globals(list(ALLOWED_GLOBALS))
-        yield
+#: A torch file that references globals outside the allow-list (``common.pickles``).
+UnsafeCheckpointError = RefusedPickle
 
 
 def safe_torch_load(path: str | Path) -> Any:
@@ -61,39 +49,8 @@ def safe_torch_load(path: str | Path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    mmap = zipfile.is_zipfile(path)  # only the zip format can be memory-mapped
-    try:
-        with allow_listed():
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # noqa: BLE001 - turned into one clear message below
-        import pickle
-
-        if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower():
-            found = _offending_globals(path, err)
-            raise UnsafeCheckpointError(
-                f"{path} references the Python global(s) {found}, which unpickling would import "
-                "and may call: the file may run code, so it was not read. Only tensors, plain "
-                "containers and argparse.Namespace are accepted (as in rosinality/stylegan2-"
-                "pytorch checkpoints); load it yourself only if you trust its source") from None
-        raise ValueError(f"{path} is not a readable torch file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
-
-
-def _offending_globals(path: Path, err: Exception) -> list[str]:
-    """The globals of a torch file's pickle that the allow-list does not cover (by reading
-    the opcodes, never by unpickling); torch's own message as a fallback."""
-    from generators.formats import scan_torch_pickle
-
-    allowed = {f"{c.__module__}.{c.__qualname__}" for c in ALLOWED_GLOBALS}
-    try:
-        found = [g for g in scan_torch_pickle(path)["globals"]
-                 if g not in allowed and not g.startswith(("torch.", "collections.OrderedDict"))]
-    except Exception:  # noqa: BLE001 - the scan is only for the message
-        found = []
-    if not found:
-        found = re.findall(r"GLOBAL ([\w.]+)", str(err)) or ["(unknown)"]
-    return sorted(set(found))
+        raise MissingFile(f"checkpoint not found: {path}")
+    return load_weights_only(path, mmap=zipfile.is_zipfile(path), allowed=ALLOWED_GLOBALS)
 
 
 def read_rosinality(path: str | Path) -> dict:
@@ -106,7 +63,7 @@ def read_rosinality(path: str | Path) -> dict:
     """
     blob = safe_torch_load(path)
     if not isinstance(blob, dict):
-        raise ValueError(f"{path} holds a {type(blob).__name__}, expected the dict of a "
+        raise UserError(f"{path} holds a {type(blob).__name__}, expected the dict of a "
                          f"rosinality/stylegan2-pytorch checkpoint (keys {list(TRAIN_KEYS)})")
     return blob
 
@@ -121,7 +78,7 @@ def _indexed(state: Mapping[str, Any], pattern: str) -> dict[int, Any]:
 def _consecutive(found: dict[int, Any], start: int, what: str) -> list[Any]:
     keys = sorted(found)
     if keys != list(range(start, start + len(keys))):
-        raise ValueError(f"{what}: expected consecutive indices from {start}, found {keys}")
+        raise UserError(f"{what}: expected consecutive indices from {start}, found {keys}")
     return [found[k] for k in keys]
 
 
@@ -144,22 +101,22 @@ def stylegan2_config_from_state(state: Mapping[str, Any]) -> dict:
     separately. The discriminator's: ``stylegan2_discriminator_config_from_state``.
     """
     if "style.1.weight" not in state or "conv1.conv.weight" not in state:
-        raise ValueError("not a rosinality StyleGAN2 generator state: no style.1.weight / "
+        raise UserError("not a rosinality StyleGAN2 generator state: no style.1.weight / "
                          f"conv1.conv.weight among its keys (first keys {list(state)[:8]})")
     mapping = _consecutive(_indexed(state, r"style\.(\d+)\.weight"), 1, "mapping layers style.K")
     style_dim = int(mapping[0].shape[1])
     for i, w in enumerate(mapping, 1):
         if tuple(w.shape) != (style_dim, style_dim):
-            raise ValueError(f"style.{i}.weight is {tuple(w.shape)}: every mapping layer must be "
+            raise UserError(f"style.{i}.weight is {tuple(w.shape)}: every mapping layer must be "
                              f"{style_dim} x {style_dim} (rosinality's z and w have one size)")
     convs = _consecutive(_indexed(state, r"convs\.(\d+)\.conv\.weight"), 0, "synthesis convs.i")
     if len(convs) % 2:
-        raise ValueError(f"{len(convs)} synthesis convolutions: expected two per resolution")
+        raise UserError(f"{len(convs)} synthesis convolutions: expected two per resolution")
     channels = [int(state["conv1.conv.weight"].shape[1])]
     for i in range(0, len(convs), 2):
         up, conv = convs[i], convs[i + 1]
         if up.ndim != 5 or up.shape[2] != channels[-1] or conv.shape[1:3] != (up.shape[1],) * 2:
-            raise ValueError(f"convs.{i} / convs.{i + 1} shapes {tuple(up.shape)} / "
+            raise UserError(f"convs.{i} / convs.{i + 1} shapes {tuple(up.shape)} / "
                              f"{tuple(conv.shape)} do not chain from {channels[-1]} channels")
         channels.append(int(up.shape[1]))
     return {"resolution": 4 * 2 ** (len(convs) // 2), "style_dim": style_dim,
@@ -172,7 +129,7 @@ def stylegan2_discriminator_config_from_state(state: Mapping[str, Any]) -> dict:
     ``resolution`` (from the number of residual blocks), ``channels`` (4..R) and
     ``blur_kernel``."""
     if "convs.0.0.weight" not in state or "final_linear.1.weight" not in state:
-        raise ValueError("not a rosinality StyleGAN2 discriminator state: no convs.0.0.weight / "
+        raise UserError("not a rosinality StyleGAN2 discriminator state: no convs.0.0.weight / "
                          f"final_linear.1.weight among its keys (first keys {list(state)[:8]})")
     blocks = _consecutive(_indexed(state, r"convs\.(\d+)\.conv2\.1\.weight"), 1,
                           "discriminator blocks convs.j")
@@ -180,12 +137,12 @@ def stylegan2_discriminator_config_from_state(state: Mapping[str, Any]) -> dict:
     channels = [top]  # from the highest resolution down
     for j, w in enumerate(blocks, 1):
         if w.shape[1] != channels[-1]:
-            raise ValueError(f"convs.{j}.conv2.1.weight is {tuple(w.shape)}: expected "
+            raise UserError(f"convs.{j}.conv2.1.weight is {tuple(w.shape)}: expected "
                              f"{channels[-1]} input channels")
         channels.append(int(w.shape[0]))
     channels.reverse()
     if int(state["final_conv.0.weight"].shape[0]) != channels[0]:
-        raise ValueError("final_conv.0.weight does not match the 4 px channels "
+        raise UserError("final_conv.0.weight does not match the 4 px channels "
                          f"{channels[0]}: {tuple(state['final_conv.0.weight'].shape)}")
     return {"resolution": 4 * 2 ** len(blocks), "channels": channels,
             "blur_kernel": _blur_kernel(state, "convs.1.conv2.0.kernel")}
@@ -200,7 +157,7 @@ def _load_strict(module: torch.nn.Module, state: Mapping[str, Any], path: Path, 
                         for k, v in expected.items()
                         if k in state and tuple(state[k].shape) != tuple(v.shape))
     if missing or unexpected or mismatched:
-        raise ValueError(f"{path}: the {what} state does not fit the StyleGAN2 network built from "
+        raise UserError(f"{path}: the {what} state does not fit the StyleGAN2 network built from "
                          f"its shapes: missing keys {missing}, unexpected keys {unexpected}, "
                          f"shape mismatches {mismatched}")
     module.load_state_dict(state, strict=True)
@@ -249,7 +206,7 @@ def load_rosinality(path: str | Path, space: str = "w", truncation_psi: float = 
     path = Path(path)
     blob = read_rosinality(path)
     if "g_ema" not in blob:
-        raise ValueError(f"{path} has no 'g_ema' (the moving-average generator that "
+        raise UserError(f"{path} has no 'g_ema' (the moving-average generator that "
                          f"rosinality/stylegan2-pytorch samples from): {_describe(blob)}")
     state = blob["g_ema"]
     config = stylegan2_config_from_state(state)

@@ -37,7 +37,8 @@ from common.preemption import stopped_by_signal
 from common.training import batches_done
 from generators.base import Generator
 from lightning_modules.base import FrozenGeneratorModule
-from lightning_modules.directions import PARAMETRISATIONS, DirectionSet
+from directions import PARAMETRISATIONS, DirectionSet
+from common.errors import UserError
 
 Stats = dict[str, torch.Tensor]
 log = logging.getLogger("fit_free")
@@ -60,7 +61,7 @@ class FitFreeMethod(pl.Callback):
     def __init__(self, samples: int = 0, alpha_range: float | None = 3.0) -> None:
         super().__init__()
         if samples < 0:
-            raise ValueError(f"samples must be >= 0, got {samples}")
+            raise UserError(f"samples must be >= 0, got {samples}")
         self.samples, self.alpha_range = int(samples), alpha_range
         self.stats: Stats | None = None
         self.seen = 0                    # latents accumulated, all processes together
@@ -101,14 +102,14 @@ class FitFreeMethod(pl.Callback):
     def check_w_space(self, generator: Generator, reads: str) -> None:
         """A method whose directions live in W refuses Z, and layer ranges outside W+."""
         if generator.style_based and generator.space == "z":
-            raise ValueError(f"{self.method_name} {reads}: its directions live in W, so run it "
+            raise UserError(f"{self.method_name} {reads}: its directions live in W, so run it "
                              "with generator.space=w (or w+ for layer ranges)")
         self.check_layers(generator)
 
     def check_layers(self, generator: Generator) -> None:
         """Layer ranges need W+ (and layers the generator has)."""
         if self.edit_layers(generator) is not None and generator.space != "w+":
-            raise ValueError(f"layers={self.layer_spec!r} moves some per-layer codes only: it "
+            raise UserError(f"layers={self.layer_spec!r} moves some per-layer codes only: it "
                              f"needs generator.space=w+ (the generator is in {generator.space!r})")
 
     # ---- the machinery ------------------------------------------------------------------

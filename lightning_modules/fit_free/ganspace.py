@@ -25,8 +25,9 @@ import torch
 
 from common.seeds import FEATURE_SUBSET_SEED
 from generators.base import Generator
-from lightning_modules.directions import BasisDirections
+from directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
+from common.errors import UserError
 
 PROBE_SAMPLES = 1024  # latents of the fixed mean estimate the batches are centred on
 
@@ -78,7 +79,7 @@ class GANSpace(FitFreeMethod):
                  alpha_range: float | None = 3.0) -> None:
         super().__init__(samples=samples, alpha_range=alpha_range)
         if samples < 2:
-            raise ValueError(f"GANSpace needs at least 2 samples, got samples={samples}")
+            raise UserError(f"GANSpace needs at least 2 samples, got samples={samples}")
         self.num_directions, self.layer_spec = num_directions, layers
         self.feature_layer, self.max_features = feature_layer, max_features
         self._keep: torch.Tensor | None = None
@@ -93,7 +94,7 @@ class GANSpace(FitFreeMethod):
         self.check_w_space(generator, "analyses W = M(z) of a style-based generator and edits there")
         dim = generator.latent_dim if generator.style_based else self._feature_dim(generator)
         if not 1 <= self.num_directions <= dim:
-            raise ValueError(f"num_directions={self.num_directions}: GANSpace finds at most "
+            raise UserError(f"num_directions={self.num_directions}: GANSpace finds at most "
                              f"{dim} components here; use 1..{dim}")
 
     def _feature_dim(self, generator: Generator) -> int:
@@ -102,7 +103,7 @@ class GANSpace(FitFreeMethod):
                 latent, y = generator.draw(1)
                 probe = generator.features(latent, self.feature_layer, y)
         except NotImplementedError as err:
-            raise ValueError(f"GANSpace needs a mapping network or intermediate features: {err}") from None
+            raise UserError(f"GANSpace needs a mapping network or intermediate features: {err}") from None
         return min(probe[0].numel(), self.max_features)
 
     # ---- statistics ---------------------------------------------------------------------

@@ -27,9 +27,10 @@ import torch
 from common.seeds import SPLIT_SEED
 from generators.base import Generator
 from lightning_modules.base import regressor_path
-from lightning_modules.directions import BasisDirections
+from directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
 from regressors.attributes import AttributeAssessor, load_regressor
+from common.errors import UserError
 
 
 def linear_svm(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_iter: int = 500
@@ -59,7 +60,7 @@ def condition(direction: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     free = direction.double() - q @ (q.T @ direction.double())
     norm = free.norm()
     if norm < 1e-6:
-        raise ValueError("a conditioned direction vanished: it lies in the span of the directions "
+        raise UserError("a conditioned direction vanished: it lies in the span of the directions "
                          "it is conditioned on")
     return (free / norm).to(direction.dtype)
 
@@ -111,17 +112,17 @@ class InterFaceGAN(FitFreeMethod):
     def check(self, generator: Generator) -> None:
         self.check_layers(generator)  # Z, W or W+: the hyperplane lives where the samples do
         if not self.factors:
-            raise ValueError("InterFaceGAN needs at least one factor: method.factors=[scale]")
+            raise UserError("InterFaceGAN needs at least one factor: method.factors=[scale]")
         unknown = set(self.conditions) - set(self.factors)
         if unknown:
-            raise ValueError(f"conditions name {sorted(unknown)}, which are not among factors "
+            raise UserError(f"conditions name {sorted(unknown)}, which are not among factors "
                              f"{self.factors}")
         if not 0 < self.ratio <= 0.5 or not 0 < self.val_share < 1:
-            raise ValueError(f"ratio must be in (0, 0.5] and val_share in (0, 1), got "
+            raise UserError(f"ratio must be in (0, 0.5] and val_share in (0, 1), got "
                              f"{self.ratio} and {self.val_share}")
         per_split = math.floor(self.per_end * self.val_share)
         if per_split < 2 or self.per_end - per_split < 2:
-            raise ValueError(
+            raise UserError(
                 f"too few samples for the split: {self.samples} samples x ratio {self.ratio} = "
                 f"{self.per_end} a side, {per_split} of them for validation; raise "
                 f"samples to at least {math.ceil(4 / (self.ratio * min(self.val_share, 1 - self.val_share)))}")

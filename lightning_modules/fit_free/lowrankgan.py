@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch.func import jvp, vjp, vmap
 
 from generators.base import Generator
-from lightning_modules.directions import BasisDirections
+from directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
+from common.errors import UserError
 
 
 def image_jacobian(generator: Generator, latent: torch.Tensor, size: int,
@@ -51,7 +52,7 @@ def image_jacobian(generator: Generator, latent: torch.Tensor, size: int,
         return x.flatten()
 
     if mode not in ("auto", "forward", "reverse"):
-        raise ValueError(f"jacobian mode {mode!r}: use auto, forward or reverse")
+        raise UserError(f"jacobian mode {mode!r}: use auto, forward or reverse")
     d = latent.numel()
     if mode == "forward" or (mode == "auto" and d <= size * size):
         axes = torch.eye(d, dtype=latent.dtype, device=latent.device)
@@ -122,7 +123,7 @@ class LowRankGAN(FitFreeMethod):
                  alpha_range: float | None = 3.0) -> None:
         super().__init__(samples=samples, alpha_range=alpha_range)
         if samples < 1:
-            raise ValueError(f"LowRankGAN needs at least one sample, got samples={samples}")
+            raise UserError(f"LowRankGAN needs at least one sample, got samples={samples}")
         self.region, self.num_directions, self.jacobian_size = region, num_directions, jacobian_size
         self.rank_foreground, self.rank_background = rank_foreground, rank_background
         self.chunk_size, self.jacobian_mode = chunk_size, jacobian_mode
@@ -142,42 +143,42 @@ class LowRankGAN(FitFreeMethod):
 
             path = Path(self.region)
             if not path.is_file():
-                raise ValueError(f"region mask {path} does not exist: pass a PNG of "
+                raise UserError(f"region mask {path} does not exist: pass a PNG of "
                                  f"{resolution} x {resolution} (white = region) or a box "
                                  "[top, bottom, left, right] in fractions of the image")
             mask = read_image(str(path), ImageReadMode.GRAY)[0].float() / 255
             if tuple(mask.shape) not in ((resolution, resolution), (size, size)):
-                raise ValueError(f"region mask {path} is {mask.shape[1]} x {mask.shape[0]} px; it "
+                raise UserError(f"region mask {path} is {mask.shape[1]} x {mask.shape[0]} px; it "
                                  f"must be {resolution} x {resolution} (the generator's images) or "
                                  f"{size} x {size} (method.jacobian_size)")
             mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0] > 0.5
         else:
             box = [float(v) for v in self.region]
             if len(box) != 4 or not (0 <= box[0] < box[1] <= 1 and 0 <= box[2] < box[3] <= 1):
-                raise ValueError(f"region={self.region!r}: a box is [top, bottom, left, right] "
+                raise UserError(f"region={self.region!r}: a box is [top, bottom, left, right] "
                                  "in fractions of the image, with top < bottom and left < right")
             edges = (torch.arange(size) + 0.5) / size
             rows = (edges >= box[0]) & (edges < box[1])
             cols = (edges >= box[2]) & (edges < box[3])
             mask = rows[:, None] & cols[None, :]
         if mask.all() or not mask.any():
-            raise ValueError(f"region {self.region!r} covers {'every' if mask.all() else 'no'} "
+            raise UserError(f"region {self.region!r} covers {'every' if mask.all() else 'no'} "
                              f"pixel of the {size} x {size} Jacobian grid: it needs both a region "
                              "and a rest")
         return mask
 
     def check(self, generator: Generator) -> None:
         if generator.space == "w+":
-            raise ValueError("LowRankGAN edits one latent for the whole image: run it with "
+            raise UserError("LowRankGAN edits one latent for the whole image: run it with "
                              "generator.space=z or w")
         self.mask = self.make_mask(generator.resolution)
         d = generator.latent_dim
         if not 1 <= self.num_directions <= d:
-            raise ValueError(f"num_directions={self.num_directions}: use 1..{d} (the latent size)")
+            raise UserError(f"num_directions={self.num_directions}: use 1..{d} (the latent size)")
         for name, rank in (("rank_foreground", self.rank_foreground),
                            ("rank_background", self.rank_background)):
             if rank is not None and not 0 < rank < d:
-                raise ValueError(f"{name}={rank}: use 1..{d - 1} or null (from robust PCA)")
+                raise UserError(f"{name}={rank}: use 1..{d - 1} or null (from robust PCA)")
 
     # ---- statistics ---------------------------------------------------------------------
     def init_stats(self, generator: Generator) -> Stats:
@@ -210,7 +211,7 @@ class LowRankGAN(FitFreeMethod):
         rank_b = self.rank_background or numerical_rank(robust_pca(m_b)[0])
         d = m_f.shape[0]
         if rank_b >= d:
-            raise ValueError(f"the background's Jacobian has full rank ({d}): no direction leaves it "
+            raise UserError(f"the background's Jacobian has full rank ({d}): no direction leaves it "
                              "unchanged; shrink the region or set "
                              "method.rank_background below the latent size")
         _, s_f, vh_f = torch.linalg.svd(m_f)
@@ -221,7 +222,7 @@ class LowRankGAN(FitFreeMethod):
         projected = (candidates @ null.T) @ null
         kept = projected.norm(dim=1) > 1e-6
         if not kept.any():
-            raise ValueError("every foreground direction lies in the background's span: no local "
+            raise UserError("every foreground direction lies in the background's span: no local "
                              "edit found; try another region or a lower rank_background")
         directions = BasisDirections.of(projected[kept].float(), values=s_f[:k][kept].float())
         return directions, {"rank_foreground": float(rank_f), "rank_background": float(rank_b),

@@ -9,10 +9,10 @@ resulting trajectories:
     (u, g)  = argmin_{||u|| = 1, g increasing} sum_i,k (g(<u, z_i,k>) - g(<u, z_i,0>) - t_k)^2
 
 1. Trajectories: for each latent z0 of the stream and strengths t1 < t2 < ... on both sides of
-   0, the image T_t(G(z0)) is inverted with ``lightning_modules.inversion.invert``, each point
+   0, the image T_t(G(z0)) is inverted with ``editing.inversion.invert``, each point
    warm-started from the previous one (a large t inverted from scratch lands elsewhere). The
    error is blurred (a low-pass error: the generator cannot draw every pixel of an edited
-   image), taken on the edit's valid region only (``m_t``, the mask of lightning_modules/edits.py),
+   image), taken on the edit's valid region only (``m_t``, the mask of editing/edits.py),
    and in Z the latent stays in the ball ``||z|| <= radius * sqrt(d)`` (the prior's shell is at
    about sqrt(d); far outside it the generator draws what it never learned).
 2. The worst-reconstructed share of the trajectories (``drop``, a decile; by their mean
@@ -65,12 +65,13 @@ from common.images import log_image, save_line_plot
 from common.io import atomic_torch_save
 from generators.base import Generator
 from lightning_modules.base import regressor_path
-from lightning_modules.directions import BasisDirections
-from lightning_modules.edits import EDIT_FACTORS, get_edit
+from directions import BasisDirections
+from editing.edits import EDIT_FACTORS, get_edit
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
-from lightning_modules.inversion import invert, norm_ball
+from editing.inversion import invert, norm_ball
 from metrics.distances import ImageDistance
 from regressors.attributes import load_regressor
+from common.errors import UserError
 
 log = logging.getLogger("fit_free")
 
@@ -105,7 +106,7 @@ class MonotonePiecewiseLinear(nn.Module):
         super().__init__()
         knots = knots.double()
         if knots.ndim != 1 or knots.numel() < 2 or not bool((knots[1:] > knots[:-1]).all()):
-            raise ValueError("knots must be at least 2 strictly increasing values")
+            raise UserError("knots must be at least 2 strictly increasing values")
         self.register_buffer("knots", knots)
         raw = math.log(math.expm1(max(float(slope), 1e-8)))  # softplus^-1
         self.raw = nn.Parameter(torch.full((knots.numel() - 1,), raw, dtype=torch.float64))
@@ -191,7 +192,7 @@ def fit_monotone_direction(z: torch.Tensor, t: torch.Tensor, init: torch.Tensor,
     centred_t = t if a0 is not None else t - t.mean()
     slope = float((x * centred_t).sum() / (x * x).sum().clamp_min(1e-12))
     if slope <= 0:
-        raise ValueError("the trajectories do not move along the baseline direction as t grows "
+        raise UserError("the trajectories do not move along the baseline direction as t grows "
                          "(its least-squares slope is not positive): the inversions did not "
                          "follow the edit; raise method.steps or lower the strengths")
     bias = 0.0 if a0 is not None else float(t.mean() - slope * (s0.mean() - edges[0]))
@@ -233,6 +234,7 @@ def fit_monotone_direction(z: torch.Tensor, t: torch.Tensor, init: torch.Tensor,
     return MonotoneFit(u, g, r2, loss)
 
 
+# Hand-written: torchmetrics' spearman_corrcoef averages tied ranks (a flat row: 0, here 1) and adds 1e-6 (float32).
 def spearman_rows(values: torch.Tensor) -> torch.Tensor:
     """Spearman's correlation of each row of ``values`` (``N x A``) with 0, 1, ..., A - 1."""
     a = values.shape[1]
@@ -247,7 +249,7 @@ class Plumerault(FitFreeMethod):
 
     Args:
         edit: ``shift_x``, ``shift_y``, ``zoom``, ``scale`` (a zoom about the object's centre) or
-            ``brightness`` (lightning_modules/edits.py).
+            ``brightness`` (editing/edits.py).
         strengths: t1 < t2 < ... > 0, each used with both signs, in the edit's units (pixels,
             log2 zoom, brightness); null: the edit's default (``DEFAULT_STRENGTHS``).
         samples: trajectories (latents), all processes together.
@@ -283,44 +285,44 @@ class Plumerault(FitFreeMethod):
                  alpha_range: float | None = None) -> None:
         if edit not in EDIT_UNITS:
             known = ", ".join(EDIT_UNITS)
-            raise ValueError(f"Plumerault's method follows an edit with one additive strength: "
+            raise UserError(f"Plumerault's method follows an edit with one additive strength: "
                              f"edit={edit!r} is not one of {known} (method.edit)")
         strengths = DEFAULT_STRENGTHS[edit] if strengths is None else strengths
         try:
             s = [float(v) for v in strengths]
         except (TypeError, ValueError):
-            raise ValueError(f"strengths must be a list of numbers such as [1, 2, 3, 4], got "
+            raise UserError(f"strengths must be a list of numbers such as [1, 2, 3, 4], got "
                              f"{strengths!r}") from None
         if not s or s[0] <= 0 or any(b <= a for a, b in zip(s, s[1:])):
-            raise ValueError(f"strengths must be positive and strictly increasing (each is used "
+            raise UserError(f"strengths must be positive and strictly increasing (each is used "
                              f"with both signs; the trajectory goes out step by step), got {s}: "
                              f"e.g. {DEFAULT_STRENGTHS[edit]}")
         if edit == "brightness" and s[-1] >= 1:
-            raise ValueError(f"brightness strengths are in [0, 1] image units: {s[-1]:g} would "
+            raise UserError(f"brightness strengths are in [0, 1] image units: {s[-1]:g} would "
                              "turn every pixel white or black; use values below 1")
         if samples < 1:
-            raise ValueError(f"samples must be >= 1 (trajectories to fit), got {samples}")
+            raise UserError(f"samples must be >= 1 (trajectories to fit), got {samples}")
         if not 0 <= drop < 1:
-            raise ValueError(f"drop is the share of trajectories dropped, in [0, 1); got {drop}")
+            raise UserError(f"drop is the share of trajectories dropped, in [0, 1); got {drop}")
         if steps < 1 or lr <= 0 or blur_sigma < 0:
-            raise ValueError(f"the inversion needs steps >= 1, lr > 0 and blur_sigma >= 0; got "
+            raise UserError(f"the inversion needs steps >= 1, lr > 0 and blur_sigma >= 0; got "
                              f"steps={steps}, lr={lr}, blur_sigma={blur_sigma}")
         if radius is not None and radius <= 0:
-            raise ValueError(f"radius is the latent ball's radius in units of sqrt(latent size): "
+            raise UserError(f"radius is the latent ball's radius in units of sqrt(latent size): "
                              f"positive, or null for no ball; got {radius}")
         if model not in MODELS:
-            raise ValueError(f"model={model!r}: use one of {MODELS}")
+            raise UserError(f"model={model!r}: use one of {MODELS}")
         if knots < 1 or fit_steps < 1 or smooth < 0 or ridge < 0:
-            raise ValueError(f"the fit needs knots >= 1, fit_steps >= 1, smooth >= 0 and ridge "
+            raise UserError(f"the fit needs knots >= 1, fit_steps >= 1, smooth >= 0 and ridge "
                              f">= 0; got knots={knots}, fit_steps={fit_steps}, smooth={smooth}, "
                              f"ridge={ridge}")
         if eval_points < 2 or eval_range <= 0 or eval_samples < 0 or monotone_tol < 0:
-            raise ValueError(f"the metrics need eval_points >= 2, eval_range > 0, eval_samples "
+            raise UserError(f"the metrics need eval_points >= 2, eval_range > 0, eval_samples "
                              f">= 0 and monotone_tol >= 0; got eval_points={eval_points}, "
                              f"eval_range={eval_range}, eval_samples={eval_samples}, "
                              f"monotone_tol={monotone_tol}")
         if inversion_batch < 1:
-            raise ValueError(f"inversion_batch must be positive, got {inversion_batch}")
+            raise UserError(f"inversion_batch must be positive, got {inversion_batch}")
         super().__init__(samples=samples, alpha_range=s[-1] if alpha_range is None else alpha_range)
         self.edit_name, self.edit, self.strengths = edit, get_edit(edit), s
         self.image_distance = ImageDistance.named(distance, blur_sigma=blur_sigma)
@@ -351,10 +353,10 @@ class Plumerault(FitFreeMethod):
     # ---- input checks -------------------------------------------------------------------
     def check(self, generator: Generator) -> None:
         if generator.space == "w+":
-            raise ValueError("Plumerault's method fits one direction for the whole latent: run "
+            raise UserError("Plumerault's method fits one direction for the whole latent: run "
                              "it with generator.space=z or w")
         if self.edit_name.startswith("shift") and self.strengths[-1] >= generator.resolution / 2:
-            raise ValueError(f"a shift of {self.strengths[-1]:g} px leaves less than half of a "
+            raise UserError(f"a shift of {self.strengths[-1]:g} px leaves less than half of a "
                              f"{generator.resolution} px image valid: use strengths below "
                              f"{generator.resolution / 2:g}")
         path = regressor_path(generator, self.regressor_choice)
@@ -365,7 +367,7 @@ class Plumerault(FitFreeMethod):
         if self.factor is not None and path is not None:
             self.regressor = load_regressor(path)
             if self.factor not in self.regressor.factor_names:
-                raise ValueError(f"the regressor {path} has no factor {self.factor!r} (the one "
+                raise UserError(f"the regressor {path} has no factor {self.factor!r} (the one "
                                  f"edit {self.edit_name!r} moves); its factors: "
                                  f"{self.regressor.factor_names}")
 
@@ -453,7 +455,7 @@ class Plumerault(FitFreeMethod):
         steps = ((points - z0[:, None]) / t[..., None]).reshape(-1, points.shape[-1])
         baseline = steps.mean(0)
         if float(baseline.norm()) < 1e-8:
-            raise ValueError("the trajectories do not move: the mean difference (z_t - z0) / t "
+            raise UserError("the trajectories do not move: the mean difference (z_t - z0) / t "
                              "is zero; raise method.steps or lr")
         baseline = baseline / baseline.norm()
         flat_z, flat_t = points.reshape(-1, points.shape[-1]), t.reshape(-1)

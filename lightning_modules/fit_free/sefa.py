@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from generators.base import Generator
-from lightning_modules.directions import BasisDirections
+from directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod
+from common.errors import UserError
 
 
 def sefa_directions(weight: torch.Tensor, num_directions: int | None = None
@@ -59,9 +60,9 @@ class SeFa(FitFreeMethod):
         try:
             weight = generator.projection_weight(self.layer_spec)
         except NotImplementedError as err:
-            raise ValueError(f"SeFa needs the weight that reads the latent: {err}") from None
+            raise UserError(f"SeFa needs the weight that reads the latent: {err}") from None
         if self.num_directions is not None and not 1 <= self.num_directions <= weight.shape[1]:
-            raise ValueError(f"num_directions={self.num_directions}: SeFa finds at most "
+            raise UserError(f"num_directions={self.num_directions}: SeFa finds at most "
                              f"{weight.shape[1]} (the latent size); use 1..{weight.shape[1]} or null")
 
     def solve(self, generator: Generator, stats) -> tuple[BasisDirections, dict[str, float]]:

@@ -30,11 +30,12 @@ from common.runs import run_method_name
 from common.seeds import TRAVERSAL_SEED
 from datamodules.world import FACTORS
 from generators.base import Generator
-from lightning_modules.directions import Directions, baseline_set
+from directions import Directions, baseline_set
 from metrics.distances import LPIPSUnavailable, make_lpips
 from metrics.evaluation import EvaluationSettings, evaluate_directions
 from metrics.report import annotated_traversal, effect_heatmap, markdown_table, report_describes  # noqa: F401 - the explorer's
 from regressors.attributes import AttributeRegressor, load_regressor
+from common.errors import UserError
 
 log = logging.getLogger("evaluate")
 
@@ -48,8 +49,6 @@ NO_REGRESSOR = ("factor metrics (coverage, purity, gap, focus, FID on regressor 
                 "regressor: {path: ..., factors: null} to the generator's config)")
 
 
-class EvaluationSetupError(ValueError):
-    """A mistake in what was asked to be evaluated, found before any work starts."""
 
 
 def load_evaluation_regressor(cfg: DictConfig, generator: Generator) -> AttributeRegressor | None:
@@ -63,15 +62,12 @@ def load_evaluation_regressor(cfg: DictConfig, generator: Generator) -> Attribut
         factors = spec.get("factors")
     if not choice:
         return None
-    try:
-        regressor = load_regressor(choice)
-    except (FileNotFoundError, ValueError) as err:
-        raise EvaluationSetupError(str(err)) from err
+    regressor = load_regressor(choice)
     if factors == "world":
         try:
             regressor.check_factors(FACTORS, source="the shapes world")
-        except ValueError as err:
-            raise EvaluationSetupError(f"{err}; or set evaluation.factors=null to accept the "
+        except UserError as err:
+            raise UserError(f"{err}; or set evaluation.factors=null to accept the "
                                        "regressor's own factors") from err
     elif factors is not None:
         regressor.check_factors(list(factors), source="evaluation.factors")
@@ -114,27 +110,26 @@ def check_evaluation(cfg: DictConfig) -> EvaluationSettings:
     """Every number of the ``evaluation`` options, checked before any work (train.py at start-up,
     evaluate.py before the generator is loaded, and ``prepare_evaluation``): the settings
     (``EvaluationSettings.check``), the annotated traversal, ``default_alpha_range``, and the
-    baselines' names. An ``EvaluationSetupError`` names the option."""
+    baselines' names. A ``UserError`` names the option."""
     try:
         settings = EvaluationSettings.from_dict(
             OmegaConf.to_container(cfg.settings, resolve=True), prefix="evaluation.settings")
     except (TypeError, ValueError) as err:
-        raise EvaluationSetupError(str(err)) from err
-    error = EvaluationSetupError
+        raise UserError(str(err)) from err
     trav = cfg.traversal
-    integer(trav.num_seeds, "evaluation.traversal.num_seeds", low=1, error=error)
-    integer(trav.steps, "evaluation.traversal.steps", low=2, error=error)
+    integer(trav.num_seeds, "evaluation.traversal.num_seeds", low=1)
+    integer(trav.steps, "evaluation.traversal.steps", low=2)
     number(trav.alpha, "evaluation.traversal.alpha", low=0, low_open=True, words=("auto",),
-           error=error, hint="auto: twice evaluation.settings.alpha")
-    integer(trav.max_directions, "evaluation.traversal.max_directions", low=1, error=error)
+           hint="auto: twice evaluation.settings.alpha")
+    integer(trav.max_directions, "evaluation.traversal.max_directions", low=1)
     number(cfg.get("default_alpha_range"), "evaluation.default_alpha_range", low=0,
-           low_open=True, none=True, error=error)
+           low_open=True, none=True)
     if cfg.baselines is not None and not isinstance(cfg.baselines, ListConfig):
-        raise EvaluationSetupError(f"evaluation.baselines={cfg.baselines!r}: expected a list such "
+        raise UserError(f"evaluation.baselines={cfg.baselines!r}: expected a list such "
                                    f"as [random, coordinate] ([] or null: none)")
     unknown = set(cfg.baselines or []) - set(BASELINES)
     if unknown:
-        raise EvaluationSetupError(f"unknown baselines {sorted(unknown)}; known: {sorted(BASELINES)}")
+        raise UserError(f"unknown baselines {sorted(unknown)}; known: {sorted(BASELINES)}")
     return settings
 
 
@@ -148,8 +143,8 @@ def prepare_evaluation(cfg: DictConfig, generator: Generator
     if settings.lpips:
         try:
             lpips = make_lpips(settings.lpips)
-        except (LPIPSUnavailable, ValueError) as err:
-            raise EvaluationSetupError(f"{err} (or set evaluation.settings.lpips=null)") from err
+        except (LPIPSUnavailable, UserError) as err:
+            raise UserError(f"{err} (or set evaluation.settings.lpips=null)") from err
     return regressor, settings, lpips
 
 
@@ -161,17 +156,14 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     """
     directions_path = Path(directions_path)
     run_dir = directions_path.parent
-    try:
-        directions = Directions.load(directions_path, generator=generator)
-    except (FileNotFoundError, ValueError) as err:
-        raise EvaluationSetupError(str(err)) from err
+    directions = Directions.load(directions_path, generator=generator)
     directions.to(generator.device)
     regressor, settings, lpips = prepared or prepare_evaluation(cfg, generator)
     # "auto" steps follow the range the directions were trained on (their own units).
     try:
         alpha_range, alpha_source = directions.alpha_range(default=cfg.get("default_alpha_range"))
-    except ValueError as err:
-        raise EvaluationSetupError(f"{err} (or set evaluation.default_alpha_range)") from err
+    except UserError as err:
+        raise UserError(f"{err} (or set evaluation.default_alpha_range)") from err
     settings = settings.resolve(alpha_range)
     lpips = lpips.to(generator.device) if lpips is not None else None
     rank, world_size = _dist()

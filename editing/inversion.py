@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from generators.base import Generator
 from metrics.distances import ImageDistance, psnr
+from common.errors import UserError
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Inversion:
 def norm_ball(radius: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """A projection onto ``||latent|| <= radius`` (per code: per layer in W+)."""
     if radius <= 0:
-        raise ValueError(f"the norm ball's radius must be positive, got {radius}")
+        raise UserError(f"the norm ball's radius must be positive, got {radius}")
 
     def project(latent: torch.Tensor) -> torch.Tensor:
         norm = latent.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -60,7 +61,7 @@ def mean_latent(generator: Generator, samples: int = 512, seed: int = 0) -> torc
 def check_images(generator: Generator, images: torch.Tensor, what: str = "images") -> None:
     expected = (3, generator.resolution, generator.resolution)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(f"{what}: expected N x 3 x {generator.resolution} x "
+        raise UserError(f"{what}: expected N x 3 x {generator.resolution} x "
                          f"{generator.resolution} images for generator {generator.name!r}, got "
                          f"{tuple(images.shape)}")
 
@@ -86,14 +87,14 @@ def invert(generator: Generator, targets: torch.Tensor, *, distance: ImageDistan
     """
     check_images(generator, targets, "targets")
     if steps < 1 or starts < 1 or lr <= 0:
-        raise ValueError(f"inversion needs steps >= 1, starts >= 1 and lr > 0; got steps={steps}, "
+        raise UserError(f"inversion needs steps >= 1, starts >= 1 and lr > 0; got steps={steps}, "
                          f"starts={starts}, lr={lr}")
     distance = distance if distance is not None else ImageDistance(l2=1.0, lap1=1.0)
     device = generator.device
     distance = distance.to(device)
     n, shape = targets.shape[0], tuple(generator.latent_shape)
     if init is not None and tuple(init.shape) != (n, *shape):
-        raise ValueError(f"init: expected {n} x {' x '.join(map(str, shape))} latents, got "
+        raise UserError(f"init: expected {n} x {' x '.join(map(str, shape))} latents, got "
                          f"{tuple(init.shape)}")
     rng = torch.Generator().manual_seed(seed)
     first = init.to(device) if init is not None else mean_latent(generator).expand(n, *shape)

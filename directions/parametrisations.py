@@ -1,48 +1,25 @@
-"""The Directions artifact and the direction parametrisations it can hold.
+"""The direction parametrisations a directions file can hold.
 
-Every method ends with a ``Directions`` object saved as ``directions.pt``: a parametrisation
-(an ``nn.Module`` that knows how to ``shift(latent, index, alpha)``) plus metadata (method,
-generator identity and how to rebuild it, latent space, layers, alpha range, config, metrics).
-Loading one never needs a method's training code: the parametrisations live here, and a
-LightningModule imports its parametrisation from this file.
-
-A directions file (format ``DIRECTIONS_FORMAT``, v2) is a dict ``format, kind, config,
-state_dict, meta`` holding only tensors and plain data: it loads with
-``torch.load(weights_only=True)``, so a shared file can never run code. Version 1 files (the
-same keys; no ``layers`` in the config, no ``generator_source`` in meta) load and are upgraded
-in memory.
+Each is an ``nn.Module`` that knows how to ``shift(latent, index, alpha)``; ``PARAMETRISATIONS``
+maps the ``kind`` stored in a file to its class, and a method's LightningModule imports its
+parametrisation from here. ``baseline_set`` builds the fixed random and coordinate sets every
+evaluation compares against.
 
 Per-layer (W+) directions: a set built with ``layers=[...]`` moves only those per-layer codes of
 ``N x L x d`` latents and refuses ``N x d`` latents; a set with ``layers=None`` moves ``N x d``
 latents, or every layer of ``N x L x d`` ones.
-
-Class-dependent directions (GANalyze's theta(y) on a conditional generator): ``meta
-["direction_classes"]`` names the class of each stored direction, and the artifact's
-``shift`` / ``apply`` / ``traverse`` / renderers take the latents' classes ``y`` and move each
-latent along its own class's direction (``num_directions`` counts the directions of one class).
 """
 from __future__ import annotations
 
-import io
-import itertools
 import math
 import operator
-import os
-import pickle
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from common.io import atomic_write
-from generators.base import describe_layers, identity_mismatch
-
-DIRECTIONS_FORMAT = "latent-directions/directions/v2"
-DIRECTIONS_FORMAT_V1 = "latent-directions/directions/v1"
-READABLE_FORMATS = (DIRECTIONS_FORMAT_V1, DIRECTIONS_FORMAT)
-_KEYS = {"format", "kind", "config", "state_dict", "meta"}
+from generators.base import describe_layers
+from common.errors import UserError
 
 
 def _as_batch(value, n: int, device, dtype) -> torch.Tensor:
@@ -55,7 +32,7 @@ def _check_layers(layers) -> list[int] | None:
     if layers is None:
         return None
     if isinstance(layers, str):
-        raise ValueError(f"layers={layers!r}: a direction set takes layer indices; resolve a spec "
+        raise UserError(f"layers={layers!r}: a direction set takes layer indices; resolve a spec "
                          "such as 'coarse' or '0-3' with generator.layers(spec)")
     if isinstance(layers, torch.Tensor):
         layers = layers.tolist()
@@ -63,10 +40,10 @@ def _check_layers(layers) -> list[int] | None:
         values = [operator.index(layers)] if isinstance(layers, int) else \
             [operator.index(i) for i in layers]
     except TypeError:
-        raise ValueError(f"layers={layers!r}: give None (every layer) or a list of layer "
+        raise UserError(f"layers={layers!r}: give None (every layer) or a list of layer "
                          "indices (generator.layers(spec) resolves a spec)") from None
     if not values or min(values) < 0:
-        raise ValueError(f"layers={layers!r}: give None (every layer) or a non-empty list of "
+        raise UserError(f"layers={layers!r}: give None (every layer) or a non-empty list of "
                          "non-negative layer indices")
     return sorted(set(values))
 
@@ -78,7 +55,7 @@ def edit_pairs(edits) -> list[tuple]:
         try:
             index, alpha = edit
         except (TypeError, ValueError):
-            raise ValueError(f"an edit is a pair (index, alpha), got {edit!r}") from None
+            raise UserError(f"an edit is a pair (index, alpha), got {edit!r}") from None
         pairs.append((index, alpha))
     return pairs
 
@@ -142,7 +119,7 @@ class DirectionSet(nn.Module):
 
     def _layers_on(self, num_layers: int, device) -> torch.Tensor:
         if self.layers[-1] >= num_layers:
-            raise ValueError(f"this {self.kind} direction set moves layers {self.layers}, but the "
+            raise UserError(f"this {self.kind} direction set moves layers {self.layers}, but the "
                              f"latents have {num_layers} per-layer codes (0..{num_layers - 1}): "
                              "use the generator it was made for")
         index = self._layer_index.get(device)
@@ -158,12 +135,12 @@ class DirectionSet(nn.Module):
         if latent.ndim == 2:
             if self.layers is None:
                 return fn(latent, index, alpha)
-            raise ValueError(
+            raise UserError(
                 f"this {self.kind} direction set moves {describe_layers(self.layers, -1)} of "
                 f"per-layer (W+) codes: it takes latents N x L x {self.latent_dim}, got "
                 f"{tuple(latent.shape)}; use the generator's W+ space (generator.space=w+)")
         if latent.ndim != 3 or latent.shape[2] != self.latent_dim:
-            raise ValueError(f"this {self.kind} direction set takes latents N x {self.latent_dim} "
+            raise UserError(f"this {self.kind} direction set takes latents N x {self.latent_dim} "
                              f"or N x L x {self.latent_dim}, got {tuple(latent.shape)}")
         n, num_layers, d = latent.shape
         layers = None if self.layers is None else self._layers_on(num_layers, latent.device)
@@ -202,14 +179,14 @@ class LinearDirections(DirectionSet):
         super().__init__(latent_dim, num_directions, layers)
         if init == "identity":
             if num_directions > latent_dim:
-                raise ValueError(f"coordinate-axis directions: num_directions ({num_directions}) "
+                raise UserError(f"coordinate-axis directions: num_directions ({num_directions}) "
                                  f"cannot exceed the latent size ({latent_dim})")
             weight = torch.eye(latent_dim)[:num_directions]
         elif init == "randn":
             gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
             weight = torch.randn(num_directions, latent_dim, generator=gen)
         else:
-            raise ValueError(f"unknown init {init!r}: use 'randn' or 'identity'")
+            raise UserError(f"unknown init {init!r}: use 'randn' or 'identity'")
         self.init, self.trainable, self.init_seed = init, trainable, init_seed
         self.weight = nn.Parameter(weight, requires_grad=trainable)
 
@@ -235,7 +212,7 @@ class OrthoDirections(DirectionSet):
                  layers: Sequence[int] | None = None) -> None:
         num_directions = latent_dim if num_directions is None else num_directions
         if num_directions != latent_dim:
-            raise ValueError(f"ortho directions form a basis: num_directions must equal the "
+            raise UserError(f"ortho directions form a basis: num_directions must equal the "
                              f"latent size {latent_dim}, got {num_directions}; use "
                              "directions_type=linear for another count")
         super().__init__(latent_dim, num_directions, layers)
@@ -309,12 +286,12 @@ class RBFWarps(DirectionSet):
                  init_seed: int | None = None, layers: Sequence[int] | None = None) -> None:
         super().__init__(latent_dim, num_directions, layers)
         if num_dipoles < 1:
-            raise ValueError(f"num_dipoles must be at least 1, got {num_dipoles}")
+            raise UserError(f"num_dipoles must be at least 1, got {num_dipoles}")
         if traversal_step <= 0:
-            raise ValueError(f"traversal_step must be positive, got {traversal_step}")
+            raise UserError(f"traversal_step must be positive, got {traversal_step}")
         gamma = 1.0 / latent_dim if gamma is None else gamma
         if gamma <= 0:
-            raise ValueError(f"gamma must be positive, got {gamma}")
+            raise UserError(f"gamma must be positive, got {gamma}")
         gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
         v = torch.randn(num_directions, num_dipoles, latent_dim, generator=gen)
         radius = torch.linspace(float(radii[0]), float(radii[1]), num_directions)
@@ -444,7 +421,7 @@ class MLPWalk(DirectionSet):
                  layers: Sequence[int] | None = None) -> None:
         super().__init__(latent_dim, num_directions, layers)
         if step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
+            raise UserError(f"step_size must be positive, got {step_size}")
         with torch.random.fork_rng(devices=[]):
             if init_seed is not None:
                 torch.manual_seed(init_seed)
@@ -511,7 +488,7 @@ class BasisDirections(DirectionSet):
            values: torch.Tensor | None = None, layers: Sequence[int] | None = None) -> "BasisDirections":
         """A set from ``K x d`` vectors (normalised here) and optional scales and values."""
         if basis.ndim != 2:
-            raise ValueError(f"a basis is K x d, got shape {tuple(basis.shape)}")
+            raise UserError(f"a basis is K x d, got shape {tuple(basis.shape)}")
         out = cls(basis.shape[1], basis.shape[0], layers)
         out.basis.copy_(basis / basis.norm(dim=1, keepdim=True).clamp_min(1e-12))
         if scales is not None:
@@ -553,7 +530,7 @@ class LayerVectors(DirectionSet):
                  layers: Sequence[int] | None = None) -> None:
         super().__init__(latent_dim, num_directions, list(range(num_layers)) if layers is None else layers)
         if self.layers[-1] >= num_layers:
-            raise ValueError(f"layers {self.layers} are outside 0..{num_layers - 1}")
+            raise UserError(f"layers {self.layers} are outside 0..{num_layers - 1}")
         gen = torch.Generator().manual_seed(init_seed) if init_seed is not None else None
         self.theta = nn.Parameter(init_scale * torch.randn(num_directions, len(self.layers),
                                                            latent_dim, generator=gen))
@@ -571,7 +548,7 @@ class LayerVectors(DirectionSet):
 
     def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         if latent.ndim != 3 or tuple(latent.shape[1:]) != (self.num_layers, self.latent_dim):
-            raise ValueError(f"per-layer directions take W+ latents N x {self.num_layers} x "
+            raise UserError(f"per-layer directions take W+ latents N x {self.num_layers} x "
                              f"{self.latent_dim}, got {tuple(latent.shape)}: use the generator's "
                              "W+ space (generator.space=w+)")
         n = latent.shape[0]
@@ -653,451 +630,4 @@ def baseline_set(kind: str, latent_dim: int, num_directions: int, init_seed: int
     if kind == "id":
         return LinearDirections(latent_dim, num_directions, init="identity", trainable=False,
                                 layers=layers)
-    raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINE_KINDS)}")
-
-
-# ---- plain data: what a directions file may hold ------------------------------------------
-_SCALARS = (str, int, float, bool, complex, bytes, type(None))
-# Meta entries whose odd values are kept as their repr (configs); elsewhere they are refused.
-_LENIENT_META = ("config", "generator_source")
-
-
-def _plain(value: Any, where: str, lenient: bool) -> Any:
-    """``value`` as tensors and plain data only (what ``torch.load(weights_only=True)`` reads):
-    numpy values become Python numbers or tensors, paths strings, mappings dicts, sequences
-    lists; anything else is its ``repr`` when ``lenient``, else refused."""
-    if type(value) in _SCALARS:
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, (torch.Size, torch.dtype)):
-        return value
-    if type(value).__module__ == "numpy":
-        import numpy as np  # only where numpy values occur
-
-        if isinstance(value, np.generic):
-            return _plain(value.item(), where, lenient)
-        if isinstance(value, np.ndarray) and value.dtype != object:
-            return torch.as_tensor(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, torch.device):
-        return str(value)
-    if type(value).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        try:
-            value = OmegaConf.to_container(value, resolve=True)
-        except Exception:  # noqa: BLE001 - an unresolvable interpolation: keep it as written
-            value = OmegaConf.to_container(value, resolve=False)
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            plain_key = _plain(key, f"{where}[{key!r}]", lenient)
-            if not isinstance(plain_key, (str, int, float, bool, type(None))):
-                plain_key = _plain(repr(key), where, lenient) if lenient else \
-                    _refuse(key, f"{where} (a key)")
-            out[plain_key] = _plain(item, f"{where}[{key!r}]", lenient)
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_plain(item, f"{where}[{i}]", lenient) for i, item in enumerate(value)]
-        return tuple(items) if type(value) is tuple else items
-    if lenient:
-        return repr(value)
-    return _refuse(value, where)
-
-
-def _refuse(value: Any, where: str):
-    shown = repr(value)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    raise ValueError(
-        f"Directions.save refuses to write {where} = {shown}: a {type(value).__name__} would not "
-        "load with torch.load(weights_only=True); directions files hold only tensors and plain "
-        "data (dict, list, tuple, str, int, float, bool, None). Convert it, or keep it under "
-        "meta['config'], where other values are stored as their repr")
-
-
-def _weights_only_reason(err: Exception) -> str:
-    """The unpickler's own reason in torch's weights-only error (e.g. "Unsupported global:
-    GLOBAL posix.system ...")."""
-    text = str(err)
-    for marker in ("WeightsUnpickler error:", "from a trusted source."):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-            break
-    return " ".join(text.split("Check the documentation")[0].split())[:300]
-
-
-def _runs_code(err: Exception) -> bool:
-    """Whether torch's weights-only unpickler refused objects (globals, calls): everything it
-    refuses but bytes that are no pickle at all."""
-    text = str(err)
-    return "Weights only load failed" in text and "unsupported operand" not in text.lower()
-
-
-def _module_device(module, fallback) -> torch.device:
-    device = getattr(module, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    for tensor in itertools.chain(module.parameters(), module.buffers()):  # a basis: buffers only
-        return tensor.device
-    return fallback
-
-
-def class_table(direction_classes: Sequence[int]) -> torch.Tensor:
-    """Which stored direction belongs to which class, for class-dependent sets (GANalyze's
-    theta(y)): ``direction_classes[j]`` is the class of stored direction j, and the table
-    ``(max class + 1) x P`` holds the stored index of each class's p-th direction (-1 where a
-    class has none). Every class listed must own the same number P of directions."""
-    classes = [operator.index(c) for c in direction_classes]
-    if not classes or min(classes) < 0:
-        raise ValueError(f"direction_classes must list a class index >= 0 for each stored "
-                         f"direction, got {list(direction_classes)}")
-    owned = {c: [j for j, k in enumerate(classes) if k == c] for c in sorted(set(classes))}
-    per_class = {len(v) for v in owned.values()}
-    if len(per_class) != 1:
-        raise ValueError(f"direction_classes {classes}: every class must own as many directions "
-                         "as the others")
-    table = torch.full((max(classes) + 1, per_class.pop()), -1, dtype=torch.long)
-    for c, stored in owned.items():
-        table[c] = torch.tensor(stored)
-    return table
-
-
-def class_index(table: torch.Tensor, y, index) -> torch.Tensor:
-    """The stored index of logical direction ``index`` (an int or ``N`` ints) for each class of
-    ``y`` (``N`` class indices), from a ``class_table``; a class without directions, or a
-    missing ``y``, is a ValueError that names the classes the directions were made for."""
-    made_for = (table[:, 0] >= 0).nonzero().flatten().tolist()
-    if y is None:
-        raise ValueError(f"these directions depend on the class (one per class of {made_for}): "
-                         "pass the classes y of the latents")
-    y = torch.as_tensor(y, device=table.device).long().flatten()
-    index = _as_batch(index, y.shape[0], table.device, torch.long)
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= table.shape[1]):
-        raise ValueError(f"direction index {index.unique().tolist()}: these class-dependent "
-                         f"directions have indices 0..{table.shape[1] - 1}")
-    inside = (y >= 0) & (y < table.shape[0])
-    stored = torch.full_like(y, -1)
-    stored[inside] = table[y[inside], index[inside]]
-    if (stored < 0).any():
-        raise ValueError(f"no direction for class(es) {y[stored < 0].unique().tolist()}: these "
-                         f"class-dependent directions were made for classes {made_for}")
-    return stored
-
-
-class Directions:
-    """The artifact every method produces; load it with ``Directions.load``.
-
-    Args:
-        directions: the parametrisation.
-        meta: method, generator identity (``generator``) and how to rebuild it
-            (``generator_source``), latent space (``space``), ``layers``, ``alpha_range``,
-            config, metrics. ``layers`` always mirrors the set's own layers.
-        generator: fills ``generator``, ``generator_source`` and ``space`` from the generator the
-            directions were made with (``Directions.generator_meta``).
-    """
-
-    def __init__(self, directions: DirectionSet, meta: dict[str, Any] | None = None,
-                 generator=None) -> None:
-        self.directions = directions.eval()
-        self.meta = dict(meta or {})
-        if generator is not None:
-            self.meta.update(self.generator_meta(generator))
-        layers = directions.layers
-        self.meta["layers"] = None if layers is None else list(layers)
-        identity = self.meta.get("generator") if isinstance(self.meta.get("generator"), Mapping) else {}
-        self.meta["space"] = (self.meta.get("space") or identity.get("space")
-                              or ("w+" if layers is not None else "z"))
-        # Class-dependent sets (GANalyze's theta(y)): the class of each stored direction.
-        classes = self.meta.get("direction_classes")
-        self._class_table = None
-        if classes is not None:
-            if len(classes) != directions.num_directions:
-                raise ValueError(f"direction_classes names {len(classes)} classes for "
-                                 f"{directions.num_directions} stored directions")
-            self._class_table = class_table(classes)
-        self.path: Path | None = None  # the file it was loaded from
-        self.format = DIRECTIONS_FORMAT  # the format of that file (v1 files are upgraded)
-
-    @staticmethod
-    def generator_meta(generator) -> dict[str, Any]:
-        """The meta entries describing ``generator``: ``generator`` (its full ``identity()``),
-        ``generator_source`` (its ``source``: the config that rebuilds it, or None) and
-        ``space``."""
-        source = getattr(generator, "source", None)
-        return {"generator": dict(generator.identity()),
-                "generator_source": dict(source) if isinstance(source, Mapping) else source,
-                "space": generator.space}
-
-    @property
-    def num_directions(self) -> int:
-        """Directions a latent can take: for a class-dependent set, those of one class."""
-        table = self._class_table
-        return self.directions.num_directions if table is None else table.shape[1]
-
-    @property
-    def class_dependent(self) -> bool:
-        """Whether each latent's direction depends on its class (``shift`` needs ``y``)."""
-        return self._class_table is not None
-
-    def stored_index(self, index, y=None):
-        """The stored direction of ``index`` for classes ``y`` (``index`` itself for a set that
-        does not depend on the class: ``y`` is ignored then)."""
-        if self._class_table is None:
-            return index
-        return class_index(self._class_table, y, index)
-
-    @property
-    def latent_dim(self) -> int:
-        return self.directions.latent_dim
-
-    @property
-    def layers(self) -> list[int] | None:
-        return self.directions.layers
-
-    @property
-    def space(self) -> str:
-        return self.meta["space"]
-
-    def to(self, device) -> "Directions":
-        self.directions.to(device)
-        return self
-
-    # ---- editing --------------------------------------------------------------------------
-    @torch.no_grad()
-    def shift(self, latent: torch.Tensor, index, alpha, y=None) -> torch.Tensor:
-        """Latents moved along direction ``index`` by ``alpha``; ``y``: the latents' classes,
-        which pick each latent's own direction in a class-dependent set (ignored otherwise)."""
-        return self.directions.shift(latent, self.stored_index(index, y), alpha)
-
-    @torch.no_grad()
-    def apply(self, latent: torch.Tensor, edits, y=None) -> torch.Tensor:
-        """Several edits at once: ``edits`` is a list of ``(index, alpha)`` pairs (alpha a float
-        or ``N`` floats), applied in order, each from the previous result. Linear edits commute
-        (their offsets add up); non-linear ones (warps, walks, norm-keeping vectors) are walked
-        one after the other, so their order matters. ``y``: as for ``shift``."""
-        return self.directions.apply(
-            latent, [(self.stored_index(index, y), alpha) for index, alpha in edit_pairs(edits)])
-
-    @torch.no_grad()
-    def traverse(self, latent: torch.Tensor, index: int, alphas, y=None) -> torch.Tensor:
-        """Latents ``N x len(alphas) x d`` (``N x len(alphas) x L x d`` for W+ latents) along
-        direction ``index`` (each alpha walked from the start: non-linear paths re-evaluate their
-        direction along the way). ``y``: as for ``shift``."""
-        return torch.stack([self.shift(latent, index, float(a), y) for a in alphas], dim=1)
-
-    # ---- rendering ------------------------------------------------------------------------
-    @torch.no_grad()
-    def render_traversal(self, generator, latents: torch.Tensor, index: int, alphas,
-                         y: torch.Tensor | None = None, batch_size: int = 64,
-                         device=None) -> torch.Tensor:
-        """Images ``N x len(alphas) x 3 x H x W`` of direction ``index``: for each latent (seed
-        major) its alphas in order, each walked from the latent as ``traverse`` does. The
-        latents go through ``generator(latent, y)`` in chunks of ``batch_size``, ``y`` (``N``
-        class indices, or None) repeated for each alpha. Images are collected on ``device``
-        (default: the generator's)."""
-        return self._render(generator, latents, [index], alphas, y, batch_size, device)[0]
-
-    @torch.no_grad()
-    def traversal_rows(self, generator, latents: torch.Tensor, indices, alphas,
-                       y: torch.Tensor | None = None, batch_size: int = 64,
-                       device=None) -> torch.Tensor:
-        """Images ``len(indices) x (N * len(alphas)) x 3 x H x W``: one row per direction index,
-        each row every latent's alphas (seed-major, as ``render_traversal``). For a grid:
-        ``save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1])``."""
-        images = self._render(generator, latents, indices, alphas, y, batch_size, device)
-        return images.flatten(1, 2)
-
-    def _render(self, generator, latents, indices, alphas, y, batch_size, device) -> torch.Tensor:
-        alphas = [float(a) for a in alphas]
-        indices = [int(k) for k in indices]
-        if not alphas or not indices:
-            raise ValueError("a traversal needs at least one alpha and one direction index")
-        bad = [k for k in indices if not 0 <= k < self.num_directions]
-        if bad:
-            raise ValueError(f"direction indices {bad}: these directions have indices "
-                             f"0..{self.num_directions - 1}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        n = latents.shape[0]
-        own = _module_device(self.directions, latents.device)
-        target = _module_device(generator, latents.device)
-        if y is not None:
-            y = torch.as_tensor(y)
-            if y.shape != (n,):
-                raise ValueError(f"y must hold one class index per latent ({n}), got shape "
-                                 f"{tuple(y.shape)}")
-        # every direction's traversal: K x N x A latents, flattened direction, seed, alpha
-        path = torch.stack([self.traverse(latents.to(own), k, alphas,
-                                          None if y is None else y.to(own)) for k in indices])
-        path = path.flatten(0, 2)
-        if y is not None:
-            y = y.to(target).repeat_interleave(len(alphas)).repeat(len(indices))
-        chunks = []
-        for start in range(0, path.shape[0], batch_size):
-            chunk = path[start:start + batch_size].to(target)
-            images = generator(chunk) if y is None else generator(chunk, y[start:start + batch_size])
-            chunks.append(images if device is None else images.to(device))
-        images = torch.cat(chunks)
-        return images.reshape(len(indices), n, len(alphas), *images.shape[1:])
-
-    # ---- the alpha range ------------------------------------------------------------------
-    def alpha_range(self, default: float | None = None) -> tuple[float, str]:
-        """``(r, how)``: the largest |alpha| the directions were trained on and where it comes
-        from: ``(recorded, "recorded")``; for a file that records none, ``(default, "default
-        (the file records no alpha_range)")``, or a ValueError when ``default`` is None."""
-        value = self.meta.get("alpha_range")
-        if value is not None:
-            return float(value), "recorded"
-        if default is None:
-            raise ValueError(
-                f"{self.path or 'these directions'} record no alpha_range (the |alpha| their "
-                "method trained on; only files from before it was recorded lack it): give the "
-                "alphas explicitly instead of 'auto' (e.g. edit.py alphas=[-3,0,3], evaluate.py "
-                "evaluation.settings.alpha=1.5)")
-        return float(default), "default (the file records no alpha_range)"
-
-    # ---- files ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Atomic write (temporary file, then rename): a failure keeps the previous file. The
-        metadata is made plain first (numpy numbers, paths and configs converted; other objects
-        kept as their repr under ``config`` and ``generator_source``, refused elsewhere), and the
-        file is checked to load with ``torch.load(weights_only=True)`` before it is written."""
-        meta = {}
-        for key, value in self.meta.items():
-            if not isinstance(key, str):
-                _refuse(key, "a meta key")
-            meta[key] = _plain(value, f"meta[{key!r}]", lenient=key in _LENIENT_META)
-        payload = {
-            "format": DIRECTIONS_FORMAT,
-            "kind": self.directions.kind,
-            "config": _plain(self.directions.config(), "the direction config", lenient=False),
-            "state_dict": {k: v.detach().cpu() for k, v in self.directions.state_dict().items()},
-            "meta": meta,
-        }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        data = buffer.getvalue()
-        try:
-            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - never write a file that cannot be read back
-            raise ValueError(f"Directions.save refuses to write {path}: it would not load with "
-                             f"torch.load(weights_only=True) ({_weights_only_reason(err)})") from None
-        return atomic_write(path, lambda handle: handle.write(data))
-
-    @classmethod
-    def load(cls, path: str | Path, generator=None, map_location: str = "cpu") -> "Directions":
-        """Load a directions file (v2, or v1 upgraded in memory) with
-        ``torch.load(weights_only=True)``: a file holding anything but tensors and plain data
-        is refused unread. With ``generator``, refuse one made for another generator."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"directions file not found: {path} (a run writes "
-                                    "outputs/<run_name>/directions.pt at the end of training)")
-        try:
-            blob = torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as err:
-            reason = _weights_only_reason(err)
-            if not _runs_code(err):
-                raise ValueError(f"{path} is not a readable torch file ({reason}); expected a "
-                                 f"directions file ({DIRECTIONS_FORMAT})") from None
-            raise ValueError(
-                f"{path}: Directions.load refuses to unpickle this file: it holds objects other "
-                f"than tensors and plain data ({reason}), and unpickling those may run code; "
-                "directions files hold only tensors and plain data. Do not load it elsewhere "
-                "either unless you trust its origin") from None
-        except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
-            raise ValueError(f"{path} is not a readable torch file ({type(err).__name__}: {err}); "
-                             f"expected a directions file ({DIRECTIONS_FORMAT})") from None
-        keys = set(blob) if isinstance(blob, dict) else set()
-        fmt = blob.get("format") if isinstance(blob, dict) else None
-        if fmt not in READABLE_FORMATS or keys != _KEYS:
-            if isinstance(fmt, str) and fmt.startswith("latent-directions/directions/") \
-                    and fmt not in READABLE_FORMATS:
-                raise ValueError(f"{path} is a directions file of format {fmt!r}, which this "
-                                 f"version of the project does not read (it reads "
-                                 f"{list(READABLE_FORMATS)}): update the project")
-            raise ValueError(f"{path} is not a directions file ({DIRECTIONS_FORMAT}): missing "
-                             f"keys {sorted(_KEYS - keys)}, unexpected keys {sorted(keys - _KEYS)}")
-        if blob["kind"] not in PARAMETRISATIONS:
-            raise ValueError(f"{path}: unknown direction kind {blob['kind']!r}; "
-                             f"known: {sorted(PARAMETRISATIONS)}")
-        try:
-            directions = PARAMETRISATIONS[blob["kind"]](**blob["config"])
-        except TypeError as err:
-            raise ValueError(f"{path}: the {blob['kind']} config {blob['config']} does not fit "
-                             f"this version's parametrisation ({err})") from None
-        directions.load_state_dict(blob["state_dict"])
-        meta = dict(blob["meta"] or {})
-        if fmt == DIRECTIONS_FORMAT_V1:  # v1: every layer, the space recorded or z
-            meta.setdefault("layers", None)
-            meta["space"] = meta.get("space") or "z"
-        loaded = cls(directions, meta)
-        loaded.path, loaded.format = path, fmt
-        if generator is not None:
-            loaded.check_generator(generator, source=str(path))
-        return loaded
-
-    # ---- the generator --------------------------------------------------------------------
-    def made_for(self) -> str:
-        """The generator these directions were made for, in words (its rebuild config when
-        recorded)."""
-        identity = self.meta.get("generator") if isinstance(self.meta.get("generator"), Mapping) else {}
-        source = self.meta.get("generator_source")
-        if isinstance(source, Mapping) and source:
-            shown = ", ".join(f"{k}={v}" for k, v in source.items() if k != "_target_")
-            return f"generator {identity.get('name')!r} from {shown or source}"
-        sha = identity.get("sha256")
-        return (f"generator {identity.get('name')!r} ({identity.get('adapter')}, "
-                f"{identity.get('space', self.space)} space"
-                + (f", sha256 {sha[:12]}..." if sha else "") + ")")
-
-    def check_generator(self, generator, source: str = "these directions") -> None:
-        """Refuse a generator other than the one the directions were made for: another latent
-        size, or any identity field recorded in the file that differs (sha256, adapter, space,
-        latent_dim, num_layers, truncation, num_classes; the Z- and W-space views of one
-        checkpoint are different generators); per-layer directions need W+ latents."""
-        name = getattr(generator, "name", type(generator).__name__)
-        if self.latent_dim != generator.latent_dim:
-            raise ValueError(f"{source} has directions in a {self.latent_dim}-d latent space, but "
-                             f"generator {name!r} takes {generator.latent_dim}-d latents: use the "
-                             f"generator it was made for ({self.made_for()})")
-        saved = self.meta.get("generator")
-        if isinstance(saved, Mapping) and hasattr(generator, "identity"):
-            mismatch = identity_mismatch(dict(saved), generator.identity())
-            if mismatch:
-                def show(key, value):
-                    return f"{value[:12]}..." if key == "sha256" and isinstance(value, str) else repr(value)
-
-                fields = "; ".join(f"{k} {show(k, a)} in the file vs {show(k, b)} now"
-                                   for k, (a, b) in mismatch.items())
-                raise ValueError(f"{source} was made for generator {saved.get('name')!r}, not for "
-                                 f"{name!r}: {fields}; use the generator it was made for "
-                                 f"({self.made_for()})")
-        classes = self.meta.get("direction_classes")
-        num_classes = getattr(generator, "num_classes", None)
-        if classes is not None and (not num_classes or max(classes) >= num_classes):
-            raise ValueError(f"{source} holds class-dependent directions for classes up to "
-                             f"{max(classes)}, but generator {name!r} has "
-                             f"{num_classes or 'no'} classes: use the generator it was made for "
-                             f"({self.made_for()})")
-        layers = self.directions.layers
-        if layers is not None:
-            num_layers = getattr(generator, "num_layers", 1)
-            if getattr(generator, "space", None) != "w+":
-                raise ValueError(f"{source} holds directions on "
-                                 f"{describe_layers(layers, num_layers)} of per-layer codes: they "
-                                 f"need W+ latents, but generator {name!r} edits its "
-                                 f"{getattr(generator, 'space', '?')!r} space; load it with "
-                                 "generator.space=w+")
-            if layers[-1] >= num_layers:
-                raise ValueError(f"{source} holds directions on layers {layers}, but generator "
-                                 f"{name!r} has {num_layers} layers: use the generator it was "
-                                 f"made for ({self.made_for()})")
+    raise UserError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINE_KINDS)}")

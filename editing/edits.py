@@ -33,6 +33,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from common.errors import UserError
 
 # A warped tensor of ones reads slightly below 1 from rounding even where it is fully inside,
 # and clearly below 1 where part of the bilinear footprint falls outside the image.
@@ -51,14 +52,14 @@ def _per_sample(alpha: torch.Tensor | float, images: torch.Tensor, dims: int,
     elif dims > 1 and alpha.shape == (dims,):
         alpha = alpha.expand(expected)
     if tuple(alpha.shape) != expected:
-        raise ValueError(f"edit {name!r} takes alpha of shape {expected} for {n} images, "
+        raise UserError(f"edit {name!r} takes alpha of shape {expected} for {n} images, "
                          f"got {tuple(alpha.shape)}")
     return alpha
 
 
 def _check_images(images: torch.Tensor, name: str) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"edit {name!r} takes images N x 3 x H x W, got {tuple(images.shape)}")
+        raise UserError(f"edit {name!r} takes images N x 3 x H x W, got {tuple(images.shape)}")
 
 
 def _warp(images: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +89,7 @@ def zoom(images: torch.Tensor, alpha: torch.Tensor | float) -> tuple[torch.Tenso
     _check_images(images, "zoom")
     alpha = _per_sample(alpha, images, 1, "zoom")
     if bool((alpha <= 0).any()):
-        raise ValueError(f"zoom factors must be positive, got min {alpha.min().item():g}")
+        raise UserError(f"zoom factors must be positive, got min {alpha.min().item():g}")
     inv = 1.0 / alpha
     zero = torch.zeros_like(alpha)
     # Output pixel p shows the input at p / alpha.
@@ -121,7 +122,7 @@ def scale(images: torch.Tensor, alpha: torch.Tensor | float) -> tuple[torch.Tens
     _check_images(images, "scale")
     alpha = _per_sample(alpha, images, 1, "scale")
     if bool((alpha <= 0).any()):
-        raise ValueError(f"scale factors must be positive, got min {alpha.min().item():g}")
+        raise UserError(f"scale factors must be positive, got min {alpha.min().item():g}")
     inv = 1.0 / alpha
     centre = content_centre(images)
     zero = torch.zeros_like(alpha)
@@ -314,4 +315,4 @@ def get_edit(name: str) -> Edit:
     try:
         return EDITS[name]
     except KeyError:
-        raise ValueError(f"unknown edit {name!r}; known edits: {', '.join(EDITS)}") from None
+        raise UserError(f"unknown edit {name!r}; known edits: {', '.join(EDITS)}") from None
