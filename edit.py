@@ -30,13 +30,13 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from common.checks import integer, integers, number, numbers
+from common.errors import UserError
 from common.images import read_image, save_grid
 from common.io import atomic_write, atomic_write_json
-from common.runs import check_command_line, exit_on_setup_error, register_resolvers
-from generators.recorded import load_run_generator
-from directions import Directions
-from common.errors import UserError
 from common.pickles import RefusedPickle, UnreadableFile, load_weights_only
+from common.runs import check_command_line, exit_on_setup_error, register_resolvers
+from directions import Directions
+from generators.recorded import load_run_generator
 
 log = logging.getLogger("edit")
 register_resolvers()

@@ -19,12 +19,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from common.errors import UserError
 from common.loggers import finish_wandb
 from common.runs import check_command_line, exit_on_setup_error, register_resolvers, resolve_device
-from generators.recorded import load_run_generator
 from directions import Directions
 from evaluation.run import check_evaluation, run_evaluation
-from common.errors import UserError
+from generators.recorded import load_run_generator
 
 log = logging.getLogger("evaluate")
 register_resolvers()

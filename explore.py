@@ -19,9 +19,9 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from common.checks import integer, number
+from common.errors import UserError
 from common.runs import check_command_line, exit_on_setup_error, register_resolvers
 from explorer.render import Explorer
-from common.errors import UserError
 
 log = logging.getLogger("explore")
 register_resolvers()

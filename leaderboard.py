@@ -16,14 +16,14 @@ a NaN or infinite metric reads ``nan`` / ``inf``.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metrics.report import COLUMNS, markdown_table, one_line, report_describes
 from common.errors import UserError
+from metrics.report import COLUMNS, markdown_table, one_line, report_describes
 
 
 class BadReport(UserError):

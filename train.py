@@ -26,18 +26,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from common.callbacks import RunSignature
 from common.checks import check_config_numbers, integer, integers, number
+from common.errors import UserError
 from common.io import atomic_write_json
 from common.loggers import finish_wandb
-from common.preemption import Preemption, stopped_by_signal
-from common.runs import (check_command_line, exit_on_setup_error, hydra_run_dir, note_new_folders,
-                         one_line, refuse)
-from generators.base import identity_mismatch
-from metrics.report import report_describes
-from lightning_modules.fit_free import FitFreeCarrier, FitFreeMethod
-from evaluation.run import (check_evaluation, prepare_evaluation,
-                                         run_evaluation)
-from common.errors import UserError
 from common.pickles import RefusedPickle, UnreadableFile, load_weights_only
+from common.preemption import Preemption, stopped_by_signal
+from common.runs import check_command_line, exit_on_setup_error, hydra_run_dir, note_new_folders, one_line, refuse
+from evaluation.run import check_evaluation, prepare_evaluation, run_evaluation
+from generators.base import identity_mismatch
+from lightning_modules.fit_free import FitFreeCarrier, FitFreeMethod
+from metrics.report import report_describes
 
 log = logging.getLogger("train")
 # The frozen generator is in eval mode on purpose; Lightning warns about any such module.

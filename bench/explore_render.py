@@ -41,9 +41,9 @@ from omegaconf import OmegaConf  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from common.images import png_bytes  # noqa: E402
+from directions import Directions, LinearDirections, RBFWarps  # noqa: E402
 from explorer.app import ExplorerApp  # noqa: E402
 from explorer.render import Explorer  # noqa: E402
-from directions import Directions, LinearDirections, RBFWarps  # noqa: E402
 
 KINDS = {"linear": lambda d: LinearDirections(d, 8, init_seed=0),
          "warped": lambda d: RBFWarps(d, 8, num_dipoles=32, init_seed=0)}

@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the project is n
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 import torch  # noqa: E402
+
 # Imported here, before any thread limit is set, so that the limit reaches their BLAS too.
 from sklearn.decomposition import IncrementalPCA  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402

@@ -25,11 +25,11 @@ import argparse
 import time
 
 import torch
+from stylegan2_forward import build, config_f
 from torch.func import jvp
 
 from generators import load_generator
 from lightning_modules.fit_free.lowrankgan import image_jacobian
-from stylegan2_forward import build, config_f
 
 
 def pixels_of(g, size: int):

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from common.images import save_grid  # noqa: E402
 from datamodules.world import FACTORS, ShapesWorld  # noqa: E402
-from generators import load_generator  # noqa: E402
 from directions import Directions  # noqa: E402
 from editing.inversion import invert  # noqa: E402
+from generators import load_generator  # noqa: E402
 from metrics.curves import linear_fit  # noqa: E402
 from regressors.attributes import AttributeAssessor, load_regressor  # noqa: E402
 

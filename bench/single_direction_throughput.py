@@ -36,8 +36,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 import train as train_script  # noqa: E402
-from bench.reconstructor_throughput import (NO_VALIDATION, measure_trainer_cfg,  # noqa: E402
-                                            quiet_lightning, time_repeated)
+from bench.reconstructor_throughput import NO_VALIDATION, measure_trainer_cfg, quiet_lightning, time_repeated  # noqa: E402
 
 
 def compose_config(method: str, batch_size: int, max_steps: int, output_dir: Path):

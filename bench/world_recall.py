@@ -31,9 +31,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the project is n
 import torch  # noqa: E402
 
 from datamodules.world import ShapesWorld  # noqa: E402
+from editing.inversion import invert  # noqa: E402
 from generators import load_generator  # noqa: E402
 from generators.assess import assess  # noqa: E402
-from editing.inversion import invert  # noqa: E402
 
 
 def recall(weights: str, images: int, steps: int, starts: int, seed: int) -> dict[str, float]:

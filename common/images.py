@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+
 from common.errors import UserError
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common.pickles import UnreadableFile, load_weights_only
-from common.errors import MissingFile, UserError
 
+from common.errors import MissingFile, UserError
+from common.pickles import UnreadableFile, load_weights_only
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

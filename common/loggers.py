@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import netrc
-import uuid
 import os
+import uuid
 from pathlib import Path
 
 

@@ -197,6 +197,8 @@ def _why_unreadable(data: bytes, err: Exception) -> str:
     text is only its weights-only boilerplate."""
     if not data:
         return "empty file"
+    if data.startswith(b"PK") and not zipfile.is_zipfile(io.BytesIO(data)):
+        return "a zip archive cut short or damaged: the end of the file is missing"
     if isinstance(err, pickle.UnpicklingError) and not zipfile.is_zipfile(io.BytesIO(data)):
         try:
             scan_pickle(io.BytesIO(data))

@@ -34,8 +34,8 @@ from typing import Sequence
 import pytorch_lightning as pl
 
 from common.callbacks import LastCheckpoint
-from common.training import batches_done
 from common.errors import UserError
+from common.training import batches_done
 
 log = logging.getLogger("preemption")
 

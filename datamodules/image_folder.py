@@ -31,6 +31,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
 from common.errors import MissingFile, UserError
 
 _FORMAT = ("a header row with a 'filename' column (image paths relative to the folder) and one "

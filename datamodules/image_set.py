@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.errors import UserError
 from common.training import batches_done
 from datamodules.image_folder import ImageFolderImages, list_images
 from datamodules.streams import SeededStreamDataModule, batch_seed
 from datamodules.world import ShapesWorld
-from common.errors import UserError
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.errors import UserError
 from common.seeds import HELD_OUT_STEP
 from common.training import batches_done
-from common.errors import UserError
 
 BatchFn = Callable[[int, torch.Generator], dict]
 

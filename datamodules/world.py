@@ -25,11 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 import torch
 
-from datamodules.streams import SeededStreamDataModule
 from common.errors import UserError
+from datamodules.streams import SeededStreamDataModule
 
 FACTORS: tuple[str, ...] = ("shape", "scale", "rotation", "x", "y", "hue")
 FACTOR_KINDS: dict[str, str] = {

@@ -12,10 +12,22 @@ parametrisations, and the safe reader of its files.
 - ``directions.reader``: what a file may hold, and reading one without running anything in it.
 """
 from directions.artifact import Directions, class_index, class_table
-from directions.parametrisations import (BASELINE_KINDS, PARAMETRISATIONS, BasisDirections, DirectionSet,
-                                         LayerVectors, LinearDirections, LocalDirections, MLPWalk,
-                                         OrthoDirections, ProjDirections, RBFWarps, VectorDirections,
-                                         baseline_set, edit_pairs)
+from directions.parametrisations import (
+                                         BASELINE_KINDS,
+                                         PARAMETRISATIONS,
+                                         BasisDirections,
+                                         DirectionSet,
+                                         LayerVectors,
+                                         LinearDirections,
+                                         LocalDirections,
+                                         MLPWalk,
+                                         OrthoDirections,
+                                         ProjDirections,
+                                         RBFWarps,
+                                         VectorDirections,
+                                         baseline_set,
+                                         edit_pairs,
+)
 from directions.reader import DIRECTIONS_FORMAT, DIRECTIONS_FORMAT_V1, READABLE_FORMATS
 
 __all__ = ["Directions", "class_index", "class_table", "BASELINE_KINDS", "PARAMETRISATIONS", "BasisDirections",

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from generators.base import describe_layers
 from common.errors import UserError
+from generators.base import describe_layers
 
 
 def _as_batch(value, n: int, device, dtype) -> torch.Tensor:

@@ -33,6 +33,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
 from common.errors import UserError
 
 # A warped tensor of ones reads slightly below 1 from rounding even where it is fully inside,

@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from common.errors import UserError
 from generators.base import Generator
 from metrics.distances import ImageDistance, psnr
-from common.errors import UserError
 
 
 @dataclass

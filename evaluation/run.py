@@ -25,17 +25,17 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.checks import integer, number
+from common.errors import UserError
 from common.io import atomic_write, atomic_write_json, file_sha256
 from common.runs import run_method_name
 from common.seeds import TRAVERSAL_SEED
 from datamodules.world import FACTORS
-from generators.base import Generator
 from directions import Directions, baseline_set
+from generators.base import Generator
 from metrics.distances import LPIPSUnavailable, make_lpips
 from metrics.evaluation import EvaluationSettings, evaluate_directions
 from metrics.report import annotated_traversal, effect_heatmap, markdown_table, report_describes  # noqa: F401 - the explorer's
 from regressors.attributes import AttributeRegressor, load_regressor
-from common.errors import UserError
 
 log = logging.getLogger("evaluate")
 

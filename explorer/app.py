@@ -34,8 +34,8 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from common.images import png_bytes
-from generators.base import TRUNCATION_PSI_RANGE
 from explorer.render import Explorer
+from generators.base import TRUNCATION_PSI_RANGE
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 MAX_SEED = 2 ** 31 - 1

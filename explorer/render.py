@@ -18,10 +18,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from generators.recorded import load_run_generator
+from common.errors import UserError
 from directions import Directions
 from evaluation.run import report_describes
-from common.errors import UserError
+from generators.recorded import load_run_generator
 
 log = logging.getLogger("explore")
 

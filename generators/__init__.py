@@ -7,18 +7,16 @@ from pathlib import Path
 
 import torch
 
+from common.errors import MissingFile, UserError
 from common.io import read_weights_file, resolve_shipped
 from generators.base import Generator, check_truncation, file_sha256
 from generators.check import GeneratorCheckError, check_generator
 from generators.dcgan import DCGANGenerator, SNDiscriminator
+from generators.formats import LOADERS, detect_format  # its project format calls load_generator lazily
+from generators.formats.biggan import CONFIG_NAME, WEIGHTS_NAME
 from generators.glo import GLOGenerator
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
-# Imported after the names above exist: generators.formats loads the project format through
-# load_generator (the one entry point).
-from generators.formats import LOADERS, detect_format  # noqa: E402
-from generators.formats.biggan import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
-from common.errors import MissingFile, UserError
 
 BIGGAN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 

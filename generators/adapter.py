@@ -30,12 +30,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
+from common.errors import UserError
 from common.io import read_weights_file
 from generators import _load_state, _regressor_spec, plain, state_sha256
 from generators.base import Generator
 from generators.check import check_generator
 from generators.weights import WEIGHTS_DIR
-from common.errors import UserError
 
 
 class _Captured(Exception):

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from common.checks import integer, number
-from common.io import file_sha256  # noqa: F401  (re-exported: generators.base.file_sha256)
 from common.errors import UserError
+from common.io import file_sha256  # noqa: F401  (re-exported: generators.base.file_sha256)
 
 SPACES = ("z", "w", "w+")
 # What generator.truncation_psi may be (the explorer's slider spans the same range): 1 is no

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.checks import number
-from generators.base import Generator
 from common.errors import UserError
+from generators.base import Generator
 
 #: Truncated-normal noise: values of N(0, 1) restricted to [-BOUND, BOUND] (then times t).
 TRUNCNORM_BOUND = 2.0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from generators.base import Generator
 from common.errors import UserError
+from generators.base import Generator
 
 TOLERANCE = 0.05  # how far a bounded generator's images may stray outside [-1, 1]
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from generators.base import Generator
 from common.errors import UserError
+from generators.base import Generator
 
 
 def _num_blocks(resolution: int) -> int:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from generators.dcgan import DCGANGenerator
 from common.errors import UserError
+from generators.dcgan import DCGANGenerator
 
 
 class GLOGenerator(DCGANGenerator):

@@ -25,15 +25,15 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from common.errors import UserError
 from common.images import log_image, save_grid
 from common.io import atomic_torch_save
-from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.preemption import stopped_by_signal
+from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.training import averaged_backward, batches_done
 from generators import load_generator
 from generators.base import Generator
 from generators.weights import WEIGHTS_FORMAT
-from common.errors import UserError
 
 LOSSES = ("hinge", "nonsaturating")
 

@@ -28,8 +28,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from common.runs import resolve_device
 from common.errors import UserError
+from common.runs import resolve_device
 
 SPACES = ("z", "w", "w+")
 ADAPTER = "generators.adapter.ModuleGenerator"

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from common.seeds import W_AVG_SEED
 from generators.base import Generator
-from common.errors import UserError
 
 SQRT2 = math.sqrt(2.0)
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
+from common.errors import UserError
 from common.io import atomic_torch_save
 from generators.pretrain import submodule_state
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from common.errors import UserError
 
 
 def _layer_levels(n_levels: int) -> dict[str, tuple[int | None, int | None]]:

@@ -19,13 +19,13 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 
-from common.images import log_image, save_grid
-from common.seeds import TRAIN_SALT, TRAVERSAL_SEED, VALIDATION_SALT
-from common.preemption import stopped_by_signal
-from common.training import batches_done
-from generators.base import Generator, identity_mismatch
-from directions import Directions, DirectionSet
 from common.errors import UserError
+from common.images import log_image, save_grid
+from common.preemption import stopped_by_signal
+from common.seeds import TRAIN_SALT, TRAVERSAL_SEED, VALIDATION_SALT
+from common.training import batches_done
+from directions import Directions, DirectionSet
+from generators.base import Generator, identity_mismatch
 
 
 def regressor_path(generator: Generator, choice: str | None, needed_for: str | None = None,

@@ -33,16 +33,16 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from common.errors import UserError
 from common.images import log_image, pyplot
 from common.seeds import ANALYSIS_SALT, TRAIN_SALT
+from directions import LayerVectors, LocalDirections, VectorDirections
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from directions import LayerVectors, LocalDirections, VectorDirections
-from metrics.distances import ImageDistance, lap1
 from metrics.curves import pearson
+from metrics.distances import ImageDistance, lap1
 from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
-from common.errors import UserError
 
 KINDS = ("global", "layers", "local")
 

@@ -25,15 +25,15 @@ from typing import Callable
 
 import torch
 
+from common.errors import UserError
 from common.images import log_image, save_line_plot
 from common.seeds import ANALYSIS_SALT, TRAIN_SALT
+from directions import VectorDirections, class_index, class_table
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
-from directions import VectorDirections, class_index, class_table
 from metrics.curves import bounded_response
 from metrics.effects import mean_factor_changes
 from regressors.attributes import AttributeAssessor, load_regressor
-from common.errors import UserError
 
 
 class GANalyze(DirectionModule):

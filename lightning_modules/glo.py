@@ -39,16 +39,17 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from common.errors import UserError
 from common.images import log_image, save_grid
-from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.preemption import stopped_by_signal
+from common.seeds import PRETRAIN_SAMPLE_SEED
 from common.training import batches_done
 from generators.base import Generator
 from generators.dcgan import DCGANGenerator
 from generators.glo import GLOGenerator, fit_gaussian
 from generators.pretrain import save_weights, submodule_state
-from metrics.distances import l2, lap1, psnr_of_mse as psnr
-from common.errors import UserError
+from metrics.distances import l2, lap1
+from metrics.distances import psnr_of_mse as psnr
 
 INITS = ("pca", "random")
 PROJECTIONS = ("sphere", "ball")

@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 
+from common.errors import UserError
 from common.seeds import TRAIN_SALT, VALIDATION_SALT
 from generators.base import Generator
 from lightning_modules.base import DirectionModule
 from regressors.reconstructor import Reconstructor, build_reconstructor, reconstruction_loss
-from common.errors import UserError
 
 
 def check_shift_range(min_shift: float, max_shift: float, max_name: str = "max_shift") -> None:

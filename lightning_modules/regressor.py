@@ -15,12 +15,12 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
+from common.errors import UserError
 from common.io import atomic_write_json
 from common.preemption import stopped_by_signal
 from common.training import batches_done
 from metrics.attributes import AttributeScores
 from regressors.attributes import AttributeRegressor, Target
-from common.errors import UserError
 
 
 class RegressorTraining(pl.LightningModule):

@@ -21,16 +21,16 @@ from typing import Callable
 
 import torch
 
+from common.errors import UserError
 from common.images import log_image, save_line_plot
 from common.seeds import TRAIN_SALT
-from generators.base import Generator
-from lightning_modules.base import DirectionModule
 from directions import MLPWalk, VectorDirections
 from editing.edits import EDIT_FACTORS, get_edit
+from generators.base import Generator
+from lightning_modules.base import DirectionModule
 from metrics.curves import linear_fit
 from metrics.distances import ImageDistance
 from regressors.attributes import load_regressor
-from common.errors import UserError
 
 WALKS = ("linear", "mlp")
 # The regressor factor each edit moves (for the end-of-fit measurement).

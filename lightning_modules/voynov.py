@@ -20,12 +20,11 @@ from typing import Callable
 
 import torch
 
+from common.errors import UserError
+from directions import BASELINE_KINDS, DirectionSet, LinearDirections, OrthoDirections, ProjDirections, baseline_set
 from generators.base import Generator
-from directions import (BASELINE_KINDS, DirectionSet, LinearDirections,
-                                          OrthoDirections, ProjDirections, baseline_set)
 from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 from regressors.reconstructor import sample_shifts
-from common.errors import UserError
 
 DIRECTION_TYPES = ("linear", "ortho", "proj", "random", "id")
 

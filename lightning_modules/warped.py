@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from generators.base import Generator
 from directions import RBFWarps
+from generators.base import Generator
 from lightning_modules.reconstruction import ReconstructorMethod, check_shift_range
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from common.errors import UserError
 
 # A 5-tap binomial kernel: the usual Gaussian of Laplacian pyramids.

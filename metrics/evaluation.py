@@ -23,14 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from common.checks import integer, number
+from common.errors import UserError
 from common.seeds import EVALUATION_FIRST_STEP
 from datamodules.streams import batch_seed
 from metrics.content import ContentPreservation
 from metrics.effects import EffectMatrix
-from metrics.rca import (RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range,
-                         shifted)
+from metrics.rca import RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range, shifted
 from metrics.realism import DiscriminatorScore, feature_fid
-from common.errors import UserError
 
 MAX_CLASSES = 50  # per-class metrics for at most this many classes (set generator.classes)
 

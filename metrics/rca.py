@@ -15,10 +15,10 @@ from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from common.checks import integer, number
+from common.errors import UserError
 from common.seeds import RCA_EVAL_FIRST_STEP
 from datamodules.streams import batch_seed
 from regressors.reconstructor import build_reconstructor, reconstruction_loss, sample_shifts
-from common.errors import UserError
 
 
 def recorded_alpha_range(directions) -> float | None:

@@ -89,8 +89,8 @@ def annotated_traversal(rows: Sequence[torch.Tensor], labels: Sequence[str], pat
                         columns: int, label_width: int = 150) -> Path:
     """A grid PNG with one row of images (``columns`` x 3 x H x W in [-1, 1]) per label; the
     label (direction and the factor it moves most) is written left of its row."""
-    from PIL import Image, ImageDraw
     import torchvision
+    from PIL import Image, ImageDraw
 
     scale = 2  # small images are hard to see at their own size
     strips = []

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.io import atomic_torch_save, file_sha256, read_weights_file
 from common.errors import UserError
+from common.io import atomic_torch_save, file_sha256, read_weights_file
 
 REGRESSOR_FORMAT = "latent-directions/regressor/v1"
 KINDS = ("categorical", "continuous", "circular", "binary")

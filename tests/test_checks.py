@@ -10,9 +10,8 @@ import logging
 from pathlib import Path
 
 import pytest
-
-from common.errors import UserError
 import torch
+from conftest import CONFIGS, EVAL_TINY, compose_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -20,11 +19,11 @@ import edit
 import evaluate
 import train
 from common.checks import integer, integers, number, numbers
+from common.errors import UserError
 from common.runs import exit_on_setup_error
-from conftest import CONFIGS, EVAL_TINY, compose_cfg
-from generators import load_generator, random_generator
 from directions import Directions, LinearDirections
 from evaluation.run import check_evaluation
+from generators import load_generator, random_generator
 
 TINY_DCGAN = dict(latent_dim=8, resolution=16, width=4)
 TINY_STYLEGAN = dict(resolution=8, style_dim=8, n_mlp=1, channels=[8, 8])

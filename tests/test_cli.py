@@ -3,9 +3,9 @@ import json
 
 import pytest
 import torch
+from conftest import CONFIGS, EVAL_TINY, TINY, compose_cfg, run_script
 from omegaconf import OmegaConf
 
-from conftest import CONFIGS, EVAL_TINY, TINY, compose_cfg, run_script
 from directions import Directions
 
 GROUPS = ["method", "generator", "data", "trainer", "logger", "callbacks", "paths", "hydra",

@@ -10,20 +10,19 @@ import subprocess
 import sys
 
 import pytest
-
-from common.errors import UserError
 import torch
+from conftest import CONFIGS, EVAL_TINY, ROOT, TINY, compose_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 import edit
 import evaluate
+from common.errors import UserError
 from common.images import save_grid
-from conftest import CONFIGS, EVAL_TINY, ROOT, TINY, compose_cfg
-from generators import load_generator
 from directions import Directions, VectorDirections
 from evaluation.run import NO_REGRESSOR
+from generators import load_generator
 from train import train
 
 # learning runs, subprocesses: outside the fast loop (pytest -m "not slow")
@@ -55,8 +54,8 @@ def generators(tmp_path_factory) -> dict[str, list[str]]:
     """The overrides of each tiny conditional generator: a BigGAN directory drawing classes
     1, 3, 5 (no regressor named: the factor metrics are off), and a conditional NVIDIA pickle at
     32 px with the shapes regressor named for its images."""
-    from test_formats_biggan import write_biggan
     import test_formats_nvidia as nvidia
+    from test_formats_biggan import write_biggan
 
     root = tmp_path_factory.mktemp("conditional")
     write_biggan(root / "biggan")

@@ -12,13 +12,13 @@ from functools import lru_cache
 
 import pytest
 import yaml
+from conftest import CONFIGS, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.runs import moved_option, register_resolvers
-from conftest import CONFIGS, ROOT
 
 DOC = ROOT / "docs" / "configuration.md"
 GROUPS = ("method", "generator", "data", "trainer", "logger", "callbacks", "evaluation", "paths",

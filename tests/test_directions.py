@@ -1,9 +1,8 @@
 import pytest
 import torch
 
+from directions import Directions, LinearDirections, OrthoDirections, ProjDirections
 from generators import random_generator
-from directions import (Directions, LinearDirections, OrthoDirections,
-                                          ProjDirections)
 
 
 def test_linear_shift_adds_unit_vector():

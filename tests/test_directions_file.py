@@ -9,11 +9,20 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from directions import (
+    DIRECTIONS_FORMAT,
+    PARAMETRISATIONS,
+    BasisDirections,
+    Directions,
+    LinearDirections,
+    LocalDirections,
+    MLPWalk,
+    OrthoDirections,
+    ProjDirections,
+    RBFWarps,
+    VectorDirections,
+)
 from generators import random_generator
-from directions import (BasisDirections, DIRECTIONS_FORMAT, PARAMETRISATIONS, Directions,
-                                          LinearDirections, MLPWalk, OrthoDirections,
-                                          LocalDirections, ProjDirections, RBFWarps,
-                                          VectorDirections)
 
 TINY_STYLEGAN = dict(resolution=8, style_dim=8, n_mlp=1, channels=[8, 8])
 

@@ -21,9 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from common.runs import check_command_line, register_resolvers
-from conftest import ROOT
 
 README = ROOT / "README.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md")),

@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
-from common.errors import UserError
 import torch
+from conftest import CONFIGS, EVAL_TINY, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import evaluate
 import leaderboard
 import train
-from conftest import CONFIGS, EVAL_TINY, ROOT
+from common.errors import UserError
 from regressors.attributes import AttributeRegressor
 
 # learning runs, subprocesses: outside the fast loop (pytest -m "not slow")
@@ -171,9 +170,9 @@ def _edit_cfg(run, *overrides):
 def test_edit_inverts_a_real_image_then_edits_its_reconstruction(voynov_run, tmp_path):
     """image=: a world render no generator made is inverted (its PSNR reported and written with
     the latents), and the strip starts with the image itself."""
-    import edit
     from PIL import Image
 
+    import edit
     from datamodules.world import ShapesWorld
 
     _, run, _ = voynov_run
@@ -199,8 +198,9 @@ def test_edit_inverts_a_real_image_then_edits_its_reconstruction(voynov_run, tmp
 
 
 def test_edit_refuses_bad_images_before_work(voynov_run, tmp_path):
-    import edit
     from PIL import Image
+
+    import edit
 
     _, run, _ = voynov_run
     (tmp_path / "notes.png").write_text("not an image")
@@ -331,9 +331,8 @@ def test_the_end_of_training_comes_before_the_strategy_teardown(tmp_path, monkey
     evaluation and the export come before it, on the run's device with every process still
     there (on a GPU, under NCCL, a reduction of CPU tensors fails), and the evaluation after
     fit puts the generator back on the run's device."""
-    from pytorch_lightning.strategies import SingleDeviceStrategy
-
     from conftest import TINY, compose_cfg
+    from pytorch_lightning.strategies import SingleDeviceStrategy
 
     seen = {}
     teardown = SingleDeviceStrategy.teardown

@@ -14,19 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from common.errors import UserError
-import torch
 
 pytest.importorskip("starlette", reason="the explorer's extra: pip install -e '.[explore]'")
 pytest.importorskip("httpx", reason="starlette's TestClient needs httpx: pip install -e '.[test]'")
 from starlette.testclient import TestClient  # noqa: E402
 
 from common.images import png_bytes  # noqa: E402
+from directions import Directions, LinearDirections, RBFWarps  # noqa: E402
 from explorer.app import ExplorerApp, make_server  # noqa: E402
 from explorer.render import Explorer  # noqa: E402
 from generators import random_generator  # noqa: E402
-from directions import Directions, LinearDirections, RBFWarps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -266,10 +266,10 @@ def test_open_refuses_files_of_another_generator(files):
 def test_explore_refuses_bad_input_with_one_line_and_status_2(files, tmp_path, caplog, monkeypatch):
     import logging
 
-    import explore
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import explore
     from common.runs import exit_on_setup_error
 
     # the command line: two files made for different generators
@@ -293,8 +293,9 @@ def test_explore_refuses_bad_input_with_one_line_and_status_2(files, tmp_path, c
 
 
 def test_explore_names_the_extra_when_starlette_is_missing(files, monkeypatch):
-    import explore
     from omegaconf import OmegaConf
+
+    import explore
 
     monkeypatch.setitem(sys.modules, "starlette", None)  # import starlette -> ImportError
     cfg = OmegaConf.create({"directions": str(files["linear"])})

@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import EVAL_TINY
-from generators import random_generator
+
 from directions import Directions, LayerVectors, LocalDirections, VectorDirections
+from generators import random_generator
 from lightning_modules.eye import EnjoyYourEditing
 from train import train
 

@@ -3,10 +3,10 @@ import re
 
 import pytest
 import torch
-
 from conftest import TINY, compose_cfg
-from generators import random_generator
+
 from directions import BasisDirections, Directions
+from generators import random_generator
 from lightning_modules.fit_free.sefa import SeFa, sefa_directions
 from train import train
 

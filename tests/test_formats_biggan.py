@@ -25,8 +25,7 @@ from torch import nn
 
 from generators import load_generator
 from generators.base import file_sha256, identity_mismatch
-from generators.biggan import (TRUNCNORM_BOUND, BigGANGenerator, stored_statistics,
-                               truncated_normal)
+from generators.biggan import TRUNCNORM_BOUND, BigGANGenerator, stored_statistics, truncated_normal
 from generators.formats import UnsafeCheckpointError, detect_format, load_checkpoint
 from generators.formats.biggan import load_biggan
 
@@ -286,8 +285,8 @@ def test_classes_option(written, classes, allowed):
 
 
 def test_hydra_config_rebuilds_from_its_source(written):
-    from hydra.utils import instantiate
     from conftest import compose_cfg
+    from hydra.utils import instantiate
 
     cfg = compose_cfg(["method=voynov", "generator=biggan", f"generator.path={written[0]}",
                        "generator.classes=[2,5]"])

@@ -30,8 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators.base import file_sha256
-from generators.formats.nvidia import (ForbiddenGlobalError, NvidiaPickleError, PersistentObject,
-                                       load_nvidia_pickle, read_nvidia_pickle)
+from generators.formats.nvidia import (
+    ForbiddenGlobalError,
+    NvidiaPickleError,
+    PersistentObject,
+    load_nvidia_pickle,
+    read_nvidia_pickle,
+)
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 SQRT2 = math.sqrt(2)

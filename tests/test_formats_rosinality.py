@@ -13,10 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from generators.formats import (FORMATS, LOADERS, UnsafeCheckpointError, detect_format,
-                                load_checkpoint, load_rosinality, read_rosinality,
-                                stylegan2_config_from_state,
-                                stylegan2_discriminator_config_from_state)
+from generators.formats import (
+    FORMATS,
+    LOADERS,
+    UnsafeCheckpointError,
+    detect_format,
+    load_checkpoint,
+    load_rosinality,
+    read_rosinality,
+    stylegan2_config_from_state,
+    stylegan2_discriminator_config_from_state,
+)
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
 

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from conftest import EVAL_TINY
 
-from generators import random_generator
 from directions import Directions, VectorDirections
+from generators import random_generator
 from lightning_modules.ganalyze import GANalyze
 from metrics.curves import linear_fit
 from regressors.attributes import AttributeAssessor, load_regressor
-from conftest import EVAL_TINY
 from train import train
 
 

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from generators import (DCGANGenerator, SNDiscriminator, load_generator,
-                        random_generator, shipped_weights)
+from generators import DCGANGenerator, SNDiscriminator, load_generator, random_generator, shipped_weights
 from generators.weights import WEIGHTS_FORMAT
 
 

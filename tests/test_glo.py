@@ -7,10 +7,10 @@ from torchvision.utils import save_image
 
 from datamodules.image_set import EpochBatches, ImageSetDataModule, from_pixels, to_pixels
 from datamodules.world import ShapesWorld
+from directions import Directions
 from generators import load_generator
 from generators.dcgan import DCGANGenerator
 from generators.glo import GLOGenerator, fit_gaussian
-from directions import Directions
 from lightning_modules.glo import RowAdam, export_checkpoint, initial_codes, pca_codes
 from metrics.distances import lap1, laplacian_pyramid
 from train import train

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generators import random_generator
 from editing.inversion import invert, mean_latent, norm_ball
+from generators import random_generator
 from metrics.distances import ImageDistance, gaussian_blur, lap1, laplacian_pyramid, psnr
 
 

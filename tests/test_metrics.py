@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from datamodules.world import FACTORS, ShapesWorld
-from generators.base import Generator
 from directions import LinearDirections
+from generators.base import Generator
 from metrics.attributes import AttributeScores
+from metrics.curves import bounded_response
 from metrics.distances import LPIPSUnavailable, lap1, make_lpips
 from metrics.effects import summarise
-from metrics.curves import bounded_response
 from metrics.evaluation import EvaluationSettings, evaluate_directions
 from metrics.rca import RCASettings, reconstructor_accuracy
 from regressors.attributes import load_regressor

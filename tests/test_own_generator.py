@@ -10,15 +10,15 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, TINY, run_script
 from hydra.utils import instantiate
 from torch import nn
 
-from conftest import ROOT, TINY, run_script
+from directions import Directions
 from generators import check_generator, random_generator
 from generators.adapter import ModuleGenerator
 from generators.base import identity_mismatch
 from generators.check import GeneratorCheckError
-from directions import Directions
 
 EXAMPLE = ["hydra.searchpath=[file://examples/my_generator]", "generator=my_generator"]
 EXAMPLE_ENV = {"PYTHONPATH": "examples/my_generator"}  # relative: the command runs from ROOT

@@ -5,12 +5,16 @@ import re
 
 import pytest
 import torch
-
 from conftest import TINY, compose_cfg, run_script
-from generators import random_generator
+
 from directions import BasisDirections, Directions
-from lightning_modules.fit_free.plumerault import (MonotonePiecewiseLinear, Plumerault,
-                                                   fit_monotone_direction, spearman_rows)
+from generators import random_generator
+from lightning_modules.fit_free.plumerault import (
+    MonotonePiecewiseLinear,
+    Plumerault,
+    fit_monotone_direction,
+    spearman_rows,
+)
 from train import train
 
 FIT_FREE_TINY = [t for t in TINY if not t.startswith(("trainer.max_steps", "method.traversal.every"))]

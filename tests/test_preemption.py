@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from common.errors import UserError
 import pytorch_lightning as pl
 import torch
+from conftest import CONFIGS, ROOT, compose_cfg
 from hydra import compose, initialize_config_dir
 
-from conftest import CONFIGS, ROOT, compose_cfg
+from common.errors import UserError
 from common.preemption import Preemption
 from directions import Directions
 from train import train

@@ -1,8 +1,8 @@
 """GAN pretraining through train.py, on a tiny generator and discriminator."""
 import pytest
 import torch
-
 from conftest import compose_cfg, run_script
+
 from generators import load_generator
 from generators.pretrain import export_checkpoint
 from train import train

@@ -9,9 +9,8 @@ import pickle
 from pathlib import Path
 
 import pytest
-
-from common.errors import UserError
 import torch
+from conftest import CONFIGS, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -19,12 +18,12 @@ from omegaconf import OmegaConf
 
 import edit
 import evaluate
-from conftest import CONFIGS, ROOT
+from common.errors import UserError
+from directions import Directions, LinearDirections
 from explorer.render import Explorer
 from generators import random_generator
 from generators.base import identity_mismatch
 from generators.recorded import RecordedConfigError, rebuild_generator
-from directions import Directions, LinearDirections
 
 RANDOM = OmegaConf.to_container(OmegaConf.load(CONFIGS / "generator" / "dcgan_random.yaml"))
 

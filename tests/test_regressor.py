@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import compose_cfg
 
 import train
-from conftest import compose_cfg
 from datamodules.world import FACTORS, ShapesWorld
 from regressors.attributes import AttributeRegressor, Target, load_regressor
 

@@ -10,14 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from common.errors import UserError
 import torch
+from conftest import TINY, compose_cfg, run_script
 
 import leaderboard
 import train
+from common.errors import UserError
 from common.io import file_sha256
-from conftest import TINY, compose_cfg, run_script
 from explorer.render import direction_labels
 from metrics.report import report_describes
 

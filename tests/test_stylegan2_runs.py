@@ -9,18 +9,17 @@ import shutil
 
 import pytest
 import torch
-
+from conftest import CONFIGS, EVAL_TINY, compose_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from test_formats_nvidia import Generator as NvidiaGenerator
+from test_formats_nvidia import snapshot, write_snapshot
 
-from conftest import CONFIGS, EVAL_TINY, compose_cfg
+from directions import Directions
 from edit import edit
 from evaluate import evaluate
 from generators import load_generator, random_generator
 from generators.stylegan2 import StyleGAN2Discriminator
-from directions import Directions
-from test_formats_nvidia import Generator as NvidiaGenerator
-from test_formats_nvidia import snapshot, write_snapshot
 from train import train
 
 TINY_RUN = ["method=voynov", "run_name=sg", "logger=none", "data.batch_size=8", "data.val_batches=2",

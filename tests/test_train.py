@@ -2,11 +2,10 @@
 import json
 
 import pytest
+import torch
+from conftest import compose_cfg
 
 from common.errors import UserError
-import torch
-
-from conftest import compose_cfg
 from directions import Directions
 from train import train
 

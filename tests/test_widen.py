@@ -1,8 +1,8 @@
 """Widening a trained StyleGAN2: the same images, more channels, and training goes on."""
 import pytest
 import torch
-
 from conftest import compose_cfg
+
 from generators import load_generator
 from generators.pretrain import export_checkpoint
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator

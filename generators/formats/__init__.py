@@ -22,14 +22,17 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from common.pickles import scan_pickle, scan_torch_pickle  # noqa: F401 - re-exported
-from generators.formats.biggan import (CONFIG_NAME, MARKER_KEY, WEIGHTS_NAME, is_biggan_dir,
-                                       load_biggan)
-from generators.formats.rosinality import (UnsafeCheckpointError, load_rosinality,
-                                           read_rosinality, safe_torch_load,
-                                           stylegan2_config_from_state,
-                                           stylegan2_discriminator_config_from_state)
 from common.errors import MissingFile, UserError
+from common.pickles import scan_pickle, scan_torch_pickle  # noqa: F401 - re-exported
+from generators.formats.biggan import CONFIG_NAME, MARKER_KEY, WEIGHTS_NAME, is_biggan_dir, load_biggan
+from generators.formats.rosinality import (
+    UnsafeCheckpointError,
+    load_rosinality,
+    read_rosinality,
+    safe_torch_load,
+    stylegan2_config_from_state,
+    stylegan2_discriminator_config_from_state,
+)
 
 #: What ``detect_format`` can return, and what each name means.
 FORMATS = {

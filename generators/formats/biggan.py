@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
+from common.errors import MissingFile, UserError
 from generators.base import file_sha256
 from generators.biggan import BigGANConfig, BigGANGenerator, spectral_normalised
 from generators.formats.rosinality import safe_torch_load
-from common.errors import MissingFile, UserError
 
 ADAPTER = "biggan"
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "pytorch_model.bin"

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.errors import MissingFile, UserError
 from generators.base import file_sha256
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, make_kernel
-from common.errors import MissingFile, UserError
 
 ADAPTER = "stylegan2-nvidia"
 SUPPORTED = ("NVIDIA StyleGAN2 pickles: stylegan2-ada-pytorch network snapshots and stylegan3 "

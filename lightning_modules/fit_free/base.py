@@ -32,13 +32,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from common.errors import UserError
 from common.images import log_image, save_line_plot
 from common.preemption import stopped_by_signal
 from common.training import batches_done
+from directions import PARAMETRISATIONS, DirectionSet
 from generators.base import Generator
 from lightning_modules.base import FrozenGeneratorModule
-from directions import PARAMETRISATIONS, DirectionSet
-from common.errors import UserError
 
 Stats = dict[str, torch.Tensor]
 log = logging.getLogger("fit_free")

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from common.seeds import FEATURE_SUBSET_SEED
-from generators.base import Generator
-from directions import BasisDirections
-from lightning_modules.fit_free.base import FitFreeMethod, Stats
 from common.errors import UserError
+from common.seeds import FEATURE_SUBSET_SEED
+from directions import BasisDirections
+from generators.base import Generator
+from lightning_modules.fit_free.base import FitFreeMethod, Stats
 
 PROBE_SAMPLES = 1024  # latents of the fixed mean estimate the batches are centred on
 

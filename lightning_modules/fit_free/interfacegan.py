@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 
+from common.errors import UserError
 from common.seeds import SPLIT_SEED
+from directions import BasisDirections
 from generators.base import Generator
 from lightning_modules.base import regressor_path
-from directions import BasisDirections
 from lightning_modules.fit_free.base import FitFreeMethod, Stats
 from regressors.attributes import AttributeAssessor, load_regressor
-from common.errors import UserError
 
 
 def linear_svm(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_iter: int = 500

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import jvp, vjp, vmap
 
-from generators.base import Generator
-from directions import BasisDirections
-from lightning_modules.fit_free.base import FitFreeMethod, Stats
 from common.errors import UserError
+from directions import BasisDirections
+from generators.base import Generator
+from lightning_modules.fit_free.base import FitFreeMethod, Stats
 
 
 def image_jacobian(generator: Generator, latent: torch.Tensor, size: int,

@@ -61,17 +61,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from common.images import log_image, save_line_plot
 from common.io import atomic_torch_save
-from generators.base import Generator
-from lightning_modules.base import regressor_path
 from directions import BasisDirections
 from editing.edits import EDIT_FACTORS, get_edit
-from lightning_modules.fit_free.base import FitFreeMethod, Stats
 from editing.inversion import invert, norm_ball
+from generators.base import Generator
+from lightning_modules.base import regressor_path
+from lightning_modules.fit_free.base import FitFreeMethod, Stats
 from metrics.distances import ImageDistance
 from regressors.attributes import load_regressor
-from common.errors import UserError
 
 log = logging.getLogger("fit_free")
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from generators.base import Generator
-from directions import BasisDirections
-from lightning_modules.fit_free.base import FitFreeMethod
 from common.errors import UserError
+from directions import BasisDirections
+from generators.base import Generator
+from lightning_modules.fit_free.base import FitFreeMethod
 
 
 def sefa_directions(weight: torch.Tensor, num_directions: int | None = None
