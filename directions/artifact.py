@@ -157,6 +157,23 @@ class Directions:
         return self
 
     # ---- editing --------------------------------------------------------------------------
+    @property
+    def no_code(self) -> str | None:
+        """Why these directions have no coordinate per direction (``code`` refuses), or None."""
+        if self.class_dependent:
+            return "class-dependent directions give each class its own set"
+        return self.directions.no_code
+
+    @torch.no_grad()
+    def code(self, latent: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+        """Each latent's coordinate along each direction (``N x K``; see
+        ``DirectionSet.code``): projections of the centred latent for vector sets, the
+        potentials for RBF warps; a ``UserError`` for sets without one (``no_code``)."""
+        if self.class_dependent:
+            raise UserError(f"{self.path or 'these directions'}: {self.no_code}; the benchmark's "
+                            "codes need one set of directions")
+        return self.directions.code(latent, centre)
+
     @torch.no_grad()
     def shift(self, latent: torch.Tensor, index, alpha, y=None) -> torch.Tensor:
         """Latents moved along direction ``index`` by ``alpha``; ``y``: the latents' classes,

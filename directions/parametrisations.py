@@ -96,6 +96,37 @@ class DirectionSet(nn.Module):
         """Unit directions ``K x d`` (linear sets)."""
         raise NotImplementedError
 
+    #: Why a set has no coordinate per direction (``code`` then refuses), or None.
+    no_code: str | None = None
+
+    def code(self, latent: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+        """Each latent's coordinate along each direction, ``N x K``: the projection of the
+        centred latent ``latent - centre`` onto the unit directions (``vectors``). Per-layer
+        latents ``N x L x d`` are read on the set's layers (their mean code; every layer for
+        ``layers=None``). The encoder protocol of the ground-truth benchmark takes these codes
+        as what each direction's coordinate is (Khrulkov et al., ICML 2021)."""
+        if self.no_code:
+            raise UserError(f"{self.kind} directions have no coordinate per direction: {self.no_code}")
+        codes = self._flat_codes(latent)
+        if centre is not None:
+            codes = codes - centre.reshape(-1)[-self.latent_dim:].to(codes)
+        return self.code_of(codes)
+
+    def _flat_codes(self, latent: torch.Tensor) -> torch.Tensor:
+        """``N x d``: the latents, or the mean of the set's per-layer codes."""
+        if latent.ndim == 2:
+            return latent
+        if latent.ndim != 3 or latent.shape[2] != self.latent_dim:
+            raise UserError(f"this {self.kind} direction set takes latents N x {self.latent_dim} "
+                            f"or N x L x {self.latent_dim}, got {tuple(latent.shape)}")
+        if self.layers is None:
+            return latent.mean(1)
+        return latent.index_select(1, self._layers_on(latent.shape[1], latent.device)).mean(1)
+
+    def code_of(self, centred: torch.Tensor) -> torch.Tensor:
+        """The coordinates ``N x K`` of centred codes ``N x d`` (linear sets: projections)."""
+        return centred @ self.vectors().to(centred).T
+
     def shift_codes(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         """The shift of codes ``N x d`` (what a parametrisation defines)."""
         n = latent.shape[0]
@@ -214,7 +245,7 @@ class OrthoDirections(DirectionSet):
         if num_directions != latent_dim:
             raise UserError(f"ortho directions form a basis: num_directions must equal the "
                              f"latent size {latent_dim}, got {num_directions}; use "
-                             "directions_type=linear for another count")
+                             "method.directions_type=linear for another count")
         super().__init__(latent_dim, num_directions, layers)
         self.skew = nn.Parameter(torch.zeros(latent_dim, latent_dim))
 
@@ -309,6 +340,13 @@ class RBFWarps(DirectionSet):
         return dict(super().config(), num_dipoles=self.num_dipoles, gamma=self.gamma,
                     learn_gammas=self.learn_gammas, learn_alphas=self.learn_alphas,
                     radii=self.radii, traversal_step=self.traversal_step, init_seed=self.init_seed)
+
+    def code(self, latent: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+        """The warps' potentials f_k(z) (``N x K``): a warp moves along the gradient of its own
+        f_k, so f_k is its coordinate (the latents are not centred: the support vectors live in
+        the latent space as it is)."""
+        flat = self._flat_codes(latent)
+        return torch.stack([self.potential(flat, k) for k in range(self.num_directions)], dim=1)
 
     def potential(self, latent: torch.Tensor, index) -> torch.Tensor:
         """f_k(z) for each latent (``N``): what the gradient is the gradient of."""
@@ -414,6 +452,8 @@ class MLPWalk(DirectionSet):
         layers: the per-layer codes moved (see ``DirectionSet``).
     """
 
+    no_code = ("a walk is a chain of learned steps with no potential behind it, so no scalar "
+               "measures how far along it a latent lies; the benchmark marks it n/a")
     kind = "walk_mlp"
 
     def __init__(self, latent_dim: int, num_directions: int = 1, hidden: int = 64,
@@ -539,6 +579,19 @@ class LayerVectors(DirectionSet):
     def config(self) -> dict[str, Any]:
         return dict(super().config(), num_layers=self.num_layers, init_scale=self.init_scale,
                     init_seed=self.init_seed)
+
+    def code(self, latent: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+        """The projection of the centred per-layer codes (its layers of ``N x L x d``) onto each
+        direction's whole ``L x d`` offset, normalised: ``N x K``."""
+        if latent.ndim != 3 or tuple(latent.shape[1:]) != (self.num_layers, self.latent_dim):
+            raise UserError(f"per-layer directions take W+ latents N x {self.num_layers} x "
+                            f"{self.latent_dim}, got {tuple(latent.shape)}")
+        selected = latent.index_select(1, self._layers_on(latent.shape[1], latent.device))
+        if centre is not None:
+            selected = selected - centre.reshape(-1)[-self.latent_dim:].to(selected)
+        theta = self.theta.to(selected)
+        unit = theta / theta.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None]
+        return torch.einsum("nld,kld->nk", selected, unit)
 
     def vectors(self) -> torch.Tensor:
         """The mean over layers of each direction's offset, normalised (a summary: the set is
