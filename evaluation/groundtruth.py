@@ -165,3 +165,56 @@ def encoder_codes(directions, generator, settings: ProtocolSettings | None = Non
     seconds["world"] = time.perf_counter() - start
     return {"codes": predicted, "factors": factors, "factor_names": list(FACTORS), **fit,
             "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+
+
+# ---- references --------------------------------------------------------------------------------
+def output_names(regressor) -> list[str]:
+    """The names of the regressor head's outputs: a class (``shape=1``), a value (``x``), an
+    angle's cosine and sine (``hue.cos``, ``hue.sin``)."""
+    names = []
+    for target in regressor.targets:
+        if target.kind == "categorical":
+            names += [f"{target.name}={c}" for c in range(target.classes)]
+        elif target.kind == "circular":
+            names += [f"{target.name}.cos", f"{target.name}.sin"]
+        else:
+            names.append(target.name)
+    return names
+
+
+@torch.no_grad()
+def oracle_directions(generator, regressor, samples: int = 5_000, batch_size: int = 256, seed: int = 0):
+    """The supervised reference: for each output of the regressor's head (a class's logit, a
+    value, an angle's cosine or sine, standardised), the latent direction whose projection
+    predicts it best, fitted by least squares in the generator's editing space on ``samples``
+    generated latents (per-layer latents read as their mean code, as ``Directions.code`` does).
+    A ``Directions`` of unit vectors, one per output, named in ``meta["labels"]``."""
+    from directions import Directions, LinearDirections
+
+    rng = torch.Generator().manual_seed(seed)
+    latents, outputs = [], []
+    regressor = regressor.to(generator.device).eval()
+    for first in range(0, samples, batch_size):
+        z, y = generator.draw(min(batch_size, samples - first), generator=rng)
+        outputs.append(regressor(generator(z, y)).double().cpu())
+        latents.append(z.double().cpu())
+    z = torch.cat(latents)
+    z = z.mean(1) if z.ndim == 3 else z
+    targets = torch.cat(outputs)
+    z = z - z.mean(0)
+    targets = (targets - targets.mean(0)) / targets.std(0).clamp_min(1e-8)
+    weight = torch.linalg.lstsq(z, targets).solution.T  # J x d
+    linear = LinearDirections(z.shape[1], weight.shape[0], trainable=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight.float())
+    return Directions(linear, {"method": "oracle", "labels": output_names(regressor),
+                               "alpha_range": 3.0}, generator=generator)
+
+
+@torch.no_grad()
+def regressor_codes(regressor, images: torch.Tensor, batch_size: int = 256, device="cpu") -> torch.Tensor:
+    """The ceiling: the factor regressor's own head outputs on uint8 images (``N x J``), read
+    as codes. It was trained on the world's factors, so no set of directions should beat it."""
+    regressor = regressor.to(device).eval()
+    return torch.cat([regressor(from_uint8(images[i:i + batch_size], device)).cpu()
+                      for i in range(0, images.shape[0], batch_size)])
