@@ -285,8 +285,9 @@ class Generator(nn.Module):
 
 IDENTITY_KEYS = ("sha256", "adapter", "space", "latent_dim", "num_layers", "truncation", "num_classes")
 # Recorded only by the generators that have them (BigGAN: the classes it samples; the adapter of
-# your own module: its class and output range), compared where a record holds them.
-OPTIONAL_IDENTITY_KEYS = ("classes", "target", "output_range")
+# your own module: its class, output range and, where set, the shape its network reads latents
+# in), compared where a record holds them.
+OPTIONAL_IDENTITY_KEYS = ("classes", "target", "output_range", "input_shape")
 
 
 def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:

@@ -67,7 +67,7 @@ def check_generator(generator: Generator, n: int = 2) -> None:
             raise fail(problems + [
                 f"forward on latents {' x '.join(map(str, (n, *generator.latent_shape)))} failed "
                 f"({type(err).__name__}: {err}); is latent_dim ({generator.latent_dim}) the size "
-                f"the network reads? ({classes})"]) from err
+                f"the network reads? ({classes}){_input_hint(generator, latent, y)}"]) from err
         if not torch.is_tensor(images):
             raise fail(problems + [f"forward returned a {type(images).__name__}, not a tensor"])
         problems += _image_problems(generator, images, n)
@@ -91,6 +91,30 @@ def check_generator(generator: Generator, n: int = 2) -> None:
                                 "num_classes")
     if problems:
         raise fail(problems)
+
+
+def _input_hint(generator: Generator, latent: torch.Tensor, y: torch.Tensor | None) -> str:
+    """For your own network (the adapter's ``input_shape`` and ``call_module``): the setting
+    that feeds it latents in the shape it reads. A network that runs on ``N x d x 1 x 1`` (a
+    DCGAN's first transposed convolution) is told so; the others get both fixes."""
+    if not (hasattr(generator, "input_shape") and hasattr(generator, "call_module")):
+        return ""
+    d, shape = generator.latent_dim, generator.input_shape
+    if shape is not None:
+        return (f"; with input_shape: {list(shape)} the network is called with latents "
+                f"N x {' x '.join(map(str, shape))}: set the shape it reads, or override "
+                "call_module")
+    try:
+        images = generator.call_module(latent.reshape(latent.shape[0], d, 1, 1), y)
+        runs = torch.is_tensor(images) and images.ndim == 4 and images.shape[0] == latent.shape[0]
+    except Exception:  # noqa: BLE001 - only a hint: it does not run on that shape either
+        runs = False
+    if runs:
+        return (f"; it runs on latents N x {d} x 1 x 1: set input_shape: [{d}, 1, 1] (the "
+                f"methods still edit N x {d} latents)")
+    return (f"; a network that reads the latent in another shape (N x {d} x 1 x 1 for a DCGAN) "
+            f"needs input_shape: [{d}, 1, 1] (that shape), or a subclass that overrides "
+            "call_module (docs/generators.md, 'Your own generator')")
 
 
 def _image_problems(generator: Generator, images: torch.Tensor, n: int) -> list[str]:

@@ -151,6 +151,12 @@ def _names(value, where):
         raise RecordedConfigError(f"{where}={value!r}: expected a list of names")
 
 
+def _sizes(value, where):
+    if value is not None and not (isinstance(value, list) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise RecordedConfigError(f"{where}={value!r}: expected null or a list of positive sizes")
+
+
 def _mapping(value, where):
     if value is not None and not isinstance(value, Mapping):
         raise RecordedConfigError(f"{where}={value!r}: expected a mapping")
@@ -163,7 +169,7 @@ _RANDOM = {**_VIEW, "architecture": _str, "init_seed": _int}
 _ADAPTER = {"module": _mapping, "latent_dim": lambda v, w: _int(v, w, 1),
             "resolution": lambda v, w: _int(v, w, 1), "output_range": _pair,
             "num_classes": _opt_int, "weights": _opt_str, "weights_key": _opt_str,
-            "call": _opt_str, "call_kwargs": _mapping, "projection": _opt_str,
+            "call": _opt_str, "call_kwargs": _mapping, "input_shape": _sizes, "projection": _opt_str,
             "feature_layers": _names, "bounded": _bool, **_VIEW}
 
 

@@ -104,6 +104,12 @@ class GANSpace(FitFreeMethod):
                 probe = generator.features(latent, self.feature_layer, y)
         except NotImplementedError as err:
             raise UserError(f"GANSpace needs a mapping network or intermediate features: {err}") from None
+        except UserError as err:
+            raise UserError(
+                f"GANSpace (no mapping network) analyses the activations of one layer, "
+                f"method.feature_layer={self.feature_layer}: an index into the generator's feature "
+                "layers, 0 the first (your own network's are the submodules named in "
+                f"generator.feature_layers); {err}") from None
         return min(probe[0].numel(), self.max_features)
 
     # ---- statistics ---------------------------------------------------------------------
