@@ -164,7 +164,83 @@ def encoder_codes(directions, generator, settings: ProtocolSettings | None = Non
     predicted = encode(encoder, world_images, settings.batch_size, device)
     seconds["world"] = time.perf_counter() - start
     return {"codes": predicted, "factors": factors, "factor_names": list(FACTORS), **fit,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+            "encoder": encoder, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+
+
+@dataclass
+class MetricSettings:
+    """How the disentanglement metrics are computed (metrics/disentanglement.py)."""
+
+    bins: int = 20                 # MIG / Modularity: histogram bins of codes and continuous factors
+    dci_model: str = "hist_gbt"    # gbt (disentanglement_lib's) or hist_gbt (faster)
+    factor_vae_train: int = 1000   # FactorVAE: training and evaluation groups of 64
+    factor_vae_eval: int = 500
+
+    def check(self, prefix: str = "benchmark.metrics") -> "MetricSettings":
+        integer(self.bins, f"{prefix}.bins", low=2)
+        if self.dci_model not in ("gbt", "hist_gbt"):
+            raise UserError(f"{prefix}.dci_model={self.dci_model!r}: use gbt or hist_gbt")
+        integer(self.factor_vae_train, f"{prefix}.factor_vae_train", low=1)
+        integer(self.factor_vae_eval, f"{prefix}.factor_vae_eval", low=1)
+        return self
+
+
+#: The benchmark's figures, in the order of its table.
+SCORES = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "factor_vae",
+          "modularity", "sap")
+
+
+def disentanglement_scores(codes: torch.Tensor, factors: torch.Tensor, encode_factors, metric: MetricSettings,
+                           seed: int = 0) -> dict:
+    """MIG, DCI, FactorVAE, Modularity and SAP of ``codes`` about the world's ``factors``;
+    ``encode_factors(factors) -> codes`` renders and encodes images of chosen factors (the
+    FactorVAE score's groups with one factor held)."""
+    from metrics.disentanglement import WORLD_KINDS, dci, factor_vae, fixed_factor_sampler, mig, modularity, sap
+
+    codes_np, factors_np = codes.double().numpy(), factors.double().numpy()
+    world = ShapesWorld()
+    rng = torch.Generator().manual_seed(20_000 + seed)
+    sampler = fixed_factor_sampler(lambda n: world.sample_factors(n, generator=rng), encode_factors)
+    out = {"mig": mig(codes_np, factors_np, WORLD_KINDS, bins=metric.bins, factor_bins=metric.bins),
+           "dci": dci(codes_np, factors_np, WORLD_KINDS, model=metric.dci_model, factor_bins=metric.bins,
+                      seed=seed),
+           "modularity": modularity(codes_np, factors_np, WORLD_KINDS, bins=metric.bins,
+                                    factor_bins=metric.bins),
+           "sap": sap(codes_np, factors_np, WORLD_KINDS, seed=seed),
+           "factor_vae": factor_vae(codes_np, sampler, len(FACTORS), num_train=metric.factor_vae_train,
+                                    num_eval=metric.factor_vae_eval, seed=seed)}
+    scores = {"mig": out["mig"]["mig"], "dci_disentanglement": out["dci"]["disentanglement"],
+              "dci_completeness": out["dci"]["completeness"],
+              "dci_informativeness": out["dci"]["informativeness"],
+              "factor_vae": out["factor_vae"]["eval_accuracy"], "modularity": out["modularity"]["modularity"],
+              "sap": out["sap"]["sap"]}
+    details = {"mig_per_factor": dict(zip(FACTORS, out["mig"]["mig_per_factor"].tolist())),
+               "sap_per_factor": dict(zip(FACTORS, out["sap"]["sap_per_factor"].tolist())),
+               "dci_importance": out["dci"]["importance"].tolist()}
+    return {"scores": {k: float(v) for k, v in scores.items()}, "details": details}
+
+
+def score(directions, generator, settings: ProtocolSettings | None = None, metric: MetricSettings | None = None,
+          progress: bool = True) -> dict:
+    """The protocol and the metrics for one directions file: a JSON-ready dict with the
+    ``scores`` (``SCORES``), per-factor details, the encoder's fit, the settings and the time."""
+    settings = (settings or ProtocolSettings()).check()
+    metric = (metric or MetricSettings()).check()
+    start = time.perf_counter()
+    out = encoder_codes(directions, generator, settings, progress)
+    encoder, device = out.pop("encoder"), generator.device
+    world = ShapesWorld(generator.resolution)
+
+    def encode_factors(factors):
+        images = to_uint8(torch.cat([world.render(factors[i:i + 1024]) for i in range(0, factors.shape[0], 1024)]))
+        return encode(encoder, images, 1024, device).double().numpy()
+
+    began = time.perf_counter()
+    scored = disentanglement_scores(out.pop("codes"), out.pop("factors"), encode_factors, metric, settings.seed)
+    out["seconds"]["metrics"] = round(time.perf_counter() - began, 2)
+    out["seconds"]["total"] = round(time.perf_counter() - start, 2)
+    return {**scored, **out, "num_directions": directions.num_directions,
+            "protocol": settings.to_dict(), "metric_settings": asdict(metric)}
 
 
 # ---- references --------------------------------------------------------------------------------

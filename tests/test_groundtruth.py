@@ -40,6 +40,7 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
 
+@pytest.mark.slow
 def test_the_encoder_reads_each_coordinate_back_from_the_worlds_own_renders():
     """Trained on generated images only, the encoder's code k follows the true factor k on the
     world's renders: the protocol's known answer."""
@@ -94,6 +95,7 @@ def test_the_encoder_is_locatellos_four_blocks():
         CodeEncoder(5, resolution=24)
 
 
+@pytest.mark.slow
 def test_the_oracle_finds_the_axis_of_each_factor_and_the_ceiling_reads_the_world():
     """On the world generator (factor k = axis k of z), the least-squares direction of the
     regressor's x output is axis 3, of y axis 4, of scale axis 1; the regressor's own codes of

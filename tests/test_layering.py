@@ -9,7 +9,7 @@ from itertools import combinations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = {"train", "evaluate", "edit", "explore", "leaderboard"}
+SCRIPTS = {"train", "evaluate", "edit", "explore", "leaderboard", "benchmark"}
 PACKAGES = ["common", "datamodules", "generators", "regressors", "metrics", "directions", "editing",
             "evaluation", "lightning_modules", "explorer"]
 # What each package may import from the project (besides itself).

@@ -1,0 +1,105 @@
+"""The ground-truth benchmark (benchmark.py): the grid's plan, the table, the cache, the quick
+mode that CI runs, and the protocol's known answer on a generator that is the world itself."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import benchmark
+from common.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cfg(**changes):
+    cfg = OmegaConf.load(ROOT / "configs" / "benchmark.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.paths = {"output_dir": "outputs"}
+    return OmegaConf.merge(cfg, OmegaConf.create(changes))
+
+
+def test_the_grid_is_every_view_method_and_seed():
+    cfg = _cfg()
+    cells = benchmark.plan(cfg)
+    expected = sum(len(v.methods) for v in cfg.views) * len(cfg.seeds)
+    assert len(cells) == expected and len({c.name for c in cells}) == expected
+    assert cells[0].name == "dcgan-z-voynov-s0"
+    command = benchmark.train_command(cells[0], cfg, Path("/x/cells"))
+    assert "ckpt_path=auto" in command and "run_name=dcgan-z-voynov-s0" in command
+    quick = benchmark.plan(benchmark.settings_of(_cfg(quick=True)))
+    assert [c.name for c in quick] == ["dcgan-z-sefa-s0", "dcgan-z-voynov-s0"]
+
+
+@pytest.mark.parametrize("views, message", [
+    ([{"name": "a/b", "overrides": [], "methods": ["sefa"]}], "distinct folder name"),
+    ([{"name": "v", "overrides": [], "methods": ["sefa"]}, {"name": "v", "overrides": [], "methods": ["sefa"]}],
+     "distinct folder name"),
+    ([{"name": "v", "overrides": [], "methods": ["nope"]}], "no method 'nope'"),
+    ([{"name": "v", "overrides": [], "methods": []}], "the grid is empty"),
+])
+def test_a_bad_grid_is_refused_before_any_work(views, message):
+    cfg = _cfg()
+    cfg.views = views
+    with pytest.raises(UserError, match=message):
+        benchmark.plan(cfg)
+
+
+def test_the_table_gives_mean_and_spread_over_seeds_and_says_why_a_row_is_empty():
+    rows = {("v", "sefa"): [{"scores": {"mig": 0.2}, "evaluation": {"rca": 0.9}},
+                            {"scores": {"mig": 0.4}, "evaluation": {"rca": 0.7}}],
+            ("v", "ganalyze"): [{"not_scored": "1 direction: the metrics compare codes, they need at least 2"}]}
+    table = benchmark.gather(rows)
+    sefa = table[0]
+    assert sefa["mig"][0] == pytest.approx(0.3) and sefa["mig"][1] == pytest.approx(0.1414, abs=1e-4)
+    assert sefa["rca"][0] == pytest.approx(0.8) and "dci_completeness" not in sefa
+    text = benchmark.markdown(table)
+    assert "| v | sefa | 2 | 0.300 ± 0.141 |" in text
+    assert "v / ganalyze: 1 direction" in text and text.count("n/a") >= len(benchmark.COLUMNS)
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_the_grid_then_serves_it_from_the_cache(tmp_path):
+    """What CI runs: two methods, one seed, tiny sizes; a second run trains and scores nothing."""
+    command = [sys.executable, "benchmark.py", "quick=true", f"paths.output_dir={tmp_path}", "logger=none"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = tmp_path / "benchmark"
+    for name in ("benchmark.md", "benchmark.csv", "benchmark.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "cells" / "dcgan-z-sefa-s0" / "groundtruth.json").read_text())
+    assert set(report["scores"]) == {"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+                                     "factor_vae", "modularity", "sap"}
+    assert all(0.0 <= v <= 1.0 for v in report["scores"].values())
+    table = (out / "benchmark.md").read_text()
+    for method in ("sefa", "voynov", "random", "coordinate"):
+        assert f"| dcgan-z | {method} | 1 |" in table
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("groundtruth.json")}
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "training" not in second.stderr + second.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("groundtruth.json")} == before
+    assert (out / "benchmark.md").read_text() == table
+
+
+@pytest.mark.slow
+def test_on_the_worlds_own_generator_its_axes_beat_a_random_rotation():
+    """The known answer of the whole protocol: coordinate axes of a generator whose axis k is
+    factor k score far above a random rotation of them on MIG, DCI and the FactorVAE score."""
+    from test_groundtruth import WorldGenerator
+
+    from directions import Directions, baseline_set
+    from evaluation.groundtruth import MetricSettings, ProtocolSettings, score
+
+    generator = WorldGenerator(32)
+    settings = ProtocolSettings(generated=3000, steps=500, world_samples=2000)
+    metric = MetricSettings(factor_vae_train=200, factor_vae_eval=100)
+    axes = score(Directions(baseline_set("id", 6, 6)), generator, settings, metric, progress=False)["scores"]
+    rotated = score(Directions(baseline_set("random", 6, 6, init_seed=0)), generator, settings, metric,
+                    progress=False)["scores"]
+    for key in ("mig", "dci_disentanglement", "factor_vae", "sap"):
+        assert axes[key] > rotated[key] + 0.1, (key, axes[key], rotated[key])
