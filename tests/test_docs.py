@@ -33,7 +33,7 @@ README_MAX_LINES = 260
 # and its paths are the suite's fixture folder ($PWD there), so only its links are checked.
 GENERATED = {ROOT / "docs" / "bad_inputs.md"}
 
-SCRIPTS = ("train", "evaluate", "edit", "explore", "leaderboard")
+SCRIPTS = ("train", "evaluate", "edit", "explore", "leaderboard", "benchmark")
 PYTHON = re.compile(r"^(?:\S*/)?python3?$")          # python, python3, .venv/bin/python
 PATH_EXTENSIONS = (".py", ".yaml", ".pt", ".md", ".json")
 # Where generator.path= and regressor names are looked up (generators.load_generator and
@@ -41,7 +41,7 @@ PATH_EXTENSIONS = (".py", ".yaml", ".pt", ".md", ".json")
 WEIGHTS = (ROOT / "generators" / "weights", ROOT / "regressors" / "weights")
 # Names of the files a run writes (in outputs/<run>/): file names, not repository paths.
 WRITTEN = {"directions.pt", "metrics.json", "evaluation.json", "evaluation.md", "config.yaml",
-           "generator.pt", "regressor.pt", "regressor_scores.json"}
+           "generator.pt", "regressor.pt", "regressor_scores.json", "groundtruth.json"}
 # Folders inside a run folder (outputs/<run>/...): what the pages list a run writes.
 RUN_FOLDERS = {"checkpoints", "traversals", "edits", "reconstructions", "samples", "wandb"}
 # Made by the install command, not shipped.
