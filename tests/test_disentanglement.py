@@ -123,7 +123,7 @@ def test_sap_circular_factor_takes_a_sawtooth_or_a_wave_code():
     assert score[:2].min() > 0.99 and score[2] < 0.01
 
 
-@pytest.mark.parametrize("model", ["gbt", "hist_gbt"])
+@pytest.mark.parametrize("model", [pytest.param("gbt", marks=pytest.mark.slow), "hist_gbt"])
 def test_dci_known_answers(codes, model):
     """Small (600 points, 4 bins a factor) to stay fast, the rotation with hist_gbt only (gbt's
     slowest case; both give ~0.21 there). At 3,000 points and 20 bins: identity 1.0 (gbt) and
@@ -211,6 +211,7 @@ def test_sap_matches_disent(factors, noisy, disent_metrics):
     assert np.abs(score[:, :1] - expected).max() < 1e-12
 
 
+@pytest.mark.slow
 def test_dci_matches_disent(noisy, factors, disent_metrics, monkeypatch):
     """The same split, and the classifiers seeded alike (disentanglement_lib leaves
     GradientBoostingClassifier unseeded: its tie-breaking moves the figures by ~3e-3)."""
