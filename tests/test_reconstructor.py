@@ -21,8 +21,9 @@ def test_timm_resnet_with_six_channels_for_large_images():
 def test_nested_reconstructor_config_builds_the_configured_network():
     """method.reconstructor is a nested _target_: its fields reach the network, and a
     user's own callable with the (num_directions, resolution) signature replaces it."""
+    from conftest import compose_cfg  # tests/ is on the path (a "tests" package of another project may be installed)
+
     from generators import random_generator
-    from tests.conftest import compose_cfg
     from train import build_method
 
     cfg = compose_cfg(["method=voynov", "method.reconstructor.width=8",
