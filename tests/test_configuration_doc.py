@@ -232,6 +232,7 @@ def test_the_page_names_options_tables_and_commands():
     assert {r["section"]["script"] for r in ROWS} >= {"train", "edit", "evaluate", "explore"}
 
 
+@pytest.mark.slow
 def test_every_configuration_composes():
     """A config broken under the page (being edited) shows here first, with its message."""
     for overrides in train_compositions():

@@ -391,6 +391,7 @@ def in_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", [d for d in DOCS if d not in GENERATED], ids=_ids)
 def test_every_command_works_as_written(doc, in_root):
     wrong = check_pip_extras(doc)

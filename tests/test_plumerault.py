@@ -167,6 +167,7 @@ def test_w_space_of_a_style_based_generator(tmp_path):
     assert made.space == "w" and made.latent_dim == 16 and "u/spread" in metrics
 
 
+@pytest.mark.slow
 def test_killed_half_way_resumes_its_trajectories(tmp_path):
     whole, _ = run_plumerault(tmp_path, run_name="whole")
     half, _ = run_plumerault(tmp_path, "trainer.max_steps=1", run_name="half")

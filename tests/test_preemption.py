@@ -53,6 +53,7 @@ def _vectors(path: Path) -> dict:
     return Directions.load(path).directions.state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, requeued", [("SIGUSR1", True), ("SIGTERM", False)])
 def test_signal_saves_stops_requeues_and_resumes_to_the_same_result(tmp_path, monkeypatch, name,
                                                                     requeued):

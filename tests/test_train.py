@@ -51,6 +51,7 @@ def test_direction_types(tiny_cfg, kind):
         assert torch.allclose(after @ after.T, torch.eye(8), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["voynov", "warped", "ganalyze", "steerability", "eye"])
 def test_resume_matches_one_go(tmp_path, method):
     # EYE runs with its discriminator term here: the DCGAN whose weights ship has one.
@@ -72,6 +73,7 @@ def test_resume_matches_one_go(tmp_path, method):
     assert ckpt["global_step"] == 6
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tiny_cfg):
     first = tiny_cfg("logger=wandb", "trainer.max_steps=2")
     train(first)
