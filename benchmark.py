@@ -29,7 +29,7 @@ import math
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hydra
@@ -124,12 +124,34 @@ def score_file(directions_path: Path, cfg: DictConfig, seed: int, device) -> dic
     return score(directions.to(generator.device), generator, protocol, metric, progress=True)
 
 
+def recorded_result(path: Path, cfg: DictConfig, seed: int) -> dict | None:
+    """A cell's or reference's groundtruth.json when it was scored with this config's protocol
+    and metric settings (a file scored with other sizes, or unreadable, is not reused)."""
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("%s: unreadable; scored again", path)
+        return None
+    if not isinstance(report, dict):
+        return None
+    if "not_scored" in report or "failed" in report:
+        return report
+    protocol, metric = protocol_settings(cfg, seed)
+    if report.get("protocol") == protocol.to_dict() and report.get("metric_settings") == asdict(metric):
+        return report
+    log.info("%s: scored with other protocol or metric settings; scored again", path)
+    return None
+
+
 def run_cell(cell: Cell, cfg: DictConfig, cells_dir: Path, device) -> dict:
     folder = cells_dir / cell.name
     result = folder / "groundtruth.json"
-    if result.is_file():
+    recorded = recorded_result(result, cfg, cell.seed)
+    if recorded is not None:
         log.info("%s: done (%s)", cell.name, result)
-        return json.loads(result.read_text())
+        return recorded
     if not (folder / "directions.pt").is_file():
         command = train_command(cell, cfg, cells_dir)
         log.info("%s: training: %s", cell.name, " ".join(command[1:]))
@@ -183,7 +205,8 @@ def reference_report(view: dict, ref: str, seed: int, cfg: DictConfig, device) -
         def encode_factors(f):
             return regressor_codes(regressor, to_uint8(world.render(f)), device=device).double().numpy()
 
-        return disentanglement_scores(codes, factors, encode_factors, metric, seed)
+        return {**disentanglement_scores(codes, factors, encode_factors, metric, seed),
+                "protocol": protocol.to_dict(), "metric_settings": asdict(metric)}
     why = cannot_score(directions, generator)
     if why:
         return {"not_scored": why}
@@ -201,8 +224,9 @@ def compose_train(overrides: list[str]) -> DictConfig:
 
 def run_reference(view: dict, ref: str, seed: int, cfg: DictConfig, refs_dir: Path, device) -> dict:
     result = refs_dir / f"{view['name']}-{ref}-s{seed}" / "groundtruth.json"
-    if result.is_file():
-        return json.loads(result.read_text())
+    recorded = recorded_result(result, cfg, seed)
+    if recorded is not None:
+        return recorded
     log.info("reference %s on %s, seed %d", ref, view["name"], seed)
     report = reference_report(view, ref, seed, cfg, device)
     result.parent.mkdir(parents=True, exist_ok=True)

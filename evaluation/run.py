@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,23 @@ from datamodules.world import FACTORS
 from directions import Directions, baseline_set
 from generators.base import Generator
 from metrics.distances import LPIPSUnavailable, make_lpips
-from metrics.evaluation import EvaluationSettings, evaluate_directions
-from metrics.report import annotated_traversal, effect_heatmap, markdown_table, report_describes  # noqa: F401 - the explorer's
+from metrics.evaluation import EvaluationSettings, evaluate_sets
+from metrics.report import (  # noqa: F401 - report_describes: the explorer's
+    annotated_traversal,
+    effect_heatmap,
+    markdown_table,
+    rca_separation_note,
+    rca_training_note,
+    report_describes,
+    timing_note,
+)
 from regressors.attributes import AttributeRegressor, load_regressor
 
 log = logging.getLogger("evaluate")
 
 BASELINES = {"random": "random", "coordinate": "id"}  # baseline name -> baseline_set kind
 # Part of every cached baseline's key: raise it when what an evaluation reports changes.
-REPORT_VERSION = 3
+REPORT_VERSION = 4  # 4: the RCA reconstructors stop early (rca.patience)
 NO_REGRESSOR = ("factor metrics (coverage, purity, gap, focus, FID on regressor features) need an "
                 "attribute regressor for this generator's images, and its config names none: "
                 "train one on labelled images with `python train.py experiment=regressor_folder "
@@ -153,7 +162,12 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     """Evaluates a directions file and its baselines; rank 0 writes the reports beside it.
 
     Every process of a DDP run calls this (each scores its share; the metrics sum the shares).
+    The directions and the baselines not yet cached are scored in one pass
+    (``evaluate_sets``); the time reported (``seconds`` in evaluation.json, the directions'
+    ``metrics.seconds``, train.py's ``eval/seconds``, the printed line) is the whole
+    evaluation's, baselines and reports included.
     """
+    start = time.perf_counter()
     directions_path = Path(directions_path)
     run_dir = directions_path.parent
     directions = Directions.load(directions_path, generator=generator)
@@ -183,11 +197,13 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
         else:
             sets[name] = fixed
 
-    results: dict[str, dict] = {}
-    for name, dirs in sets.items():
-        log.info("evaluating %s (%d directions)", name, dirs.num_directions)
-        results[name] = evaluate_directions(dirs, generator, regressor, settings, rank, world_size,
-                                            lpips=lpips, per_class=name == label)
+    log.info("evaluating %s (%d directions)%s%s", label, directions.num_directions,
+             f" and the baselines {', '.join(n for n in sets if n != label)} in one pass"
+             if len(sets) > 1 else "", f"; cached: {', '.join(cached)}" if cached else "")
+    scored = evaluate_sets(sets, generator, regressor, settings, rank, world_size,
+                           lpips=lpips, per_class=[label])
+    results: dict[str, dict] = scored["results"]
+    for name in sets:
         if name in keys and rank == 0:
             atomic_write_json(results[name], cache_dir / f"{keys[name]}.json")
     for name, result in cached.items():
@@ -200,6 +216,12 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     per_class = results[label].pop("per_class", None)
     if per_class is not None:
         table += per_class_table(per_class, label, num_factors, directions.meta.get("direction_classes"))
+    notes = [note for note in (
+        rca_separation_note({n: r["metrics"].get("rca") for n, r in results.items()}, label,
+                            directions.num_directions, directions.latent_dim),
+        rca_training_note({n: results[n]["rca_training"] for n in sets if "rca_training" in results[n]},
+                          settings.rca.patience, settings.rca.check_every, settings.rca.min_delta),
+    ) if note]
     # the file's hash: a report describes these directions only while the file is unchanged
     report = {"directions": str(directions_path), "directions_sha256": file_sha256(directions_path),
               "method": directions.meta.get("method"),
@@ -209,13 +231,24 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
               "alpha_range": {"value": alpha_range, "source": alpha_source},
               "settings": settings.to_dict(), "layers": directions.layers, "label": label,
               "order": order, "results": results,
-              "direction_classes": directions.meta.get("direction_classes"), "table": table}
+              "direction_classes": directions.meta.get("direction_classes"), "table": table,
+              "notes": notes,
+              "seconds": dict(scored["seconds"], computed=list(sets), cached=list(cached))}
     if per_class is not None:
         report["per_class"] = per_class
+    reports_start = time.perf_counter()
+    figures = _figures(report, run_dir, directions, generator, cfg) if rank == 0 else None
+
+    # The time of everything this evaluation did, its figures included, before the files say it.
+    report["seconds"]["reports"] = round(time.perf_counter() - reports_start, 1)
+    report["seconds"]["total"] = round(time.perf_counter() - start, 1)
+    results[label]["metrics"]["seconds"] = report["seconds"]["total"]
     if rank == 0:
-        _write_reports(report, run_dir, directions, generator, cfg, loggers)
-        print(f"\nEvaluation of {directions_path} ({results[label]['metrics']['seconds']} s):\n\n{table}")
-        print(f"\nalpha_range {alpha_range:g}: {alpha_source}")
+        _write_reports(report, run_dir, figures, loggers)
+        print(f"\nEvaluation of {directions_path}: {timing_note(report['seconds'])}.\n\n{table}")
+        for note in notes:
+            print(f"{note}\n")
+        print(f"alpha_range {alpha_range:g}: {alpha_source}")
         if regressor is None:
             print(f"\nNo regressor: {NO_REGRESSOR}.")
     return report
@@ -234,12 +267,10 @@ def per_class_table(per_class: dict, label: str, num_factors: int | None,
 
 
 @torch.no_grad()
-def _write_reports(report: dict, run_dir: Path, directions: Directions, generator: Generator,
-                   cfg: DictConfig, loggers) -> None:
+def _figures(report: dict, run_dir: Path, directions: Directions, generator: Generator,
+             cfg: DictConfig) -> tuple[Path | None, Path]:
+    """The effect-matrix heatmap (None without a regressor) and the annotated traversal."""
     result = report["results"][report["label"]]
-    atomic_write_json(report, run_dir / "evaluation.json")
-    text = report["table"] + ("" if report["regressor"]["path"] else f"\n\n{NO_REGRESSOR}.\n")
-    atomic_write(run_dir / "evaluation.md", lambda handle: handle.write(text.encode()))
     heatmap = None
     trav = cfg.traversal
     if "effect_matrix" in result:
@@ -263,6 +294,17 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
     rows = directions.traversal_rows(generator, latents, order, alphas, y=y)
     traversal = annotated_traversal(list(rows), labels, run_dir / "traversal_annotated.png",
                                     columns=trav.num_seeds * trav.steps)
+    return heatmap, traversal
+
+
+def _write_reports(report: dict, run_dir: Path, figures: tuple[Path | None, Path], loggers) -> None:
+    """evaluation.json, evaluation.md (the table, the notes, the time) and the W&B logs."""
+    atomic_write_json(report, run_dir / "evaluation.json")
+    text = report["table"] + "".join(f"\n{note}\n" for note in report["notes"])
+    text += f"\nEvaluation time: {timing_note(report['seconds'])}.\n"
+    text += "" if report["regressor"]["path"] else f"\n{NO_REGRESSOR}.\n"
+    atomic_write(run_dir / "evaluation.md", lambda handle: handle.write(text.encode()))
+    heatmap, traversal = figures
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             columns = ["directions"] + sorted({k for r in report["results"].values() for k in r["metrics"]})
@@ -274,4 +316,3 @@ def _write_reports(report: dict, run_dir: Path, directions: Directions, generato
             logger.log_image(key="evaluation/traversal", images=[str(traversal)],
                              caption=["rows: directions by total effect, labelled with the factor "
                                       "each moves most; columns: seeds x alpha"])
-

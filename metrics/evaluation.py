@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +28,7 @@ from common.seeds import EVALUATION_FIRST_STEP
 from datamodules.streams import batch_seed
 from metrics.content import ContentPreservation
 from metrics.effects import EffectMatrix
-from metrics.rca import RCASettings, auto_step, reconstructor_accuracy, recorded_alpha_range, shifted
+from metrics.rca import RCASettings, auto_step, reconstructor_accuracies, recorded_alpha_range, shifted
 from metrics.realism import DiscriminatorScore, feature_fid
 
 MAX_CLASSES = 50  # per-class metrics for at most this many classes (set generator.classes)
@@ -169,74 +169,113 @@ def evaluate_directions(directions, generator, regressor, settings: EvaluationSe
                         lpips: torch.nn.Module | None = None,
                         per_class: bool = False) -> dict[str, Any]:
     """Scores one direction set; returns flat ``metrics`` and the ``effect_matrix`` details,
-    and with ``per_class`` (on a conditional generator) the metrics of each class drawn."""
-    settings = settings.resolve(recorded_alpha_range(directions))
+    and with ``per_class`` (on a conditional generator) the metrics of each class drawn
+    (``evaluate_sets`` of that set alone; ``metrics["seconds"]``: the time it took)."""
+    scored = evaluate_sets({"directions": directions}, generator, regressor, settings, rank,
+                           world_size, progress, lpips, ["directions"] if per_class else [])
+    result = scored["results"]["directions"]
+    result["metrics"]["seconds"] = scored["seconds"]["total"]
+    return result
+
+
+def evaluate_sets(sets: Mapping[str, Any], generator, regressor, settings: EvaluationSettings,
+                  rank: int = 0, world_size: int = 1, progress: bool = True,
+                  lpips: torch.nn.Module | None = None,
+                  per_class: Sequence[str] = ()) -> dict[str, Any]:
+    """Scores several direction sets (a run's directions and its baselines) in one pass over
+    the same samples: each batch of latents is drawn and rendered once, with D's scores and
+    the regressor's reading of G(z), for every set, and the sets' RCA reconstructors train in
+    one loop on shared draws (``reconstructor_accuracies``). Each set's numbers are those it
+    gets alone (its own steps from its own alpha range).
+
+    Returns ``{"results": {name: {"metrics", effect matrix details, "per_class" for the sets
+    named in ``per_class``, "rca_training"}}, "seconds": {"effects", "rca", "total"}}``.
+    """
     start = time.perf_counter()
     device = generator.device
-    k_count = directions.num_directions
-    fid = None
+    own = {name: settings.resolve(recorded_alpha_range(d)) for name, d in sets.items()}
+    use_fid = (regressor is not None and settings.fid
+               and settings.samples > regressor.num_features)  # a full-rank covariance
     if regressor is not None:
         regressor = regressor.to(device)
-        # A Frechet distance needs more samples than feature dimensions (a full-rank covariance).
-        if settings.fid and settings.samples > regressor.num_features:
-            fid = feature_fid(regressor.num_features).to(device)
     disc = getattr(generator, "discriminator", None)
-    make = partial(_Scores, k_count, regressor, settings, lpips, disc is not None, device)
-    overall = make()
-    classes = drawn_classes(generator) if per_class else None
+    classes = drawn_classes(generator)
     classes = classes if classes is not None and len(classes) <= MAX_CLASSES else None
-    by_class = {c: make() for c in classes or []}
+    states = {}
+    for name, directions in sets.items():
+        make = partial(_Scores, directions.num_directions, regressor, own[name], lpips,
+                       disc is not None, device)
+        states[name] = {"overall": make(),
+                        "by_class": {c: make() for c in (classes or [])} if name in per_class else {},
+                        "fid": feature_fid(regressor.num_features).to(device) if use_fid else None}
 
-    def observe(images: torch.Tensor, real: bool):
-        """D's scores and the regressor's predictions of the images (FID fed on the way)."""
+    def observe(images: torch.Tensor):
+        """D's scores, the regressor's features and predictions of the images."""
         d = disc(images).flatten() if disc is not None else None
         if regressor is None:
-            return d, None
+            return d, None, None
         features, predictions = regressor.features_and_predictions(images)
-        if fid is not None:
-            fid.update(features, real=real)
-        return d, predictions
+        return d, features, predictions
 
     share = -(-settings.samples // world_size)
     batches = list(range(0, share, settings.batch_size))
+    names = ", ".join(sets)
     with torch.no_grad():
-        for i, first in enumerate(tqdm(batches, desc="evaluation: effects, content, realism",
+        for i, first in enumerate(tqdm(batches, desc=f"evaluation: effects, content, realism ({names})",
                                        leave=False, disable=not progress or rank != 0)):
             rng = torch.Generator().manual_seed(batch_seed(settings.seed, EVALUATION_FIRST_STEP - i, rank))
             z, y = generator.draw(min(settings.batch_size, share - first), generator=rng)
-            groups = [(None, overall)] + [(y == c, scores) for c, scores in by_class.items()]
-            groups = [(rows, scores) for rows, scores in groups if rows is None or rows.any()]
             x0 = generator(z, y)
-            d0, before = observe(x0, real=True)
-            for rows, scores in groups:
-                scores.original(_rows(d0, rows))
-            for k in range(k_count):
-                for sign in (1.0, -1.0):
-                    x1 = generator(shifted(directions, z, k, sign * settings.alpha, y), y)
-                    d1, after = observe(x1, real=False)
-                    distances = overall.content.distances(x0, x1)
-                    for rows, scores in groups:
-                        scores.edit(k, _rows(distances, rows), _rows(before, rows),
-                                    _rows(after, rows), _rows(d1, rows), settings.alpha)
-    metrics, summary = overall.compute(k_count)
-    if fid is not None:
-        metrics["fid"] = float(fid.compute())
-    if settings.rca.steps > 0 and k_count >= 2:  # one direction: nothing to tell apart
-        metrics.update(reconstructor_accuracy(directions, generator, settings.rca, rank,
-                                              world_size, progress))
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
-    out: dict[str, Any] = {"metrics": metrics}
-    if per_class and getattr(generator, "num_classes", None):
-        out["per_class"] = _per_class(by_class, k_count, generator)
-    if summary:
-        out.update({"factors": regressor.factor_names,
-                    "effect_matrix": overall.effect.matrix().tolist(),
-                    "num_factors": summary["num_factors"],
-                    "best_direction": summary["best_direction"],
-                    "per_factor_purity": summary["per_factor_purity"],
-                    "per_factor_gap": summary["per_factor_gap"],
-                    "dominant_factor": summary["dominant_factor"]})
-    return out
+            d0, features0, before = observe(x0)  # once for every set
+            for name, directions in sets.items():
+                state, alpha = states[name], own[name].alpha
+                overall = state["overall"]
+                groups = [(None, overall)] + [(y == c, scores) for c, scores in state["by_class"].items()]
+                groups = [(rows, scores) for rows, scores in groups if rows is None or rows.any()]
+                if state["fid"] is not None:
+                    state["fid"].update(features0, real=True)
+                for rows, scores in groups:
+                    scores.original(_rows(d0, rows))
+                for k in range(directions.num_directions):
+                    for sign in (1.0, -1.0):
+                        x1 = generator(shifted(directions, z, k, sign * alpha, y), y)
+                        d1, features1, after = observe(x1)
+                        if state["fid"] is not None:
+                            state["fid"].update(features1, real=False)
+                        distances = overall.content.distances(x0, x1)
+                        for rows, scores in groups:
+                            scores.edit(k, _rows(distances, rows), _rows(before, rows),
+                                        _rows(after, rows), _rows(d1, rows), alpha)
+    effects_done = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    for name, directions in sets.items():
+        state, k_count = states[name], directions.num_directions
+        metrics, summary = state["overall"].compute(k_count)
+        if state["fid"] is not None:
+            metrics["fid"] = float(state["fid"].compute())
+        out: dict[str, Any] = {"metrics": metrics}
+        if name in per_class and getattr(generator, "num_classes", None):
+            out["per_class"] = _per_class(state["by_class"], k_count, generator)
+        if summary:
+            out.update({"factors": regressor.factor_names,
+                        "effect_matrix": state["overall"].effect.matrix().tolist(),
+                        "num_factors": summary["num_factors"],
+                        "best_direction": summary["best_direction"],
+                        "per_factor_purity": summary["per_factor_purity"],
+                        "per_factor_gap": summary["per_factor_gap"],
+                        "dominant_factor": summary["dominant_factor"]})
+        results[name] = out
+    # RCA: one direction has nothing to tell apart
+    rca_sets = {name: d for name, d in sets.items() if d.num_directions >= 2}
+    if settings.rca.steps > 0 and rca_sets:
+        for name, rca in reconstructor_accuracies(rca_sets, generator, settings.rca, rank,
+                                                  world_size, progress).items():
+            results[name]["metrics"].update(rca["metrics"])
+            results[name]["rca_training"] = rca["training"]
+    done = time.perf_counter()
+    return {"results": results,
+            "seconds": {"effects": round(effects_done - start, 1), "rca": round(done - effects_done, 1),
+                        "total": round(done - start, 1)}}
 
 
 def _per_class(by_class: dict[int, _Scores], k_count: int, generator) -> dict[str, Any]:

@@ -120,3 +120,65 @@ def report_describes(report: dict, directions_path: str | Path) -> bool:
     was recorded are taken as they are."""
     recorded = report.get("directions_sha256")
     return recorded is None or recorded == file_sha256(directions_path)
+
+
+# RCA cannot tell two sets apart when both score near 1 within a few points of each other.
+RCA_NEAR_ONE = 0.9
+RCA_FEW_POINTS = 0.05
+
+
+def rca_separation_note(rca: dict[str, float], label: str, num_directions: int,
+                        latent_dim: int | None) -> str | None:
+    """The report's note when RCA cannot separate the sets: the directions' RCA (``rca[label]``)
+    and a baseline's both at least ``RCA_NEAR_ONE`` and within ``RCA_FEW_POINTS`` of each other,
+    with the reason: K near the latent size (K >= d / 2: any K directions span most of the
+    latent space, so a reconstructor tells nearly any set apart), or else the step. None when
+    RCA separates them (or there is no baseline to compare)."""
+    own = rca.get(label)
+    if own is None or own < RCA_NEAR_ONE:
+        return None
+    close = [name for name, value in rca.items() if name != label and value is not None
+             and value >= RCA_NEAR_ONE and abs(value - own) <= RCA_FEW_POINTS]
+    if not close:
+        return None
+    scores = ", ".join(f"{name} {rca[name]:.3f}" for name in [label, *close])
+    if latent_dim and 2 * num_directions >= latent_dim:
+        why = (f"K = {num_directions} directions in a {latent_dim}-d latent space: any "
+               f"{num_directions} directions there span {'all' if num_directions >= latent_dim else 'much'} "
+               "of it, and a reconstructor tells almost any such set apart")
+    else:
+        why = ("at these shifts every direction, learned or not, changes the images in a way a "
+               "reconstructor tells apart")
+    return (f"RCA cannot separate these sets ({scores}: within {RCA_FEW_POINTS:.2f} of each "
+            f"other and near 1): {why}. Compare them by coverage, purity, gap and focus, or "
+            "evaluate fewer directions or smaller shifts (evaluation.settings.rca.shift_scale)")
+
+
+def rca_training_note(trainings: dict[str, dict[str, Any]], patience: int, check_every: int,
+                      min_delta: float) -> str | None:
+    """One line on how long each fresh RCA reconstructor trained (``rca_training`` of the
+    results computed now): the batches, which stopped early, the size they read."""
+    if not trainings:
+        return None
+    parts = []
+    for name, t in trainings.items():
+        extras = (["stopped early"] if t["stopped_early"] else []) + (
+            [f"validation accuracy {t['validation'][-1][1]:.3f}"] if t.get("validation") else [])
+        parts.append(f"{name} {t['batches']} / {t['max_batches']} batches"
+                     + (f" ({', '.join(extras)})" if extras else ""))
+    first = next(iter(trainings.values()))
+    rule = (f"each stops when its accuracy on held-out validation shifts gains less than "
+            f"{min_delta:g} in {patience} check{'s' if patience != 1 else ''} of {check_every} "
+            "batches" if patience else "no early stopping")
+    return (f"RCA reconstructors trained by this evaluation: {'; '.join(parts)} ({rule}; images "
+            f"read at {first['image_size']} px).")
+
+
+def timing_note(seconds: dict[str, Any]) -> str:
+    """The evaluation's time in all, and what it covered (the sets computed, the cached ones)."""
+    computed, cached = seconds.get("computed", []), seconds.get("cached", [])
+    parts = [f"effects, content and realism {seconds['effects']:g} s",
+             f"RCA {seconds['rca']:g} s", f"reports {seconds['reports']:g} s"]
+    sets = ", ".join(computed)
+    return (f"{seconds['total']:g} s in all ({'; '.join(parts)}) for {sets}"
+            + (f"; from the cache: {', '.join(cached)}" if cached else ""))

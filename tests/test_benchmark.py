@@ -63,6 +63,41 @@ def test_the_table_gives_mean_and_spread_over_seeds_and_says_why_a_row_is_empty(
     assert "v / ganalyze: 1 direction" in text and text.count("n/a") >= len(benchmark.COLUMNS)
 
 
+def test_a_recorded_result_is_reused_only_with_the_same_protocol_and_metric_settings(tmp_path):
+    """The committed grid (results/benchmark) resumes across sittings: a cell scored with these
+    sizes is done; one scored with other sizes, or a file that is not a report, is scored again."""
+    from dataclasses import asdict
+
+    cfg = _cfg()
+    protocol, metric = benchmark.protocol_settings(cfg, 1)
+    path = tmp_path / "groundtruth.json"
+    assert benchmark.recorded_result(path, cfg, 1) is None
+    same = {"scores": {"mig": 0.2}, "protocol": protocol.to_dict(), "metric_settings": asdict(metric)}
+    path.write_text(json.dumps(same))
+    assert benchmark.recorded_result(path, cfg, 1) == same
+    assert benchmark.recorded_result(path, cfg, 2) is None  # the seed is part of the protocol
+    assert benchmark.recorded_result(path, _cfg(protocol={"generated": 999}), 1) is None
+    assert benchmark.recorded_result(path, _cfg(metrics={"bins": 7}), 1) is None
+    path.write_text(json.dumps({"not_scored": "1 direction"}))
+    assert benchmark.recorded_result(path, cfg, 1) == {"not_scored": "1 direction"}
+    for text in ("{not json", "[1, 2]"):
+        path.write_text(text)
+        assert benchmark.recorded_result(path, cfg, 1) is None
+
+
+def test_the_projects_grid_folder_keeps_only_each_cells_small_reports_in_git():
+    """results/benchmark/cells/<cell>/: the reports and directions are committed, checkpoints
+    and logs ignored (git check-ignore reads the repository's .gitignore)."""
+    cell = "results/benchmark/cells/dcgan-z-sefa-s0"
+    kept = [f"{cell}/{name}" for name in ("groundtruth.json", "evaluation.json", "evaluation.md",
+                                           "directions.pt", "config.yaml")]
+    ignored = [f"{cell}/checkpoints/last.ckpt", f"{cell}/wandb/run.log", f"{cell}/train.log",
+               "results/benchmark/wandb/x"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *kept, *ignored], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ignored
+
+
 @pytest.mark.slow
 def test_quick_mode_runs_the_grid_then_serves_it_from_the_cache(tmp_path):
     """What CI runs: two methods, one seed, tiny sizes; a second run trains and scores nothing."""
