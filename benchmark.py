@@ -268,19 +268,35 @@ def gather(rows: dict[tuple[str, str], list[dict]]) -> list[dict]:
             values = [float(v) for v in values if isinstance(v, (int, float))]
             if values:
                 row[key] = mean_std(values)
+        for key, values in (("run_seconds", [r.get("train_seconds") for r in reports]),
+                            ("protocol_seconds", [(r.get("seconds") or {}).get("total") for r in reports])):
+            values = [float(v) for v in values if isinstance(v, (int, float))]
+            if values:  # what the cells took: the run (training and its evaluation), the protocol
+                row[key], row[f"{key}_sum"] = sum(values) / len(values), sum(values)
         table.append(row)
     return table
 
 
+def time_line(table: list[dict]) -> str:
+    """The grid's measured time: every cell's run and protocol seconds summed (a cell scored
+    from an existing directions file counts its protocol only)."""
+    runs = sum(row.get("run_seconds_sum", 0.0) for row in table)
+    protocol = sum(row.get("protocol_seconds_sum", 0.0) for row in table)
+    return (f"Time of these cells and references: {(runs + protocol) / 3600:.2f} h "
+            f"(runs {runs / 3600:.2f} h, protocol {protocol / 3600:.2f} h).")
+
+
 def markdown(table: list[dict]) -> str:
-    head = "| view | method | seeds | " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    head = ("| view | method | seeds | " + " | ".join(title for _, title in COLUMNS)
+            + " | run s | protocol s |")
+    lines = [head, "|" + "---|" * (5 + len(COLUMNS))]
     for row in table:
         cells = [f"{row[k][0]:.3f} ± {row[k][1]:.3f}" if k in row else "n/a" for k, _ in COLUMNS]
+        cells += [f"{row[k]:.0f}" if k in row else "" for k in ("run_seconds", "protocol_seconds")]
         line = f"| {row['view']} | {row['method']} | {row['seeds']} | " + " | ".join(cells) + " |"
         lines.append(line)
     notes = [f"- {row['view']} / {row['method']}: {row['note']}" for row in table if row.get("note")]
-    return "\n".join(lines + ([""] + ["Not scored:"] + notes if notes else [])) + "\n"
+    return "\n".join(lines + [""] + [time_line(table)] + ([""] + ["Not scored:"] + notes if notes else [])) + "\n"
 
 
 def write_csv(table: list[dict], path: Path) -> None:

@@ -63,6 +63,21 @@ def test_the_table_gives_mean_and_spread_over_seeds_and_says_why_a_row_is_empty(
     assert "v / ganalyze: 1 direction" in text and text.count("n/a") >= len(benchmark.COLUMNS)
 
 
+def test_the_table_says_what_the_cells_took():
+    """A cell's run (training and its evaluation) and protocol seconds, averaged over seeds, and
+    the grid's total; a cell scored from an existing file has no run time and adds none."""
+    rows = {("v", "sefa"): [{"scores": {"mig": 0.2}, "train_seconds": 100.0, "seconds": {"total": 50.0}},
+                            {"scores": {"mig": 0.4}, "train_seconds": None, "seconds": {"total": 70.0}}],
+            ("v", "random"): [{"scores": {"mig": 0.1}, "seconds": {"total": 30.0}}]}
+    table = benchmark.gather(rows)
+    assert table[0]["run_seconds"] == 100.0 and table[0]["protocol_seconds"] == 60.0
+    assert "run_seconds" not in table[1]
+    text = benchmark.markdown(table)
+    assert "| 100 | 60 |" in text and "|  | 30 |" in text
+    # runs 100 s, protocol 50 + 70 + 30 s
+    assert "Time of these cells and references: 0.07 h (runs 0.03 h, protocol 0.04 h)." in text
+
+
 def test_a_recorded_result_is_reused_only_with_the_same_protocol_and_metric_settings(tmp_path):
     """The committed grid (results/benchmark) resumes across sittings: a cell scored with these
     sizes is done; one scored with other sizes, or a file that is not a report, is scored again."""
