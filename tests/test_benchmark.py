@@ -78,6 +78,40 @@ def test_the_table_says_what_the_cells_took():
     assert "Time of these cells and references: 0.07 h (runs 0.03 h, protocol 0.04 h)." in text
 
 
+def test_a_cells_evaluation_figures_are_its_own_sets_not_a_baselines(tmp_path):
+    """evaluation.json holds the baselines beside the run's set, in name order: the table reads
+    the set its ``label`` names."""
+    report = {"label": "sefa", "results": {
+        "coordinate": {"metrics": {"rca": 0.079, "coverage": 0, "purity": 0.27}},
+        "random": {"metrics": {"rca": 0.085, "coverage": 0, "purity": 0.24}},
+        "sefa": {"metrics": {"rca": 0.246, "coverage": 1, "purity": 0.31}}}}
+    (tmp_path / "evaluation.json").write_text(json.dumps(report))
+    assert benchmark.evaluation_figures(tmp_path) == {"rca": 0.246, "coverage": 1, "purity": 0.31}
+    (tmp_path / "evaluation.json").write_text(json.dumps({"results": report["results"]}))
+    assert benchmark.evaluation_figures(tmp_path) == {}
+
+
+def test_gather_only_tables_what_is_scored_and_runs_nothing(tmp_path):
+    """A grid spread over sittings: the table of the cells and references already scored with
+    these settings; the rest are listed as not run, nothing is trained or scored."""
+    from dataclasses import asdict
+
+    cfg = _cfg(out_dir=str(tmp_path), gather_only=True, seeds=[0, 1], references=["random"],
+               views=[{"name": "v", "overrides": ["generator=dcgan_shapes"], "methods": ["sefa"]}])
+    with pytest.raises(UserError, match="no cell or reference"):
+        benchmark.benchmark(cfg)
+    protocol, metric = benchmark.protocol_settings(cfg, 0)
+    done = tmp_path / "cells" / "v-sefa-s0" / "groundtruth.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"scores": {"mig": 0.25}, "protocol": protocol.to_dict(),
+                                "metric_settings": asdict(metric), "train_seconds": 5.0,
+                                "seconds": {"total": 60.0}}))
+    table = benchmark.benchmark(cfg)
+    assert [(row["method"], row["seeds"]) for row in table] == [("sefa", 1)]
+    assert "| v | sefa | 1 | 0.250 ± 0.000 |" in (tmp_path / "benchmark.md").read_text()
+    assert sorted(p.name for p in tmp_path.rglob("groundtruth.json")) == ["groundtruth.json"]
+
+
 def test_a_recorded_result_is_reused_only_with_the_same_protocol_and_metric_settings(tmp_path):
     """The committed grid (results/benchmark) resumes across sittings: a cell scored with these
     sizes is done; one scored with other sizes, or a file that is not a report, is scored again."""
