@@ -26,11 +26,12 @@ from directions.parametrisations import (
                                          RBFWarps,
                                          VectorDirections,
                                          baseline_set,
+                                         build_set,
                                          edit_pairs,
 )
 from directions.reader import DIRECTIONS_FORMAT, DIRECTIONS_FORMAT_V1, READABLE_FORMATS
 
 __all__ = ["Directions", "class_index", "class_table", "BASELINE_KINDS", "PARAMETRISATIONS", "BasisDirections",
            "DirectionSet", "LayerVectors", "LinearDirections", "LocalDirections", "MLPWalk", "OrthoDirections",
-           "ProjDirections", "RBFWarps", "VectorDirections", "baseline_set", "edit_pairs", "DIRECTIONS_FORMAT",
-           "DIRECTIONS_FORMAT_V1", "READABLE_FORMATS"]
+           "ProjDirections", "RBFWarps", "VectorDirections", "baseline_set", "build_set", "edit_pairs",
+           "DIRECTIONS_FORMAT", "DIRECTIONS_FORMAT_V1", "READABLE_FORMATS"]

@@ -22,7 +22,7 @@ import torch
 
 from common.errors import UserError
 from common.io import atomic_write
-from directions.parametrisations import PARAMETRISATIONS, DirectionSet, _as_batch, edit_pairs
+from directions.parametrisations import PARAMETRISATIONS, DirectionSet, _as_batch, build_set, edit_pairs
 from directions.reader import DIRECTIONS_FORMAT, DIRECTIONS_FORMAT_V1, encode, read
 from generators.base import describe_layers, identity_mismatch
 
@@ -288,7 +288,7 @@ class Directions:
             raise UserError(f"{path}: unknown direction kind {blob['kind']!r}; "
                             f"known: {sorted(PARAMETRISATIONS)}")
         try:
-            directions = PARAMETRISATIONS[blob["kind"]](**blob["config"])
+            directions = build_set(blob["kind"], blob["config"])
         except TypeError as err:
             raise UserError(f"{path}: the {blob['kind']} config {blob['config']} does not fit "
                             f"this version's parametrisation ({err})") from None
@@ -323,7 +323,7 @@ class Directions:
         latent_dim, num_layers, truncation, num_classes; the Z- and W-space views of one
         checkpoint are different generators); per-layer directions need W+ latents."""
         name = getattr(generator, "name", type(generator).__name__)
-        if self.latent_dim != generator.latent_dim:
+        if getattr(self.directions, "channels", None) is None and self.latent_dim != generator.latent_dim:
             raise UserError(f"{source} has directions in a {self.latent_dim}-d latent space, but "
                              f"generator {name!r} takes {generator.latent_dim}-d latents: use the "
                              f"generator it was made for ({self.made_for()})")
@@ -359,3 +359,10 @@ class Directions:
                 raise UserError(f"{source} holds directions on layers {layers}, but generator "
                                  f"{name!r} has {num_layers} layers: use the generator it was "
                                  f"made for ({self.made_for()})")
+        channels = getattr(self.directions, "channels", None)
+        if channels is not None and (getattr(generator, "space", None) != "s"
+                                     or channels[-1] >= generator.latent_dim):
+            raise UserError(f"{source} holds directions on {len(channels)} channels of S space, "
+                            f"but generator {name!r} edits its {getattr(generator, 'space', '?')!r} "
+                            f"space of size {getattr(generator, 'latent_dim', '?')}: load it with "
+                            f"generator.space=s ({self.made_for()})")

@@ -8,6 +8,10 @@ evaluation compares against.
 Per-layer (W+) directions: a set built with ``layers=[...]`` moves only those per-layer codes of
 ``N x L x d`` latents and refuses ``N x d`` latents; a set with ``layers=None`` moves ``N x d``
 latents, or every layer of ``N x L x d`` ones.
+
+Channel subsets (S space's layer ranges): ``set.on_channels(channels)`` makes a set of
+``latent_dim = len(channels)`` move only those coordinates of ``N x D`` latents (the styles of
+the chosen style layers); the rest of the latent is returned as it was.
 """
 from __future__ import annotations
 
@@ -25,6 +29,17 @@ from generators.base import describe_layers
 def _as_batch(value, n: int, device, dtype) -> torch.Tensor:
     tensor = torch.as_tensor(value, device=device, dtype=dtype)
     return tensor.expand(n) if tensor.ndim == 0 else tensor
+
+
+def _check_channels(channels) -> list[int]:
+    """A non-empty strictly increasing list of non-negative coordinates."""
+    try:
+        values = [operator.index(c) for c in channels]
+    except TypeError:
+        raise UserError(f"channels: give a list of latent coordinates, got {channels!r}") from None
+    if not values or values[0] < 0 or any(b <= a for a, b in zip(values, values[1:])):
+        raise UserError("channels: give a non-empty increasing list of non-negative coordinates")
+    return values
 
 
 def _check_layers(layers) -> list[int] | None:
@@ -86,11 +101,38 @@ class DirectionSet(nn.Module):
         super().__init__()
         self.latent_dim, self.num_directions = latent_dim, num_directions
         self.layers = _check_layers(layers)
+        self.channels: list[int] | None = None
         self._layer_index: dict[torch.device, torch.Tensor] = {}
+        self._channel_index: dict[torch.device, torch.Tensor] = {}
 
     def config(self) -> dict[str, Any]:
-        return {"latent_dim": self.latent_dim, "num_directions": self.num_directions,
-                "layers": None if self.layers is None else list(self.layers)}
+        config = {"latent_dim": self.latent_dim, "num_directions": self.num_directions,
+                  "layers": None if self.layers is None else list(self.layers)}
+        if self.channels is not None:
+            config["channels"] = list(self.channels)
+        return config
+
+    def on_channels(self, channels: Sequence[int]) -> "DirectionSet":
+        """Move only the coordinates ``channels`` of ``N x D`` latents (one per latent
+        dimension of the set, in order): S space's layer ranges. Returns the set."""
+        channels = _check_channels(channels)
+        if self.layers is not None:
+            raise UserError("a direction set moves per-layer (W+) codes or channels of S, not both")
+        if len(channels) != self.latent_dim:
+            raise UserError(f"channels: {len(channels)} coordinates for a set of latent size "
+                            f"{self.latent_dim}")
+        self.channels, self._channel_index = channels, {}
+        return self
+
+    def _channels_on(self, latent: torch.Tensor) -> torch.Tensor:
+        if latent.ndim != 2 or latent.shape[1] <= self.channels[-1]:
+            raise UserError(f"this {self.kind} direction set moves {len(self.channels)} channels of "
+                            f"S latents N x D (D > {self.channels[-1]}), got {tuple(latent.shape)}: "
+                            "use the generator's S space (generator.space=s) it was made for")
+        index = self._channel_index.get(latent.device)
+        if index is None:
+            index = self._channel_index[latent.device] = torch.tensor(self.channels, device=latent.device)
+        return index
 
     def vectors(self) -> torch.Tensor:  # pragma: no cover - abstract
         """Unit directions ``K x d`` (linear sets)."""
@@ -109,11 +151,15 @@ class DirectionSet(nn.Module):
             raise UserError(f"{self.kind} directions have no coordinate per direction: {self.no_code}")
         codes = self._flat_codes(latent)
         if centre is not None:
-            codes = codes - centre.reshape(-1)[-self.latent_dim:].to(codes)
+            centre = centre.reshape(-1)
+            centre = centre[self.channels] if self.channels is not None else centre[-self.latent_dim:]
+            codes = codes - centre.to(codes)
         return self.code_of(codes)
 
     def _flat_codes(self, latent: torch.Tensor) -> torch.Tensor:
         """``N x d``: the latents, or the mean of the set's per-layer codes."""
+        if self.channels is not None:
+            return latent.index_select(1, self._channels_on(latent))
         if latent.ndim == 2:
             return latent
         if latent.ndim != 3 or latent.shape[2] != self.latent_dim:
@@ -136,7 +182,7 @@ class DirectionSet(nn.Module):
 
     def shift(self, latent: torch.Tensor, index, alpha) -> torch.Tensor:
         """Latents ``N x d`` or ``N x L x d`` moved along direction ``index`` by ``alpha``."""
-        if latent.ndim == 2 and self.layers is None:  # the hot path: exactly shift_codes
+        if latent.ndim == 2 and self.layers is None and self.channels is None:  # the hot path
             return self.shift_codes(latent, index, alpha)
         return self.per_layer(self.shift_codes, latent, index, alpha, self.translation)
 
@@ -162,7 +208,11 @@ class DirectionSet(nn.Module):
         """``fn`` (a shift of codes ``N x d``) applied to the set's layers of ``N x L x d``
         latents, the selected layers flattened into the batch with each sample's index and
         alpha; the other layers are returned unchanged. With ``translation``, ``fn``'s offset
-        at the origin is added to the selected layers instead."""
+        at the origin is added to the selected layers instead. A set on channels of S applies
+        ``fn`` to those coordinates of ``N x D`` latents."""
+        if self.channels is not None:
+            channels = self._channels_on(latent)
+            return latent.index_copy(1, channels, fn(latent.index_select(1, channels), index, alpha))
         if latent.ndim == 2:
             if self.layers is None:
                 return fn(latent, index, alpha)
@@ -371,7 +421,7 @@ class RBFWarps(DirectionSet):
 
     def step(self, latent: torch.Tensor, index, eps) -> torch.Tensor:
         """One step of size ``eps`` along the unit gradient of warp ``index``."""
-        if latent.ndim == 2 and self.layers is None:
+        if latent.ndim == 2 and self.layers is None and self.channels is None:
             return self.step_codes(latent, index, eps)
         return self.per_layer(self.step_codes, latent, index, eps)
 
@@ -673,14 +723,26 @@ PARAMETRISATIONS: dict[str, type[DirectionSet]] = {
 BASELINE_KINDS = ("random", "id")
 
 
+def build_set(kind: str, config: dict[str, Any]) -> DirectionSet:
+    """A set of a known ``kind`` from its ``config()`` (channels of S applied after); the
+    caller checks ``kind`` first. A config that does not fit the class raises TypeError."""
+    config = dict(config)
+    channels = config.pop("channels", None)
+    made = PARAMETRISATIONS[kind](**config)
+    return made if channels is None else made.on_channels(channels)
+
+
 def baseline_set(kind: str, latent_dim: int, num_directions: int, init_seed: int | None = None,
-                 layers: Sequence[int] | None = None) -> LinearDirections:
+                 layers: Sequence[int] | None = None, channels: Sequence[int] | None = None
+                 ) -> LinearDirections:
     """A fixed baseline set: ``"random"`` unit vectors (seeded by ``init_seed``) or ``"id"``, the
-    first coordinate axes (at most ``latent_dim``), on the given ``layers``."""
+    first coordinate axes (at most ``latent_dim``), on the given ``layers`` (or ``channels``)."""
     if kind == "random":
-        return LinearDirections(latent_dim, num_directions, init="randn", trainable=False,
-                                init_seed=init_seed, layers=layers)
-    if kind == "id":
-        return LinearDirections(latent_dim, num_directions, init="identity", trainable=False,
-                                layers=layers)
-    raise UserError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINE_KINDS)}")
+        fixed = LinearDirections(latent_dim, num_directions, init="randn", trainable=False,
+                                 init_seed=init_seed, layers=layers)
+    elif kind == "id":
+        fixed = LinearDirections(latent_dim, num_directions, init="identity", trainable=False,
+                                 layers=layers)
+    else:
+        raise UserError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINE_KINDS)}")
+    return fixed if channels is None else fixed.on_channels(channels)

@@ -91,20 +91,24 @@ def baseline_directions(name: str, directions: Directions, seed: int,
     if name == "coordinate":
         count = min(count, directions.latent_dim)
     fixed = baseline_set(BASELINES[name], directions.latent_dim, count, init_seed=seed,
-                         layers=directions.layers)
+                         layers=directions.layers, channels=getattr(directions.directions, "channels", None))
     return Directions(fixed, {"method": name, "alpha_range": alpha_range})
 
 
 def _cache_key(name: str, generator: Generator, regressor: AttributeRegressor | None,
                fixed: Directions, settings: EvaluationSettings) -> str:
     """What a cached baseline result belongs to: the generator's whole identity, the regressor,
-    the settings, and the set itself (its count and the W+ layers it moves: a baseline on the
-    middle layers is another set than one on every layer)."""
+    the settings, and the set itself (its count and the W+ layers or S channels it moves: a
+    baseline on the middle layers is another set than one on every layer)."""
     count = fixed.num_directions
-    blob = json.dumps({"baseline": name, "version": REPORT_VERSION,
-                       "generator": generator.identity(), "count": count, "layers": fixed.layers,
-                       "regressor": regressor.sha256 if regressor is not None else None,
-                       "settings": settings.to_dict()}, sort_keys=True)
+    key = {"baseline": name, "version": REPORT_VERSION, "generator": generator.identity(),
+           "count": count, "layers": fixed.layers,
+           "regressor": regressor.sha256 if regressor is not None else None,
+           "settings": settings.to_dict()}
+    channels = getattr(fixed.directions, "channels", None)
+    if channels is not None:  # (absent otherwise: the keys of earlier caches stay valid)
+        key["channels"] = channels
+    blob = json.dumps(key, sort_keys=True)
     return f"{name}-{(generator.sha256 or 'nohash')[:12]}-k{count}-" + \
         hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -125,8 +125,8 @@ class ExplorerApp:
         if layers is not None:
             if not isinstance(layers, list) or len(layers) != 2:
                 raise RequestError(f"layers must be [first, last] (inclusive), got {_show(layers)}")
-            first = _int(layers[0], "the first layer", 0, g.num_layers - 1)
-            layers = (first, _int(layers[1], "the last layer", first, g.num_layers - 1))
+            first = _int(layers[0], "the first layer", 0, g.view_num_layers - 1)
+            layers = (first, _int(layers[1], "the last layer", first, g.view_num_layers - 1))
         view["layers"] = layers
         psi = body.get("psi")
         view["psi"] = None if psi is None else _float(psi, "psi", *PSI_RANGE)

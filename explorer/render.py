@@ -135,7 +135,7 @@ class Explorer:
         groups = {k: v for k, v in g.layer_groups().items() if v} if self.style_based else {}
         return {
             "generator": {"name": g.name, "space": g.space, "resolution": g.resolution,
-                          "num_layers": g.num_layers, "style_based": self.style_based,
+                          "num_layers": g.view_num_layers, "style_based": self.style_based,
                           "layer_groups": groups, "conditional": bool(g.num_classes),
                           "truncation_psi": g.truncation_psi if self.style_based else None},
             "files": [{"index": i, "name": f.name, "method": f.directions.meta.get("method"),
@@ -157,10 +157,15 @@ class Explorer:
 
     def _synthesise(self, latent, edited, y, layers: tuple[int, int] | None) -> torch.Tensor:
         """Images of ``edited``; with ``layers`` (a, b), the edited per-layer codes on layers
-        a..b only and the unedited codes elsewhere (style mixing of the edit)."""
+        a..b only and the unedited codes elsewhere (style mixing of the edit); in S the edited
+        styles of style layers a..b."""
         g = self.generator
-        if layers is None or (layers[0] == 0 and layers[1] == g.num_layers - 1):
+        if layers is None or (layers[0] == 0 and layers[1] == g.view_num_layers - 1):
             return g(edited, y)
+        if g.space == "s":
+            mask = torch.zeros(g.latent_dim, dtype=torch.bool, device=edited.device)
+            mask[g.style_channels(range(layers[0], layers[1] + 1))] = True
+            return g(torch.where(mask, edited, latent), y)
         chosen = torch.zeros(g.num_layers, dtype=torch.bool, device=edited.device)
         chosen[layers[0]:layers[1] + 1] = True
         codes = torch.where(chosen[None, :, None], g.to_layers(edited, y), g.to_layers(latent, y))

@@ -3,8 +3,9 @@
 A generator is a frozen ``nn.Module``: eval mode, no gradient on its own parameters, fixed noise,
 so the same latent always gives the same image. A method only ever sees this interface:
 
-- ``latent_dim``, ``resolution``, ``space`` (``"z"``, ``"w"`` or ``"w+"``), ``num_layers``,
-  ``layer_groups()`` (coarse / middle / fine) and ``num_classes`` (None, or a class count);
+- ``latent_dim``, ``resolution``, ``space`` (``"z"``, ``"w"``, ``"w+"`` or ``"s"``),
+  ``num_layers``, ``layer_groups()`` (coarse / middle / fine) and ``num_classes`` (None, or a
+  class count);
 - ``sample(n, generator=..., y=None)``: latents in the editing space (``N x d``, or
   ``N x L x d`` in W+); ``sample_classes(n, generator=...)``: classes where there are any;
 - ``forward(latent, y=None)``: images ``N x 3 x H x W`` in [-1, 1] (latents ``N x d`` are
@@ -16,11 +17,15 @@ so the same latent always gives the same image. A method only ever sees this int
 
 A style-based generator (one with a mapping network) implements ``mapping(z, y)``,
 ``synthesis(ws)``, ``w_dim``, ``w_avg`` and ``layer_resolutions()``; this base then provides the
-three spaces and truncation (``w_avg + psi (w - w_avg)`` on the layers before ``cutoff``).
+three spaces and truncation (``w_avg + psi (w - w_avg)`` on the layers before ``cutoff``). One
+that also implements ``style_layers()``, ``styles(ws)`` and ``synthesis_styles(styles)`` offers S
+space (StyleSpace, Wu et al., CVPR 2021): a latent is every modulated layer's styles
+``s = A(w)`` concatenated, ToRGB layers included (``N x D``); a layer spec then counts style
+layers, and ``style_slices()`` says where each lies in the latent.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -29,7 +34,26 @@ from common.checks import integer, number
 from common.errors import UserError
 from common.io import file_sha256  # noqa: F401  (re-exported: generators.base.file_sha256)
 
-SPACES = ("z", "w", "w+")
+SPACES = ("z", "w", "w+", "s")
+
+
+class StyleLayer(NamedTuple):
+    """One layer of S space (Wu et al., StyleSpace, CVPR 2021): a modulated convolution whose
+    ``channels`` input channels are scaled by the styles ``s = A(w)`` of per-layer code ``code``.
+
+    Attributes:
+        name: ``conv<i>`` or ``torgb<i>`` (i: the layer's index in S).
+        kind: ``conv`` (a demodulated convolution) or ``torgb`` (a ToRGB layer).
+        resolution: the side of the feature map it modulates.
+        channels: its width in S.
+        code: the per-layer (W+) code its affine reads.
+    """
+
+    name: str
+    kind: str
+    resolution: int
+    channels: int
+    code: int
 # What generator.truncation_psi may be (the explorer's slider spans the same range): 1 is no
 # truncation, 0 the mean w, -1 w mirrored through the mean, 2 twice as far from it.
 TRUNCATION_PSI_RANGE = (-1.0, 2.0)
@@ -105,24 +129,35 @@ class Generator(nn.Module):
         ``check_truncation`` says what they may be)."""
         truncation_psi, truncation_cutoff = check_truncation(truncation_psi, truncation_cutoff,
                                                              self.num_layers)
-        allowed = SPACES if self.style_based else ("z",)
+        allowed = [sp for sp in SPACES if sp == "z" or (self.style_based and (sp != "s" or self.has_styles))]
         if space not in allowed:
+            why = (" (W, W+ and S need a style-based generator)" if not self.style_based else
+                   " (S needs the per-channel styles of a StyleGAN2 or StyleGAN3)" if space == "s" else "")
             raise UserError(f"{self.name} has no {space!r} space: choose generator.space from "
-                             f"{list(allowed)}" + ("" if self.style_based else
-                                                   " (W and W+ need a style-based generator)"))
+                             f"{allowed}{why}")
         if truncation_psi != 1 and not self.style_based:
             raise UserError(f"{self.name} has no mapping network: truncation needs a style-based "
                              "generator (leave generator.truncation_psi at 1)")
         if truncation_cutoff is not None and space == "w" and truncation_cutoff < self.num_layers:
             raise UserError("a truncation cutoff gives different codes per layer: use "
                              "space w+ (or z) with truncation_cutoff, or drop the cutoff")
+        if space == "s":
+            self.style_layers()  # a layout S cannot describe is refused here
         self.space, self.truncation_psi = space, truncation_psi
         self.truncation_cutoff = truncation_cutoff
         return self
 
     @property
+    def has_styles(self) -> bool:
+        """Whether the generator offers S space (``style_layers``, ``styles``, ``synthesis_styles``)."""
+        return callable(getattr(self, "style_layers", None))
+
+    @property
     def latent_dim(self) -> int:
-        """Size of one latent code in the editing space (one layer's code in W+)."""
+        """Size of one latent code in the editing space (one layer's code in W+; every style
+        layer's channels together in S)."""
+        if self.space == "s":
+            return sum(layer.channels for layer in self.style_layers())
         return self.z_dim if self.space == "z" else self.w_dim
 
     @property
@@ -131,18 +166,48 @@ class Generator(nn.Module):
 
     # ---- layers --------------------------------------------------------------------------
     def layer_groups(self) -> dict[str, list[int]]:
-        """Named groups of per-layer codes: coarse (up to 8 px), middle (16-32 px) and fine
-        (64 px and up), as in the StyleGAN paper; ``all`` for every layer."""
-        if self.num_layers == 1:
+        """Named groups of the view's layers (per-layer codes; S's style layers in S): coarse
+        (up to 8 px), middle (16-32 px) and fine (64 px and up), as in the StyleGAN paper;
+        ``all`` for every layer."""
+        res = self.view_layer_resolutions()
+        if len(res) == 1:
             return {"all": [0]}
-        res = self.layer_resolutions()
         return {"coarse": [i for i, r in enumerate(res) if r <= 8],
                 "middle": [i for i, r in enumerate(res) if 16 <= r <= 32],
                 "fine": [i for i, r in enumerate(res) if r >= 64],
-                "all": list(range(self.num_layers))}
+                "all": list(range(len(res)))}
 
     def layer_resolutions(self) -> list[int]:
         return [self.resolution] * self.num_layers
+
+    def view_layer_resolutions(self) -> list[int]:
+        """The resolution of each layer a layer spec counts: the style layers in S, the
+        per-layer codes otherwise."""
+        if self.space == "s":
+            return [layer.resolution for layer in self.style_layers()]
+        return self.layer_resolutions()
+
+    @property
+    def view_num_layers(self) -> int:
+        """How many layers a layer spec counts in this view (style layers in S)."""
+        return len(self.view_layer_resolutions())
+
+    def style_slices(self) -> list[slice]:
+        """Where each style layer's channels lie in an S latent."""
+        slices, start = [], 0
+        for layer in self.style_layers():
+            slices.append(slice(start, start + layer.channels))
+            start += layer.channels
+        return slices
+
+    def style_channels(self, layers: Sequence[int]) -> list[int]:
+        """The coordinates of an S latent that style layers ``layers`` own, in order."""
+        slices = self.style_slices()
+        return [c for i in layers for c in range(slices[i].start, slices[i].stop)]
+
+    def split_styles(self, latent: torch.Tensor) -> list[torch.Tensor]:
+        """An S latent ``N x D`` as the styles of each layer (views, ``N x channels`` each)."""
+        return list(latent.split([layer.channels for layer in self.style_layers()], dim=1))
 
     def layers(self, spec: Any = None) -> list[int]:
         """Layer indices from a spec: None / "all", a group name, ``"a-b"`` (inclusive), an
@@ -166,9 +231,11 @@ class Generator(nn.Module):
             indices = [spec]
         else:
             indices = [int(i) for i in spec]
-        bad = [i for i in indices if not 0 <= i < self.num_layers]
+        count = self.view_num_layers
+        bad = [i for i in indices if not 0 <= i < count]
         if bad or not indices:
-            raise UserError(f"layers {spec!r}: {self.name} has layers 0..{self.num_layers - 1}")
+            where = " in S (style layers)" if self.space == "s" else ""
+            raise UserError(f"layers {spec!r}: {self.name} has layers 0..{count - 1}{where}")
         return sorted(set(indices))
 
     # ---- sampling ------------------------------------------------------------------------
@@ -187,7 +254,8 @@ class Generator(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None,
                y: torch.Tensor | None = None) -> torch.Tensor:
         """Latents in the editing space: ``N x d`` (``N x L x d`` in W+), on the device.
-        In W and W+ they are mapped (with classes ``y``, drawn if not given) and truncated."""
+        In W, W+ and S they are mapped (with classes ``y``, drawn if not given) and truncated;
+        in S the styles of every layer are then concatenated."""
         z = torch.randn(n, self.z_dim, generator=generator).to(self.device)
         if self.space == "z":
             return z
@@ -195,6 +263,8 @@ class Generator(nn.Module):
             y = self.sample_classes(n, generator)
         with torch.no_grad():
             ws = self.truncate(self.mapping(z, y)[:, None].expand(-1, self.num_layers, -1))
+            if self.space == "s":
+                return torch.cat(self.styles(ws), dim=1)
         return ws[:, 0].contiguous() if self.space == "w" else ws.contiguous()
 
     def truncate(self, ws: torch.Tensor) -> torch.Tensor:
@@ -208,6 +278,9 @@ class Generator(nn.Module):
     def to_layers(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Per-layer codes ``N x L x w_dim`` for the synthesis, from editing-space latents."""
         self.check_latent(latent)
+        if self.space == "s":
+            raise UserError("S latents are styles, not per-layer codes: the generator renders them "
+                            "with synthesis_styles")
         if self.space == "z":
             ws = self.mapping(latent, y)[:, None].expand(-1, self.num_layers, -1)
             return self.truncate(ws)

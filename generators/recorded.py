@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from common.errors import UserError
 from common.runs import resolve_device
 
-SPACES = ("z", "w", "w+")
+SPACES = ("z", "w", "w+", "s")
 ADAPTER = "generators.adapter.ModuleGenerator"
 _MAX_DEPTH = 8
 _MAX_ITEMS = 10_000

@@ -29,7 +29,7 @@ from torch import nn
 
 from common.errors import UserError
 from common.seeds import W_AVG_SEED
-from generators.base import Generator
+from generators.base import Generator, StyleLayer
 
 SQRT2 = math.sqrt(2.0)
 
@@ -172,8 +172,8 @@ class ModulatedConv2d(nn.Module):
             p = len(blur_kernel) - 2 - (kernel_size - 1)
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + 1, p // 2 + 1), upsample_factor=2)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        s = self.modulation(style)                      # N x in
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``x`` modulated by the styles ``s = modulation(w)`` (``N x in``: S space's codes)."""
         weight = self.weight[0] * self.scale            # out x in x k x k
         x = x * s[:, :, None, None]
         if self.upsample:
@@ -216,8 +216,8 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_ch, clamp)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+    def forward(self, x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, s), noise))
 
 
 class ToRGB(nn.Module):
@@ -232,8 +232,8 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.clamp = clamp
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None):
-        out = self.conv(x, style) + self.bias
+    def forward(self, x: torch.Tensor, s: torch.Tensor, skip: torch.Tensor | None = None):
+        out = self.conv(x, s) + self.bias
         if self.clamp is not None:
             out = out.clamp(-self.clamp, self.clamp)
         return out if skip is None else out + self.upsample(skip)
@@ -358,6 +358,35 @@ class StyleGAN2Generator(Generator):
         self.w_avg.copy_(self.mapping(z, y).mean(0))
         return self.w_avg
 
+    # ---- S space: the per-channel styles --------------------------------------------------
+    def style_modules(self) -> list[ModulatedConv2d]:
+        """Every modulated convolution in synthesis order, ToRGB layers included (StyleSpace's
+        count): the 4 x 4 convolution and its ToRGB, then per resolution the up-sampling
+        convolution, the convolution and the ToRGB."""
+        mods = [self.conv1.conv, self.to_rgb1.conv]
+        for up, conv, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
+            mods += [up.conv, conv.conv, to_rgb.conv]
+        return mods
+
+    def style_layers(self) -> list[StyleLayer]:
+        """The layers of S space, in order (see ``StyleLayer``)."""
+        if self.input_from_w:
+            raise UserError(f"{self.name} lays out its 4 x 4 input from w (input_from_w), which no "
+                             "style describes: S space needs a published StyleGAN2 layout; use "
+                             "generator.space=w or w+")
+        resolutions = [4, 4] + [4 * 2 ** (j + 1) for j in range(len(self.to_rgbs)) for _ in range(3)]
+        layers = []
+        for i, (mod, code, res) in enumerate(zip(self.style_modules(), self._codes(), resolutions)):
+            kind = "conv" if mod.demodulate else "torgb"
+            layers.append(StyleLayer(f"{kind}{i}", kind, res, mod.weight.shape[2], code))
+        return layers
+
+    def styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """The styles ``s = A(w)`` of every layer of S (``N x channels`` each) from per-layer
+        codes ``N x num_layers x style_dim``."""
+        self.style_layers()  # refuses a layout S does not describe
+        return [mod.modulation(ws[:, code]) for mod, code in zip(self.style_modules(), self._codes())]
+
     # ---- hooks of the closed-form methods -------------------------------------------------
     def styled_convs(self) -> list[StyledConv]:
         """The modulated 3 x 3 convolutions in order; convolution i reads per-layer code i."""
@@ -366,7 +395,11 @@ class StyleGAN2Generator(Generator):
     def projection_weight(self, layers=None) -> torch.Tensor:
         """SeFa's hook: the style affine weights (as applied, lr scale included) of the
         convolutions driven by ``layers`` (a spec for ``layers()``), stacked: ``sum(in) x w_dim``.
-        ToRGB affines are left out, as in SeFa's StyleGAN2 setting."""
+        ToRGB affines are left out, as in SeFa's StyleGAN2 setting. In S space the weights that
+        read the styles are the convolutions': see ``style_reading_weights``."""
+        if self.space == "s":
+            raise UserError("in S space the styles are read by each convolution's own weight: "
+                            "use style_reading_weights (SeFa does)")
         convs = self.styled_convs()
         chosen = [i for i in self.layers(layers) if i < len(convs)]
         if not chosen:
@@ -374,9 +407,27 @@ class StyleGAN2Generator(Generator):
         return torch.cat([convs[i].conv.modulation.weight * convs[i].conv.modulation.scale
                           for i in chosen])
 
+    def style_reading_weights(self, layers=None) -> list[tuple[int, torch.Tensor]]:
+        """S space's SeFa hook: for each chosen style layer of a convolution (ToRGB layers are
+        left out, as in W), its index and the weight that reads its styles, ``(out k k) x in``
+        (the convolution's, as applied): a move n of the styles moves its input by W (x * n)."""
+        chosen = []
+        for i in self.layers(layers):
+            layer, mod = self.style_layers()[i], self.style_modules()[i]
+            if layer.kind == "conv":
+                weight = (mod.weight[0] * mod.scale).permute(0, 2, 3, 1)  # out x k x k x in
+                chosen.append((i, weight.reshape(-1, weight.shape[-1])))
+        if not chosen:
+            raise UserError(f"layers {layers!r} of S are ToRGB layers only: SeFa factorises the "
+                            "convolutions' weights")
+        return chosen
+
     def features(self, latent: torch.Tensor, layer: int | str, y: torch.Tensor | None = None) -> torch.Tensor:
         """GANSpace's hook: the activations after convolution ``layer`` (0 is the 4 x 4 one),
         ``N x C x H x W``, for editing-space latents."""
+        if self.space == "s":
+            self.check_latent(latent)
+            return self.synthesis_styles(self.split_styles(latent), stop_after=int(layer))
         return self.synthesis(self.to_layers(latent, y), stop_after=int(layer))
 
     # ---- synthesis -----------------------------------------------------------------------
@@ -384,38 +435,53 @@ class StyleGAN2Generator(Generator):
                   stop_after: int | None = None) -> torch.Tensor:
         """Images from per-layer codes ``N x num_layers x style_dim`` (tanh-free, as published);
         with ``stop_after=i`` the activations after convolution i instead."""
+        offset = self.input_affine(ws[:, 0]).view(ws.shape[0], -1, 4, 4) if self.input_from_w else None
+        styles = [mod.modulation(ws[:, code]) for mod, code in zip(self.style_modules(), self._codes())]
+        return self.synthesis_styles(styles, noise, stop_after, offset)
+
+    def _codes(self) -> list[int]:
+        """The per-layer code each modulated convolution reads (``style_modules`` order)."""
+        return [0, 1] + [c for i in range(len(self.to_rgbs)) for c in (2 * i + 1, 2 * i + 2, 2 * i + 3)]
+
+    def synthesis_styles(self, styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None = None,
+                         stop_after: int | None = None, input_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from the styles of every modulated convolution (``style_modules`` order);
+        ``stop_after`` and ``noise`` as for ``synthesis``."""
         if stop_after is not None and not 0 <= stop_after < len(self.convs) + 1:
             raise UserError(f"feature layer {stop_after}: {self.name} has convolutions "
                              f"0..{len(self.convs)}")
-        n = ws.shape[0]
+        n = styles[0].shape[0]
         if noise is None:
             if self.training:  # GAN training draws fresh noise; a frozen network uses its own
-                noise = [torch.randn(n, 1, b.shape[2], b.shape[3], device=ws.device)
+                noise = [torch.randn(n, 1, b.shape[2], b.shape[3], device=styles[0].device)
                          for b in self.noises.buffers()]
             else:
                 noise = list(self.noises.buffers())
         x = self.input.input.expand(n, -1, -1, -1)
-        if self.input_from_w:
-            x = x + self.input_affine(ws[:, 0]).view(n, -1, 4, 4)
-        x = self.conv1(x, ws[:, 0], noise[0])
+        if input_offset is not None:
+            x = x + input_offset
+        x = self.conv1(x, styles[0], noise[0])
         if stop_after == 0:
             return x
-        skip = self.to_rgb1(x, ws[:, 1])
+        skip = self.to_rgb1(x, styles[1])
         i = 1
-        for up, conv, n1, n2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2],
-                                            noise[2::2], self.to_rgbs):
-            x = up(x, ws[:, i], n1)
+        for j, (up, conv, n1, n2, to_rgb) in enumerate(zip(self.convs[::2], self.convs[1::2], noise[1::2],
+                                                           noise[2::2], self.to_rgbs)):
+            x = up(x, styles[2 + 3 * j], n1)
             if stop_after == i:
                 return x
-            x = conv(x, ws[:, i + 1], n2)
+            x = conv(x, styles[3 + 3 * j], n2)
             if stop_after == i + 1:
                 return x
-            skip = to_rgb(x, ws[:, i + 2], skip)
+            skip = to_rgb(x, styles[4 + 3 * j], skip)
             i += 2
         return skip
 
     def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         self.check_classes(y, latent.shape[0])
+        if self.space == "s":
+            self.check_latent(latent)
+            return self.synthesis_styles(self.split_styles(latent))
         return self.synthesis(self.to_layers(latent, y))
 
 

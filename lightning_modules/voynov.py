@@ -58,8 +58,9 @@ class Voynov(ReconstructorMethod):
         shift_weight: weight of the L1 term on eps (0.25 in the paper).
         reconstructor: a nested config or kind name (see ReconstructorMethod).
         init_seed: seed of the initial directions (the run's seed in configs).
-        layers: W+ only: the per-layer codes the directions move (``coarse``, ``middle``,
-            ``fine``, ``"a-b"``, a list; None: every layer).
+        layers: W+ or S only: the per-layer codes the directions move (``coarse``, ``middle``,
+            ``fine``, ``"a-b"``, a list; None: every layer); in S the style layers, whose
+            channels the directions then live on.
         optimizer, traversal: see DirectionModule.
     """
 
@@ -71,19 +72,25 @@ class Voynov(ReconstructorMethod):
                  reconstructor: str | Callable = "auto",
                  init_seed: int | None = 0, layers: str | list[int] | None = None,
                  optimizer: Callable | None = None, traversal: dict | None = None) -> None:
-        if layers is not None and generator.space != "w+":
+        if layers is not None and generator.space not in ("w+", "s"):
             raise UserError(f"layers={layers!r} edits some per-layer codes only: it needs "
-                             f"generator.space=w+ (the generator is in {generator.space!r})")
+                             f"generator.space=w+ or s (the generator is in {generator.space!r})")
+        # In S a layer range is the channels of those style layers: the set lives on them.
+        channels = generator.style_channels(generator.layers(layers)) \
+            if layers is not None and generator.space == "s" else None
+        dim = generator.latent_dim if channels is None else len(channels)
         if num_directions is None:  # one per latent dimension
-            num_directions = generator.latent_dim
+            num_directions = dim
         check_shift_range(min_shift, shift_scale, "shift_scale")
         super().__init__(generator, num_directions, shift_weight, reconstructor,
                          optimizer, traversal, alpha_range=shift_scale)
         # The reconstructor's config is in the run's config.yaml (a callable is no hyperparameter).
         self.save_hyperparameters(ignore=["generator", "optimizer", "reconstructor"])
         self.directions = make_directions(
-            directions_type, generator.latent_dim, num_directions, init_seed,
-            layers=None if layers is None else generator.layers(layers))
+            directions_type, dim, num_directions, init_seed,
+            layers=None if layers is None or channels is not None else generator.layers(layers))
+        if channels is not None:
+            self.directions.on_channels(channels)
 
     def sample_eps(self, n: int, rng: torch.Generator) -> torch.Tensor:
         return sample_shifts(n, rng, self.hparams.shift_scale, self.hparams.min_shift)

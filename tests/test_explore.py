@@ -156,6 +156,30 @@ def test_layer_ranges_and_truncation_of_a_style_based_generator(wplus):
     assert post(client, "render", seed=1, edits=[[0, 3.0]]).content == every
 
 
+def test_layer_ranges_in_s_move_the_styles_of_those_layers(tmp_path):
+    """In S a layer range counts style layers (ToRGB included) and keeps the edit on their
+    channels only."""
+    g = random_generator("stylegan2", space="s", **TINY_STYLEGAN)
+    (tmp_path / "s").mkdir()
+    path = save(tmp_path / "s" / "directions.pt", LinearDirections(g.latent_dim, 2, init_seed=3), g, "ganspace")
+    explorer = Explorer.open([path], generator_cfg=None)
+    client = TestClient(ExplorerApp(explorer).asgi())
+    g, d = explorer.generator, explorer.files[0].directions
+    info = client.get("/api/info").json()["generator"]
+    assert info["space"] == "s" and info["num_layers"] == len(g.style_layers()) == 5
+    first_two = post(client, "render", seed=1, edits=[[0, 3.0]], layers=[0, 1]).content
+    s = draw(g, 1)
+    mixed = s.clone()
+    channels = g.style_channels([0, 1])
+    mixed[:, channels] = d.apply(s, [(0, 3.0)])[:, channels]
+    with torch.no_grad():
+        assert first_two == png_bytes(g(mixed), nrow=1)
+    every = post(client, "render", seed=1, edits=[[0, 3.0]]).content
+    assert post(client, "render", seed=1, edits=[[0, 3.0]], layers=[0, 4]).content == every != first_two
+    refused = client.post("/api/render", json={"seed": 1, "edits": [[0, 3.0]], "layers": [0, 5]})
+    assert refused.status_code == 400 and "0..4" in refused.text
+
+
 BAD = [  # (route, raw JSON body, status, part of the message)
     ("render", '{"seed": NaN}', 400, "seed must be an integer"),
     ("render", '{"seed": 1e400}', 400, "seed must be an integer"),

@@ -451,6 +451,28 @@ def test_truncation_view_and_wplus(pkl, nets):
         assert (g(ws) - nets[0].synthesis(ws)).abs().max() < 1e-4
 
 
+def test_s_space_of_an_nvidia_pickle_is_its_affines_outputs(pkl, nets):
+    """S space of an NVIDIA file: the styles are each layer's affine(w), as StyleSpace takes
+    them (NVIDIA's ToRGB multiplies them by its weight gain after; the project folds that gain
+    into the weight), in synthesis order; rendering them draws NVIDIA's image of the same ws."""
+    ref = nets[0]
+    g = load_nvidia_pickle(pkl, space="s", truncation_psi=0.7)
+    ws = load_nvidia_pickle(pkl, space="w+", truncation_psi=0.7).sample(3, torch.Generator().manual_seed(4))
+    s = g.sample(3, torch.Generator().manual_seed(4))
+    syn, expected, i = ref.synthesis, [], 0
+    with torch.no_grad():
+        for res in syn.block_resolutions:
+            block = getattr(syn, f"b{res}")
+            if block.in_channels:
+                expected.append(block.conv0.affine(ws[:, i]))
+                i += 1
+            expected += [block.conv1.affine(ws[:, i]), block.torgb.affine(ws[:, i + 1])]
+            i += 1
+        assert torch.allclose(s, torch.cat(expected, dim=1), atol=1e-5)
+        assert (g(s) - syn(ws)).abs().max() < 1e-4
+    assert [layer.kind for layer in g.style_layers()] == ["conv", "torgb"] + ["conv", "conv", "torgb"] * 2
+
+
 def test_conditional_pickle(tmp_path, nets):
     ref = nets[2]
     path = tmp_path / "cond.pkl"

@@ -60,7 +60,7 @@ def build(name: str, files: dict[str, Path], *overrides: str):
 
 
 def views(name: str) -> list[str]:
-    return ["z", "w", "w+"] if name.startswith("stylegan2") else ["z"]
+    return ["z", "w", "w+", "s"] if name.startswith("stylegan2") else ["z"]
 
 
 CASES = [(name, space) for name in CONFIGS for space in views(name)]
@@ -96,7 +96,8 @@ def test_generator_contract(name, space, files):
     assert identity["sha256"]
     # layers: groups resolve, every index in range
     groups = g.layer_groups()
-    assert groups["all"] == list(range(g.num_layers)) == g.layers("all") == g.layers(None)
+    count = len(g.style_layers()) if space == "s" else g.num_layers
+    assert groups["all"] == list(range(count)) == g.layers("all") == g.layers(None)
     # W+: an N x d latent is broadcast to every layer
     if space == "w+":
         with torch.no_grad():
@@ -106,6 +107,36 @@ def test_generator_contract(name, space, files):
     # a latent of the wrong size is refused with a message naming the expected shape
     with pytest.raises(ValueError, match="takes latents"):
         g(torch.zeros(n, g.latent_dim + 1))
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("stylegan2")])
+def test_s_space_is_the_styles_of_w_plus(name, files):
+    """An S latent is every modulated layer's styles A(w) in synthesis order, ToRGB layers
+    included: rendering the styles of W+ codes draws the W+ image, and an edit of one layer's
+    slice changes only what that layer modulates."""
+    wp, s = build(name, files, "generator.space=w+"), build(name, files, "generator.space=s")
+    layers = s.style_layers()
+    assert [layer.kind for layer in layers[:2]] == ["conv", "torgb"]
+    assert len(layers) == (s.num_layers - 1) + s.num_layers // 2  # 3 x 3 convolutions + ToRGBs
+    slices = s.style_slices()
+    assert slices[0].start == 0 and slices[-1].stop == s.latent_dim
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    ws = wp.sample(3, torch.Generator().manual_seed(1))
+    styles = torch.cat(s.styles(ws), dim=1)
+    # the same draw in S is the styles of the same W+ codes
+    assert torch.allclose(s.sample(3, torch.Generator().manual_seed(1)), styles)
+    with torch.no_grad():
+        assert torch.allclose(s(styles), wp(ws), atol=1e-6)
+        # the last ToRGB's styles change the image, the 4 x 4 features do not move with them
+        edited = styles.clone()
+        edited[:, slices[-1]] += 1.0
+        assert not torch.allclose(s(edited), s(styles))
+        assert torch.equal(s.features(edited, 0), s.features(styles, 0))
+    # a layer spec counts style layers; style_channels names their coordinates
+    assert s.layers("0-1") == [0, 1]
+    assert s.style_channels([1]) == list(range(slices[1].start, slices[1].stop))
+    with pytest.raises(ValueError, match="in S \\(style layers\\)"):
+        s.layers(len(layers))
 
 
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("stylegan2")])
@@ -132,8 +163,13 @@ def test_layer_specs():
 
 
 def test_spaces_and_truncation_are_checked():
-    with pytest.raises(ValueError, match="W and W\\+ need a style-based generator"):
+    with pytest.raises(ValueError, match="W, W\\+ and S need a style-based generator"):
         random_generator("dcgan", latent_dim=4, resolution=8, width=4, space="w")
+    with pytest.raises(ValueError, match="no .s. space.*W, W\\+ and S need a style-based"):
+        random_generator("dcgan", latent_dim=4, resolution=8, width=4, space="s")
+    with pytest.raises(ValueError, match="input_from_w.*use generator.space=w or w\\+"):
+        random_generator("stylegan2", resolution=8, style_dim=8, n_mlp=1, channels=[8, 8],
+                         input_from_w=True, space="s")
     with pytest.raises(ValueError, match="use space w\\+"):
         random_generator("stylegan2", resolution=8, style_dim=8, n_mlp=1, channels=[8, 8],
                          space="w", truncation_psi=0.5, truncation_cutoff=2)

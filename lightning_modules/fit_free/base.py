@@ -36,7 +36,7 @@ from common.errors import UserError
 from common.images import log_image, save_line_plot
 from common.preemption import stopped_by_signal
 from common.training import batches_done
-from directions import PARAMETRISATIONS, DirectionSet
+from directions import DirectionSet, build_set
 from generators.base import Generator
 from lightning_modules.base import FrozenGeneratorModule
 
@@ -107,7 +107,11 @@ class FitFreeMethod(pl.Callback):
         self.check_layers(generator)
 
     def check_layers(self, generator: Generator) -> None:
-        """Layer ranges need W+ (and layers the generator has)."""
+        """Layer ranges need W+ (and layers the generator has); in S only SeFa takes them."""
+        if generator.space == "s" and self.edit_layers(generator) is not None:
+            raise UserError(f"layers={self.layer_spec!r}: in S space {self.method_name} runs on every "
+                            "style layer (leave method.layers=all); method=sefa and method=voynov "
+                            "take S layer ranges, or use generator.space=w+")
         if self.edit_layers(generator) is not None and generator.space != "w+":
             raise UserError(f"layers={self.layer_spec!r} moves some per-layer codes only: it "
                              f"needs generator.space=w+ (the generator is in {generator.space!r})")
@@ -182,7 +186,7 @@ class FitFreeMethod(pl.Callback):
         ``device`` (the module's, for grids and metrics; the result itself stays on the CPU)."""
         if self.result is None:
             raise RuntimeError(f"{self.method_name} has not solved yet")
-        made = PARAMETRISATIONS[self.result["kind"]](**self.result["config"])
+        made = build_set(self.result["kind"], self.result["config"])
         made.load_state_dict(self.result["state_dict"])
         return made if device is None else made.to(device)
 

@@ -2,7 +2,11 @@
 
 The weight A that first reads the latent (a DCGAN's first linear layer; the style affines of
 the chosen synthesis layers of a StyleGAN) maps a move n of the latent to a move A n of what
-the next layer reads. The moves that change it most are the top eigenvectors of A^T A, with
+the next layer reads. In S space (the styles themselves) each layer's styles are read by its
+own convolution (a move n changes its input by W (x * n)), so A is block-diagonal, one block
+per convolution, ``(out k k) x channels``, and its eigenvectors are each layer's: SeFa in S is a
+per-layer factorisation, the directions of every chosen layer ranked together by eigenvalue
+(ToRGB layers are left out, as in W). The moves that change it most are the top eigenvectors of A^T A, with
 each row of A normalised to unit length:
 
     directions = eigenvectors of A^T A, eigenvalue descending      (torch.linalg.eigh)
@@ -33,6 +37,24 @@ def sefa_directions(weight: torch.Tensor, num_directions: int | None = None
     return vectors[:, order].T.float().contiguous(), values[order].float()
 
 
+def sefa_style_directions(blocks: list[tuple[slice, torch.Tensor]], latent_dim: int,
+                          num_directions: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SeFa in S space: the weight that reads the styles is block-diagonal (each layer's
+    styles are read by that layer's convolution only), so the eigenvectors of A^T A are each
+    block's, embedded at its channels. ``blocks``: ``(slice of the S latent, weight out x
+    channels)``; the result as ``sefa_directions``', over every block, eigenvalue descending."""
+    vectors, values = [], []
+    for where, weight in blocks:
+        v, e = sefa_directions(weight)
+        full = torch.zeros(v.shape[0], latent_dim)
+        full[:, where] = v
+        vectors.append(full)
+        values.append(e)
+    values = torch.cat(values)
+    order = values.argsort(descending=True, stable=True)[:num_directions]
+    return torch.cat(vectors)[order].contiguous(), values[order]
+
+
 class SeFa(FitFreeMethod):
     """Closed-form directions from the generator's first latent-reading weight.
 
@@ -40,7 +62,8 @@ class SeFa(FitFreeMethod):
         num_directions: K, the top eigenvectors kept (None: every one, the latent size).
         layers: the per-layer codes whose weights are factorised and which the directions move
             (``all``, ``coarse`` / ``middle`` / ``fine``, ``"a-b"``, a list). Anything but
-            ``all`` needs the W+ space (``generator.space=w+``).
+            ``all`` needs the W+ space (``generator.space=w+``), or S, where it names style
+            layers and the directions move those layers' channels only.
         alpha_range: the |alpha| of the grids and the evaluation (unit directions).
     """
 
@@ -56,19 +79,37 @@ class SeFa(FitFreeMethod):
         return dict(super().describe(), num_directions=self.num_directions, layers=self.layer_spec)
 
     def check(self, generator: Generator) -> None:
-        self.check_w_space(generator, "factorises the style affines, which read W")
-        try:
-            weight = generator.projection_weight(self.layer_spec)
-        except NotImplementedError as err:
-            raise UserError(f"SeFa needs the weight that reads the latent: {err}") from None
-        if self.num_directions is not None and not 1 <= self.num_directions <= weight.shape[1]:
+        if generator.space == "s":  # the layers chosen are factorised; nothing else moves
+            most = sum(w.shape[1] for _, w in self.blocks(generator))
+        else:
+            self.check_w_space(generator, "factorises the style affines, which read W")
+            try:
+                most = generator.projection_weight(self.layer_spec).shape[1]
+            except NotImplementedError as err:
+                raise UserError(f"SeFa needs the weight that reads the latent: {err}") from None
+        if self.num_directions is not None and not 1 <= self.num_directions <= most:
             raise UserError(f"num_directions={self.num_directions}: SeFa finds at most "
-                             f"{weight.shape[1]} (the latent size); use 1..{weight.shape[1]} or null")
+                             f"{most} (the size of what it factorises); use 1..{most} or null")
+
+    def blocks(self, generator: Generator) -> list[tuple[slice, torch.Tensor]]:
+        """In S: each chosen convolution's slice of the latent and the weight reading it."""
+        slices = generator.style_slices()
+        return [(slices[i], w) for i, w in generator.style_reading_weights(self.layer_spec)]
 
     def solve(self, generator: Generator, stats) -> tuple[BasisDirections, dict[str, float]]:
-        weight = generator.projection_weight(self.layer_spec)
-        vectors, values = sefa_directions(weight, self.num_directions)
-        directions = BasisDirections.of(vectors, values=values, layers=self.edit_layers(generator))
+        if generator.space == "s":
+            blocks = self.blocks(generator)
+            vectors, values = sefa_style_directions(blocks, generator.latent_dim, self.num_directions)
+            rows = sum(w.shape[0] for _, w in blocks)
+            channels = generator.style_channels(generator.layers(self.layer_spec))
+            if len(channels) < generator.latent_dim:  # a layer range: the set lives on its channels
+                directions = BasisDirections.of(vectors[:, channels], values=values).on_channels(channels)
+            else:
+                directions = BasisDirections.of(vectors, values=values)
+        else:
+            weight = generator.projection_weight(self.layer_spec)
+            vectors, values = sefa_directions(weight, self.num_directions)
+            rows = weight.shape[0]
+            directions = BasisDirections.of(vectors, values=values, layers=self.edit_layers(generator))
         # With unit rows the eigenvalues sum to the number of rows (the trace of A^T A).
-        return directions, {"eigenvalue_0": float(values[0]),
-                            "kept_share": float(values.sum()) / weight.shape[0]}
+        return directions, {"eigenvalue_0": float(values[0]), "kept_share": float(values.sum()) / rows}

@@ -1,0 +1,120 @@
+"""S space (StyleSpace, Wu et al., CVPR 2021), ``generator.space=s``: every method runs in it,
+through train.py, on a tiny random StyleGAN2; what each closed-form method means there is
+checked against its definition."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import EVAL_TINY, TINY, compose_cfg
+
+from directions import Directions
+from generators import random_generator
+from lightning_modules.fit_free.sefa import sefa_directions
+from train import train
+
+S = ["generator=stylegan2_random", "generator.space=s"]
+TINY_GENERATOR = dict(init_seed=0, style_dim=16, n_mlp=2, channels=[16, 16, 16, 8])
+FIT_FREE = [t for t in TINY if not t.startswith(("trainer.max_steps", "method.traversal.every"))]
+OVERRIDES = {
+    "voynov": ["method.num_directions=4"],
+    "warped": ["method.num_directions=4"],
+    "ganalyze": [],
+    "steerability": [],
+    "eye": ["method.lambda_disc=0"],
+    "sefa": ["method.num_directions=4"],
+    "ganspace": ["data.batch_size=50", "method.samples=200", "method.num_directions=4"],
+    "interfacegan": ["data.batch_size=100", "method.samples=400", "method.ratio=0.05",
+                     "method.factors=[scale,x]"],
+    "lowrankgan": ["method.samples=2", "data.val_batches=1", "method.jacobian_size=16",
+                   "method.num_directions=2"],
+    "plumerault": ["data.batch_size=4", "data.val_batches=2", "method.samples=8",
+                   "method.strengths=[1,2]", "method.steps=4", "method.eval_samples=8",
+                   "method.eval_points=5", "method.fit_steps=50", "method.drop=0.25"],
+}
+LEARNED = ("voynov", "warped", "ganalyze", "steerability", "eye")
+
+
+def run(tmp_path, method, *extra):
+    base = TINY if method in LEARNED else FIT_FREE
+    cfg = compose_cfg([f"method={method}", "run_name=s", *base, *S, *OVERRIDES[method], *extra], tmp_path)
+    metrics = train(cfg)
+    return Directions.load(tmp_path / "s" / "directions.pt"), metrics
+
+
+@pytest.mark.parametrize("method", list(OVERRIDES))
+def test_every_method_runs_in_s(tmp_path, method):
+    made, _ = run(tmp_path, method)
+    g = random_generator("stylegan2", space="s", **TINY_GENERATOR)
+    assert made.meta["space"] == "s" and made.meta["generator"]["latent_dim"] == g.latent_dim
+    latent = g.sample(2, torch.Generator().manual_seed(0))
+    moved = made.directions.shift(latent, 0, 1.0)
+    assert moved.shape == latent.shape and not torch.equal(moved, latent)
+
+
+@pytest.mark.parametrize("layers", ["all", "coarse"])
+def test_sefa_in_s_is_a_per_layer_factorisation(tmp_path, layers):
+    """SeFa in S: the eigenvectors of the block-diagonal A^T A (one block per convolution's
+    weight), each zero outside its layer's channels, ranked together; ToRGB layers left out."""
+    made, metrics = run(tmp_path, "sefa", f"method.layers={layers}")
+    g = random_generator("stylegan2", space="s", **TINY_GENERATOR)
+    # each direction as a full S vector (a layer range's set lives on its layers' channels)
+    vectors = torch.cat([made.directions.shift(torch.zeros(1, g.latent_dim), k, 1.0)
+                         for k in range(made.num_directions)])
+    convs = [i for i, layer in enumerate(g.style_layers()) if layer.kind == "conv"
+             and i in g.layers(layers)]
+    expected = []
+    for i in convs:
+        mod = g.style_modules()[i]
+        w = (mod.weight[0] * mod.scale).permute(0, 2, 3, 1).reshape(-1, mod.weight.shape[2])
+        v, e = sefa_directions(w)
+        expected += [(float(e[k]), i, v[k]) for k in range(len(e))]
+    expected.sort(key=lambda t: -t[0])
+    slices = g.style_slices()
+    for row, (value, i, v) in zip(vectors, expected[:4]):
+        assert torch.allclose(row[slices[i]].abs(), v.abs(), atol=1e-5)
+        assert row.norm() == pytest.approx(1.0, abs=1e-5)
+        outside = torch.ones(g.latent_dim, dtype=torch.bool)
+        outside[slices[i]] = False
+        assert row[outside].abs().max() == 0
+    assert metrics["eigenvalue_0"] == pytest.approx(expected[0][0], rel=1e-5)
+    if layers != "all":
+        assert made.directions.channels == g.style_channels(g.layers(layers))
+        assert made.latent_dim == len(made.directions.channels)
+
+
+def test_a_layer_range_in_s_moves_its_channels_only(tmp_path):
+    """Voynov with method.layers=coarse in S learns directions on the coarse style layers'
+    channels; the file records them, loads back, refuses another space, and the evaluation's
+    baselines live on the same channels."""
+    made, _ = run(tmp_path, "voynov", "method.layers=coarse", *EVAL_TINY)
+    g = random_generator("stylegan2", space="s", **TINY_GENERATOR)
+    channels = g.style_channels(g.layers("coarse"))
+    assert made.directions.channels == channels and made.latent_dim == len(channels)
+    latent = g.sample(3, torch.Generator().manual_seed(0))
+    moved = made.directions.shift(latent, 1, 2.0)
+    changed = (moved != latent).any(0).nonzero().flatten().tolist()
+    assert changed and set(changed) <= set(channels)
+    codes = made.directions.code(latent)
+    assert codes.shape == (3, made.num_directions)
+    # the file holds the channels; another view of the generator is refused
+    again = Directions.load(tmp_path / "s" / "directions.pt", generator=g)
+    assert torch.equal(again.directions.shift(latent, 1, 2.0), moved)
+    w = random_generator("stylegan2", space="w", **TINY_GENERATOR)
+    with pytest.raises(ValueError, match="space 's' in the file vs 'w' now"):
+        Directions.load(tmp_path / "s" / "directions.pt", generator=w)
+    report = (tmp_path / "s" / "evaluation.json").read_text()
+    assert '"random"' in report and '"coordinate"' in report
+
+
+def test_channel_sets_check_their_latents():
+    from directions import LinearDirections
+
+    d = LinearDirections(3, 2, init_seed=0).on_channels([1, 4, 6])
+    with pytest.raises(ValueError, match="channels of S latents"):
+        d.shift(torch.zeros(2, 5), 0, 1.0)
+    with pytest.raises(ValueError, match="3 coordinates for a set of latent size 2"):
+        LinearDirections(2, 2).on_channels([0, 1, 2])
+    with pytest.raises(ValueError, match="increasing"):
+        LinearDirections(2, 2).on_channels([3, 1])
+    moved = d.shift(torch.zeros(1, 8), 0, 1.0).detach()
+    assert moved[0, [0, 2, 3, 5, 7]].abs().sum() == 0 and float(moved.norm()) == pytest.approx(1.0)
