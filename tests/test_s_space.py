@@ -31,6 +31,7 @@ OVERRIDES = {
                    "method.strengths=[1,2]", "method.steps=4", "method.eval_samples=8",
                    "method.eval_points=5", "method.fit_steps=50", "method.drop=0.25"],
 }
+OVERRIDES["stylespace"] = ["method.samples=200", "data.batch_size=50", "method.positives=10"]
 LEARNED = ("voynov", "warped", "ganalyze", "steerability", "eye")
 
 
@@ -118,3 +119,31 @@ def test_channel_sets_check_their_latents():
         LinearDirections(2, 2).on_channels([3, 1])
     moved = d.shift(torch.zeros(1, 8), 0, 1.0).detach()
     assert moved[0, [0, 2, 3, 5, 7]].abs().sum() == 0 and float(moved.norm()) == pytest.approx(1.0)
+
+
+def test_stylespace_ranks_the_channels_its_positives_move(tmp_path):
+    """method=stylespace: each factor's channels ranked by |mean of positives - mean| / std of
+    positives, directions that are signed unit channel vectors with alpha in population std."""
+    from lightning_modules.fit_free.stylespace import channel_relevance
+
+    made, metrics = run(tmp_path, "stylespace", "method.factors=[x,scale]", "method.per_factor=3",
+                        "method.positives=20", "method.samples=200", "data.batch_size=50")
+    assert made.meta["method"] == "stylespace" and made.num_directions == 6
+    d = made.directions
+    assert ((d.basis != 0).sum(1) == 1).all() and torch.allclose(d.basis.abs().sum(1), torch.ones(6))
+    assert (d.values[:3][:-1] >= d.values[:3][1:]).all() and (d.scales > 0).all()
+    assert metrics["x/channel_0"] == int(d.basis[0].abs().argmax())
+    # the relevance itself: a channel that the positives shift far, in units of their spread
+    positives = torch.tensor([[5.0, 0.0], [5.2, 1.0], [4.8, -1.0]])
+    relevance, sign = channel_relevance(positives, torch.zeros(2), torch.ones(2))
+    assert relevance[0] > 20 and relevance[1] == 0 and sign[0] == 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["generator.space=w"], "run it with generator.space=s"),
+    (["method.positives=500"], "positives=500: take 2..100"),
+    (["method.factors=[rotation]"], "rotation' is circular"),
+])
+def test_stylespace_refuses_bad_settings_before_work(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(tmp_path, "stylespace", "method.samples=200", "data.batch_size=50", *overrides)

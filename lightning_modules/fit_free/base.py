@@ -44,6 +44,38 @@ Stats = dict[str, torch.Tensor]
 log = logging.getLogger("fit_free")
 
 
+def keep_extremes(scores: torch.Tensor, items: torch.Tensor, new_scores: torch.Tensor,
+                  new_items: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest (``largest``) or lowest of kept and new scores ``F x k`` / ``F x n``,
+    per row, with their items ``F x k x d`` / ``F x n x d``: a fixed-size buffer of a stream's
+    extremes (InterFaceGAN's positives and negatives, StyleSpace's positive examples)."""
+    k = scores.shape[1]
+    all_scores = torch.cat([scores, new_scores], 1)
+    all_items = torch.cat([items, new_items], 1)
+    chosen = all_scores.topk(k, dim=1, largest=largest).indices
+    return (all_scores.gather(1, chosen),
+            all_items.gather(1, chosen[..., None].expand(-1, -1, all_items.shape[2])))
+
+
+def merged_extremes(strategy, stats: "Stats", ends) -> "Stats":
+    """Buffers ``<end>_scores`` / ``<end>_latents`` of every process gathered and merged into
+    the global extremes (``ends``: ``(end, largest)`` pairs); each process's own when alone.
+    Other entries of ``stats`` are summed over processes."""
+    if strategy is None or getattr(strategy, "world_size", 1) == 1:
+        return {k: v.clone() for k, v in stats.items()}
+    buffers = {f"{end}_{part}" for end, _ in ends for part in ("scores", "latents")}
+    out = {k: strategy.reduce(v.clone(), reduce_op="sum") for k, v in stats.items() if k not in buffers}
+    gathered = {k: strategy.all_gather(stats[k]) for k in buffers}  # W x ...
+    for end, largest in ends:
+        scores = torch.cat(list(gathered[f"{end}_scores"]), 1)
+        latents = torch.cat(list(gathered[f"{end}_latents"]), 1)
+        init = stats[f"{end}_scores"]
+        out[f"{end}_scores"], out[f"{end}_latents"] = keep_extremes(
+            torch.full_like(init, -math.inf if largest else math.inf),
+            torch.zeros_like(stats[f"{end}_latents"]), scores, latents, largest)
+    return out
+
+
 class FitFreeMethod(pl.Callback):
     """Base of the closed-form methods. A subclass sets ``method_name`` and implements
     ``check``, ``solve`` and, when it reads samples, ``init_stats`` and ``accumulate``.

@@ -29,7 +29,7 @@ from common.seeds import SPLIT_SEED
 from directions import BasisDirections
 from generators.base import Generator
 from lightning_modules.base import regressor_path
-from lightning_modules.fit_free.base import FitFreeMethod, Stats
+from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, merged_extremes
 from regressors.attributes import AttributeAssessor, load_regressor
 
 
@@ -145,38 +145,17 @@ class InterFaceGAN(FitFreeMethod):
         images = generator(latent, y)
         return torch.stack([a(images) for a in self.assessors])  # F x N
 
-    @staticmethod
-    def _keep(scores, latents, new_scores, new_latents, largest: bool):
-        """The k extremes of (kept + new), per factor."""
-        k = scores.shape[1]
-        all_scores = torch.cat([scores, new_scores], 1)
-        all_latents = torch.cat([latents, new_latents], 1)
-        chosen = all_scores.topk(k, dim=1, largest=largest).indices
-        return (all_scores.gather(1, chosen),
-                all_latents.gather(1, chosen[..., None].expand(-1, -1, all_latents.shape[2])))
-
     def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
         latent = batch["latent"]
         s = self.scores(generator, latent, batch.get("y"))
         codes = (latent[:, 0] if latent.ndim == 3 else latent)[None].expand(len(self.fitted), -1, -1)
         for end, largest in (("top", True), ("bottom", False)):
-            stats[f"{end}_scores"], stats[f"{end}_latents"] = self._keep(
+            stats[f"{end}_scores"], stats[f"{end}_latents"] = keep_extremes(
                 stats[f"{end}_scores"], stats[f"{end}_latents"], s, codes, largest)
 
     def reduced_stats(self, strategy) -> Stats:
         """The global extremes: every process's buffers gathered and merged."""
-        if strategy is None or getattr(strategy, "world_size", 1) == 1:
-            return {k: v.clone() for k, v in self.stats.items()}
-        gathered = {k: strategy.all_gather(v) for k, v in self.stats.items()}  # W x ...
-        out = {}
-        for end, largest in (("top", True), ("bottom", False)):
-            scores = torch.cat(list(gathered[f"{end}_scores"]), 1)
-            latents = torch.cat(list(gathered[f"{end}_latents"]), 1)
-            init = self.stats[f"{end}_scores"]
-            out[f"{end}_scores"], out[f"{end}_latents"] = self._keep(
-                torch.full_like(init, -math.inf if largest else math.inf),
-                torch.zeros_like(self.stats[f"{end}_latents"]), scores, latents, largest)
-        return out
+        return merged_extremes(strategy, self.stats, (("top", True), ("bottom", False)))
 
     # ---- the SVMs -----------------------------------------------------------------------
     def solve(self, generator: Generator, stats: Stats) -> tuple[BasisDirections, dict[str, float]]:

@@ -1,0 +1,135 @@
+"""StyleSpace's channels, Wu, Lischinski & Shechtman, "StyleSpace Analysis: Disentangled Controls
+for StyleGAN Image Generation", CVPR 2021: the positive-example procedure.
+
+In S space (``generator.space=s``) a single style channel often controls one attribute. Given
+positive examples of an attribute, the channels that control it are those whose styles on the
+positives sit far from their population mean, relative to how much they vary among the
+positives themselves:
+
+    relevance_u = |mean_pos(s_u) - mean(s_u)| / std_pos(s_u)
+
+Here the positives are the ``positives`` samples of the stream that score highest on a factor of
+the generator's regressor (any scalar read: ``x``, ``shape=1``, ``hue.cos``), so the procedure
+runs on any generator whose world a regressor reads. Each factor keeps its ``per_factor`` most
+relevant channels, ranked; a direction is one channel's unit vector, signed toward the
+positives, with alpha counted in that channel's population standard deviations (StyleSpace's
+edit: s_u + alpha sigma_u). The paper's other procedure (gradient maps of a semantic
+segmentation) needs a segmentation network this project does not have.
+
+Streaming: the population's per-channel sums (summed over processes) and, per factor, a
+fixed-size buffer of the highest scores with their styles (merged over processes).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from common.errors import UserError
+from directions import BasisDirections
+from generators.base import Generator
+from lightning_modules.base import regressor_path
+from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, merged_extremes
+from regressors.attributes import AttributeAssessor, load_regressor
+
+log = logging.getLogger(__name__)
+
+
+def channel_relevance(positives: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(relevance D, sign D)`` of each channel for positive styles ``P x D``, against the
+    population's ``mean`` and ``std`` (the sign: where the positives lie from the mean)."""
+    shift = positives.double().mean(0) - mean.double()
+    spread = positives.double().std(0).clamp_min(1e-6 * float(std.double().mean().clamp_min(1e-12)))
+    return (shift.abs() / spread).float(), torch.where(shift >= 0, 1.0, -1.0).float()
+
+
+class StyleSpace(FitFreeMethod):
+    """The channels of S that control each factor, from its positive examples.
+
+    Args:
+        factors: the attributes, each a scalar read of the regressor (see AttributeAssessor).
+        per_factor: channels kept per factor (the most relevant first).
+        positives: the samples with the highest score of a factor taken as its positives.
+        regressor: ``auto`` (the generator's) or a regressor file.
+        samples: styles drawn (the population).
+        alpha_range: |alpha| of grids and the evaluation, in population standard deviations.
+    """
+
+    method_name = "stylespace"
+    value_name = "relevance (positives' mean shift / their std)"
+
+    def __init__(self, factors: list[str] | str = ("x",), per_factor: int = 2, positives: int = 100,
+                 regressor: str = "auto", samples: int = 10_000, alpha_range: float | None = 3.0) -> None:
+        super().__init__(samples=samples, alpha_range=alpha_range)
+        self.factors = [factors] if isinstance(factors, str) else list(factors)
+        self.per_factor, self.positives, self.regressor_choice = per_factor, positives, regressor
+        self.assessors: list[AttributeAssessor] = []
+
+    def describe(self) -> dict[str, Any]:
+        return dict(super().describe(), factors=self.factors, per_factor=self.per_factor,
+                    positives=self.positives, regressor=self.regressor_choice)
+
+    def check(self, generator: Generator) -> None:
+        if generator.space != "s":
+            raise UserError("stylespace ranks the channels of S space: run it with generator.space=s "
+                            f"(the generator is in {generator.space!r})")
+        if not self.factors:
+            raise UserError("stylespace needs at least one factor: method.factors=[x]")
+        if not 1 <= self.per_factor <= generator.latent_dim:
+            raise UserError(f"per_factor={self.per_factor}: keep 1..{generator.latent_dim} channels a factor")
+        if not 2 <= self.positives <= self.samples // 2:
+            raise UserError(f"positives={self.positives}: take 2..{self.samples // 2} (half of "
+                            f"method.samples={self.samples}) positive examples")
+        path = regressor_path(generator, self.regressor_choice, "StyleSpace's positive examples",
+                              option="method.regressor")
+        model = load_regressor(path)
+        self.assessors = [AttributeAssessor(model, f) for f in self.factors]  # names checked here
+
+    def init_stats(self, generator: Generator) -> Stats:
+        f, d, dev = len(self.factors), generator.latent_dim, generator.device
+        for a in self.assessors:
+            a.to(dev)
+        return {"top_scores": torch.full((f, self.positives), -float("inf"), device=dev),
+                "top_latents": torch.zeros(f, self.positives, d, device=dev),
+                "sum": torch.zeros(d, device=dev, dtype=torch.float64),
+                "sum2": torch.zeros(d, device=dev, dtype=torch.float64),
+                "count": torch.zeros((), device=dev, dtype=torch.float64)}
+
+    def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
+        styles = batch["latent"]
+        images = generator(styles, batch.get("y"))
+        scores = torch.stack([a(images) for a in self.assessors])  # F x N
+        stats["top_scores"], stats["top_latents"] = keep_extremes(
+            stats["top_scores"], stats["top_latents"], scores,
+            styles[None].expand(len(self.factors), -1, -1), largest=True)
+        stats["sum"] += styles.double().sum(0)
+        stats["sum2"] += styles.double().pow(2).sum(0)
+        stats["count"] += styles.shape[0]
+
+    def reduced_stats(self, strategy) -> Stats:
+        return merged_extremes(strategy, self.stats, (("top", True),))
+
+    def solve(self, generator: Generator, stats: Stats) -> tuple[BasisDirections, dict[str, float]]:
+        n = stats["count"].cpu()
+        mean = (stats["sum"].cpu() / n)
+        std = (stats["sum2"].cpu() / n - mean.pow(2)).clamp_min(0).sqrt()
+        names = [layer.name for layer in generator.style_layers()]
+        owner = torch.cat([torch.full((s.stop - s.start,), i) for i, s in enumerate(generator.style_slices())])
+        rows, scales, values, metrics = [], [], [], {}
+        for i, name in enumerate(self.factors):
+            relevance, sign = channel_relevance(stats["top_latents"][i].cpu(), mean, std)
+            top = relevance.argsort(descending=True, stable=True)[: self.per_factor]
+            for rank, u in enumerate(top.tolist()):
+                rows.append(torch.zeros(generator.latent_dim).index_fill_(0, torch.tensor(u), float(sign[u])))
+                scales.append(float(std[u]))
+                values.append(float(relevance[u]))
+                layer = int(owner[u])
+                metrics[f"{name}/channel_{rank}"] = u
+                metrics[f"{name}/relevance_{rank}"] = float(relevance[u])
+                log.info("stylespace: %s: channel %d (%s, #%d), relevance %.2f", name, u, names[layer],
+                         u - generator.style_slices()[layer].start, float(relevance[u]))
+        directions = BasisDirections.of(torch.stack(rows), scales=torch.tensor(scales),
+                                        values=torch.tensor(values))
+        return directions, metrics
