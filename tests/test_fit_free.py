@@ -347,6 +347,8 @@ LRG_TINY = ["generator=dcgan_random", "method.samples=2", "data.val_batches=1",
     ("ganspace", GANSPACE_W),
     ("interfacegan", IFG_W),
     ("lowrankgan", LRG_TINY),
+    ("stylespace", ["generator=stylegan2_random", "generator.space=s", "method.samples=200",
+                    "data.batch_size=50", "method.positives=20", "method.factors=[x,scale]"]),
 ])
 @pytest.mark.slow
 def test_two_ddp_processes_give_the_one_process_result(tmp_path, method, overrides):

@@ -63,8 +63,9 @@ def merged_extremes(strategy, stats: "Stats", ends) -> "Stats":
     Other entries of ``stats`` are summed over processes."""
     if strategy is None or getattr(strategy, "world_size", 1) == 1:
         return {k: v.clone() for k, v in stats.items()}
-    buffers = {f"{end}_{part}" for end, _ in ends for part in ("scores", "latents")}
-    out = {k: strategy.reduce(v.clone(), reduce_op="sum") for k, v in stats.items() if k not in buffers}
+    # (collectives in the same order on every process: lists, never sets)
+    buffers = [f"{end}_{part}" for end, _ in ends for part in ("scores", "latents")]
+    out = {k: strategy.reduce(stats[k].clone(), reduce_op="sum") for k in sorted(stats) if k not in buffers}
     gathered = {k: strategy.all_gather(stats[k]) for k in buffers}  # W x ...
     for end, largest in ends:
         scores = torch.cat(list(gathered[f"{end}_scores"]), 1)
