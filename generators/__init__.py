@@ -16,6 +16,7 @@ from generators.formats import LOADERS, detect_format  # its project format call
 from generators.formats.biggan import CONFIG_NAME, WEIGHTS_NAME
 from generators.glo import GLOGenerator
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from generators.stylegan3 import StyleGAN3Generator
 from generators.weights import WEIGHTS_DIR, WEIGHTS_FORMAT
 
 BIGGAN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
@@ -23,7 +24,8 @@ BIGGAN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 # architecture -> (generator class, discriminator class or None: GLO trains without one)
 ARCHITECTURES = {"dcgan": (DCGANGenerator, SNDiscriminator),
                  "glo": (GLOGenerator, None),
-                 "stylegan2": (StyleGAN2Generator, StyleGAN2Discriminator)}
+                 "stylegan2": (StyleGAN2Generator, StyleGAN2Discriminator),
+                 "stylegan3": (StyleGAN3Generator, StyleGAN2Discriminator)}
 _REQUIRED_KEYS = {"format", "architecture", "generator_config", "generator"}
 _OPTIONAL_KEYS = {"discriminator_config", "discriminator", "info"}
 

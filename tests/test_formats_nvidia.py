@@ -579,7 +579,9 @@ class SynthesisInput(Persistent):
         self.register_buffer("transform", torch.eye(3))
 
 
-def test_stylegan3_pickle_is_refused_clearly(tmp_path):
+def test_a_malformed_stylegan3_pickle_is_refused_clearly(tmp_path):
+    """A StyleGAN3 file with one synthesis layer and no ToRGB: refused with what is supported
+    (well-formed StyleGAN3 files load: tests/test_formats_stylegan3.py)."""
     g = Generator()
     synthesis = Persistent()
     synthesis.input = SynthesisInput()
@@ -587,7 +589,7 @@ def test_stylegan3_pickle_is_refused_clearly(tmp_path):
     g.synthesis = synthesis
     path = tmp_path / "stylegan3-t.pkl"
     write_snapshot(path, snapshot(g))
-    with pytest.raises(NvidiaPickleError, match="StyleGAN3 synthesis is not supported yet.*Supported"):
+    with pytest.raises(NvidiaPickleError, match="synthesis layers .* are not L0_.*Supported: NVIDIA StyleGAN3"):
         load_nvidia_pickle(path)
 
 

@@ -45,10 +45,25 @@ def biggan_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def stylegan3_file(tmp_path_factory) -> Path:
+    """A small StyleGAN3-T network pickle in NVIDIA's layout (configs/generator/stylegan3)."""
+    from test_formats_nvidia import snapshot, write_snapshot
+    from test_formats_stylegan3 import SMALL
+    from test_formats_stylegan3 import Generator as NvidiaStyleGAN3
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        g = NvidiaStyleGAN3(16, **SMALL)
+    path = tmp_path_factory.mktemp("sg3") / "network-snapshot-000000.pkl"
+    write_snapshot(path, snapshot(g))
+    return path
+
+
 @pytest.fixture
-def files(checkpoint, biggan_dir) -> dict[str, Path]:
+def files(checkpoint, biggan_dir, stylegan3_file) -> dict[str, Path]:
     """The path each config that names a file of the user's is given here."""
-    return {"stylegan2": checkpoint, "biggan": biggan_dir}
+    return {"stylegan2": checkpoint, "biggan": biggan_dir, "stylegan3": stylegan3_file}
 
 
 def build(name: str, files: dict[str, Path], *overrides: str):
@@ -60,7 +75,7 @@ def build(name: str, files: dict[str, Path], *overrides: str):
 
 
 def views(name: str) -> list[str]:
-    return ["z", "w", "w+", "s"] if name.startswith("stylegan2") else ["z"]
+    return ["z", "w", "w+", "s"] if name.startswith(("stylegan2", "stylegan3")) else ["z"]
 
 
 CASES = [(name, space) for name in CONFIGS for space in views(name)]
@@ -139,7 +154,7 @@ def test_s_space_is_the_styles_of_w_plus(name, files):
         s.layers(len(layers))
 
 
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("stylegan2")])
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith(("stylegan2", "stylegan3"))])
 def test_views_of_one_checkpoint_are_different_generators(name, files):
     z, w = build(name, files, "generator.space=z"), build(name, files, "generator.space=w")
     assert z.identity()["sha256"] == w.identity()["sha256"]
@@ -184,7 +199,7 @@ def test_spaces_and_truncation_are_checked():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_closed_form_hooks(name, files):
     """SeFa reads projection_weight (columns: the W or Z coordinates), GANSpace reads features."""
-    g = build(name, files, "generator.space=w" if name.startswith("stylegan2") else "generator.space=z")
+    g = build(name, files, "generator.space=w" if name.startswith(("stylegan2", "stylegan3")) else "generator.space=z")
     weight = g.projection_weight()
     assert weight.ndim == 2 and weight.shape[1] == g.latent_dim
     latent, y = g.draw(2, torch.Generator().manual_seed(0))

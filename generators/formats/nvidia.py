@@ -24,9 +24,10 @@ GPU; here every layer runs in float32 (as NVIDIA's own ``force_fp32=True`` and i
 Outputs match NVIDIA's float32 path to float rounding and its float16 GPU path to about 1e-2.
 
 Supported: skip-architecture StyleGAN2 generators with RGB output (the configurations of
-stylegan2-ada-pytorch and stylegan3's ``--cfg=stylegan2``); unconditional residual discriminators.
-Refused with a message: StyleGAN3 (-T / -R) synthesis, other architectures, other channel
-counts, TensorFlow pickles.
+stylegan2-ada-pytorch and stylegan3's ``--cfg=stylegan2``); StyleGAN3 (-T / -R) generators,
+mapped onto ``generators.stylegan3.StyleGAN3Generator`` by generators/formats/nvidia_stylegan3.py;
+unconditional residual discriminators. Refused with a message: other architectures, other
+channel counts, TensorFlow pickles.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import torch
 from common.errors import MissingFile, UserError
 from generators.base import file_sha256
 from generators.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, make_kernel
+from generators.stylegan3 import StyleGAN3Generator
 
 ADAPTER = "stylegan2-nvidia"
 SUPPORTED = ("NVIDIA StyleGAN2 pickles: stylegan2-ada-pytorch network snapshots and stylegan3 "
@@ -266,8 +268,9 @@ def read_nvidia_pickle(path: str | Path) -> dict[str, Any]:
 
 def load_nvidia_pickle(path: str | Path, space: str = "w", truncation_psi: float = 1.0,
                        truncation_cutoff: int | None = None, name: str | None = None,
-                       discriminator: bool = False) -> StyleGAN2Generator:
-    """A frozen ``StyleGAN2Generator`` from the ``G_ema`` of an NVIDIA StyleGAN2 pickle.
+                       discriminator: bool = False) -> StyleGAN2Generator | StyleGAN3Generator:
+    """A frozen ``StyleGAN2Generator`` (or ``StyleGAN3Generator``) from the ``G_ema`` of an
+    NVIDIA pickle.
 
     Args:
         path: a ``network-snapshot-*.pkl`` (or a published ``ffhq.pkl``-style file).
@@ -278,8 +281,9 @@ def load_nvidia_pickle(path: str | Path, space: str = "w", truncation_psi: float
             discriminators), kept as ``generator.discriminator``.
 
     Raises:
-        NvidiaPickleError: no ``G_ema``, or a network this loader does not support (StyleGAN3,
-            another architecture, not RGB); ``ForbiddenGlobalError`` for unsafe files.
+        NvidiaPickleError: no ``G_ema``, or a network this loader does not support (another
+            architecture, not RGB, a StyleGAN3 layout it does not cover);
+            ``ForbiddenGlobalError`` for unsafe files.
         NotImplementedError: ``discriminator=True`` and ``D`` cannot be mapped.
     """
     path = Path(path)
@@ -291,9 +295,15 @@ def load_nvidia_pickle(path: str | Path, space: str = "w", truncation_psi: float
         raise NvidiaPickleError(
             f"{path} has no G_ema network (it holds {held}); the generator is read from G_ema, "
             "the exponential moving average NVIDIA snapshots store for generation")
-    generator = convert_generator(g_ema, name=name or path.stem, where=str(path))
+    if stylegan3_signs(g_ema):  # StyleGAN3 (-T / -R) synthesis
+        from generators.formats.nvidia_stylegan3 import ADAPTER as SG3_ADAPTER
+        from generators.formats.nvidia_stylegan3 import convert_stylegan3
+
+        generator, adapter = convert_stylegan3(g_ema, name=name or path.stem, where=str(path)), SG3_ADAPTER
+    else:
+        generator, adapter = convert_generator(g_ema, name=name or path.stem, where=str(path)), ADAPTER
     generator.sha256 = file_sha256(path)
-    generator.adapter = ADAPTER
+    generator.adapter = adapter
     generator.source = {"format": "nvidia-pickle", "path": str(path)}
     if discriminator:
         d_net = networks.get("D")
@@ -384,22 +394,11 @@ def _blur_kernel(filters: dict[str, torch.Tensor], where: str) -> list[float]:
     return [round(v, 6) for v in k]
 
 
-def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
-                      where: str = "G_ema") -> StyleGAN2Generator:
-    """Map an NVIDIA StyleGAN2 ``Generator`` (as read by ``read_nvidia_pickle``) onto a new
-    ``StyleGAN2Generator`` (not frozen, no view set)."""
-    signs = stylegan3_signs(g)
-    if signs:
-        raise NvidiaPickleError(
-            f"{where}: a StyleGAN3 (-T / -R) generator (layers {', '.join(signs[:4])}"
-            f"{', ...' if len(signs) > 4 else ''}): StyleGAN3 synthesis "
-            f"is not supported yet. Supported: {SUPPORTED}")
+def read_mapping(g: PersistentObject, where: str) -> dict[str, Any]:
+    """The mapping network of an NVIDIA ``Generator`` (StyleGAN2 or StyleGAN3: the same one):
+    its ``fc`` layers, ``w_dim``, ``c_dim``, ``z_dim`` and learning-rate multiplier, checked."""
     mapping = _need(g.module("mapping"), "mapping network", where)
-    synthesis = _need(g.module("synthesis"), "synthesis network", where)
     kw = g.init_kwargs
-    syn_kw = dict(kw.get("synthesis_kwargs") or {}) or kw  # stylegan3 keeps them at the top level
-
-    # -- the mapping network
     fcs = sorted((int(k[2:]), v) for k, v in mapping.children().items() if re.fullmatch(r"fc\d+", k))
     if not fcs or [i for i, _ in fcs] != list(range(len(fcs))):
         raise NvidiaPickleError(f"{where}: mapping layers {sorted(mapping.children())} are not fc0..fcN")
@@ -428,6 +427,45 @@ def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
             raise NvidiaPickleError(f"{where}: {key}={kw[key]} in _init_kwargs but {found} in the tensors")
     lr_default = (kw.get("mapping_kwargs") or {}).get("lr_multiplier", 0.01)
     lr_mlp = float(fcs[0][1].get("bias_gain", lr_default))
+    return {"fcs": fcs, "w_dim": w_dim, "c_dim": c_dim, "z_dim": z_dim, "lr_mlp": lr_mlp}
+
+
+def mapping_state(take, fcs, c_dim: int) -> dict[str, torch.Tensor]:
+    """The mapping's tensors under the project's names (``style.<i+1>``, ``embed``)."""
+    state = {}
+    for i, _ in fcs:
+        state[f"style.{i + 1}.weight"], state[f"style.{i + 1}.bias"] = \
+            take(f"mapping.fc{i}.weight"), take(f"mapping.fc{i}.bias")
+    if c_dim:
+        state["embed.weight"], state["embed.bias"] = take("mapping.embed.weight"), take("mapping.embed.bias")
+    return state
+
+
+def set_w_avg(gen, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """The stored truncation centre ``mapping.w_avg``, or an estimate when none is stored."""
+    if "mapping.w_avg" in tensors:
+        gen.w_avg.copy_(tensors["mapping.w_avg"].detach().to(torch.float32))
+    else:  # a mapping built with w_avg_beta=None stores no average: estimate it
+        warnings.warn(f"{where}: no stored mapping.w_avg; estimating it from 4096 samples")
+        gen.estimate_w_avg()
+
+
+def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
+                      where: str = "G_ema") -> StyleGAN2Generator:
+    """Map an NVIDIA StyleGAN2 ``Generator`` (as read by ``read_nvidia_pickle``) onto a new
+    ``StyleGAN2Generator`` (not frozen, no view set)."""
+    signs = stylegan3_signs(g)
+    if signs:
+        raise NvidiaPickleError(
+            f"{where}: a StyleGAN3 (-T / -R) generator (layers {', '.join(signs[:4])}"
+            f"{', ...' if len(signs) > 4 else ''}): load it with load_nvidia_pickle, which reads "
+            f"StyleGAN3 synthesis (generators/formats/nvidia_stylegan3.py)")
+    synthesis = _need(g.module("synthesis"), "synthesis network", where)
+    kw = g.init_kwargs
+    syn_kw = dict(kw.get("synthesis_kwargs") or {}) or kw  # stylegan3 keeps them at the top level
+
+    m = read_mapping(g, where)
+    fcs, w_dim, c_dim, z_dim, lr_mlp = m["fcs"], m["w_dim"], m["c_dim"], m["z_dim"], m["lr_mlp"]
 
     # -- the synthesis network
     blocks = {int(k[1:]): v for k, v in synthesis.children().items() if re.fullmatch(r"b\d+", k)}
@@ -470,10 +508,7 @@ def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
     def linear(dst: str, src: str) -> None:
         state[f"{dst}.weight"], state[f"{dst}.bias"] = take(f"{src}.weight"), take(f"{src}.bias")
 
-    for i, _ in fcs:
-        linear(f"style.{i + 1}", f"mapping.fc{i}")
-    if c_dim:
-        linear("embed", "mapping.embed")
+    state.update(mapping_state(take, fcs, c_dim))
     state["input.input"] = take("synthesis.b4.const")[None]
     noises: list[tuple[str, int]] = []
 
@@ -506,11 +541,7 @@ def convert_generator(g: PersistentObject, name: str = "stylegan2-nvidia",
         styled_conv(f"to_rgbs.{j}", f"synthesis.b{res}.torgb", res, 1)
 
     mapped.load_into(gen, also_known=("mapping.w_avg",))
-    if "mapping.w_avg" in tensors:
-        gen.w_avg.copy_(tensors["mapping.w_avg"].detach().to(torch.float32))
-    else:  # a mapping built with w_avg_beta=None stores no average: estimate it
-        warnings.warn(f"{where}: no stored mapping.w_avg; estimating it from 4096 samples")
-        gen.estimate_w_avg()
+    set_w_avg(gen, tensors, where)
     return gen
 
 
