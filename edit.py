@@ -6,6 +6,7 @@ as an image grid or an animated GIF.
     python edit.py directions=... latents=my_latents.pt direction=5
     python edit.py directions=... direction=3 image=photo.png   # invert a real image, then edit
     python edit.py directions=... direction=0 seeds=[1,2] classes=[207,208]   # conditional G
+    python edit.py directions=... direction=0 input_transform="{translate: [0.2, 0], angle: 10}"  # StyleGAN3
 
 With ``image=``, the image is inverted into the generator's editing space first (several
 starts, L2 + Lap1 by default; ``inversion.*``); the reconstruction error is reported and written
@@ -213,6 +214,24 @@ def _latents(cfg: DictConfig, generator, classes: list[int] | None, needs_classe
     return torch.cat(latents), chosen.repeat(len(seeds)).to(generator.device)
 
 
+def _input_transform(cfg: DictConfig, generator) -> None:
+    """``input_transform={translate: [x, y], angle: a}``: a StyleGAN3's input transform for every
+    image of the edit (translation in half-image units, rotation in degrees)."""
+    spec = cfg.get("input_transform")
+    if spec is None:
+        return
+    if not callable(getattr(generator, "set_input_transform", None)):
+        raise UserError(f"input_transform: generator {generator.name!r} has no input transform "
+                        "(StyleGAN3 has); leave it out")
+    if not hasattr(spec, "keys") or set(spec.keys()) - {"translate", "angle"}:
+        raise UserError(f"input_transform must be {{translate: [x, y], angle: degrees}}, got {spec}")
+    translate = numbers(spec.get("translate", [0.0, 0.0]), "input_transform.translate")
+    if len(translate) != 2:
+        raise UserError(f"input_transform.translate must be [x, y], got {list(translate)}")
+    angle = number(spec.get("angle", 0.0), "input_transform.angle", low=-360, high=360)
+    generator.set_input_transform(translate, angle)
+
+
 def edit(cfg: DictConfig) -> Path:
     """Renders the traversal; returns the path written."""
     path = Path(cfg.directions)
@@ -230,6 +249,7 @@ def edit(cfg: DictConfig) -> Path:
                                    device=cfg.get("device"),
                                    trusted_modules=cfg.get("trusted_modules"))
     directions.check_generator(generator, source=str(path))
+    _input_transform(cfg, generator)
     directions.to(generator.device)
     if alphas is None:  # alphas=auto: the range the directions were trained on
         r, where = directions.alpha_range(default=cfg.get("default_alpha_range"))

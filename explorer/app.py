@@ -4,9 +4,10 @@ JSON-in endpoints, run by uvicorn.
     GET  /             the page (explorer/static/index.html: HTML, CSS and JS, nothing fetched
                        from another host)
     GET  /api/info     the generator, the files (labels, alpha ranges), the limits
-    POST /api/render   {file, seed, edits: [[k, alpha], ...], layers: [a, b] | null, psi}  -> PNG
+    POST /api/render   {file, seed, edits: [[k, alpha], ...], layers: [a, b] | null, psi,
+                        transform: [x, y, angle] | null (StyleGAN3's input transform)}  -> PNG
     POST /api/strip    the same + {direction, steps}: direction k walked over its alpha range
-    POST /api/thumbs   {seed, count, psi}: the unedited images of nearby seeds -> PNG row
+    POST /api/thumbs   {seed, count, psi, transform}: the unedited images of nearby seeds -> PNG row
                        (their seeds in the X-Seeds header)
 
 Safe by default: only these routes exist (nothing a request holds becomes a path; files are
@@ -43,8 +44,10 @@ MAX_THUMBS = 16
 STRIP_STEPS = (2, 15)
 PSI_RANGE = TRUNCATION_PSI_RANGE  # the bound every generator view is checked against
 ALPHA_LIMIT = 10  # |alpha| <= ALPHA_LIMIT x the file's alpha range
+TRANSLATE_RANGE = (-1.0, 1.0)  # StyleGAN3's input translation, in half-image units
+ANGLE_RANGE = (-180.0, 180.0)  # and rotation, in degrees
 MAX_BODY = 16 * 1024
-VIEW = {"file", "seed", "edits", "layers", "psi", "panel", "seq"}
+VIEW = {"file", "seed", "edits", "layers", "psi", "transform", "panel", "seq"}
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; base-uri 'none'")
 
@@ -130,7 +133,21 @@ class ExplorerApp:
         view["layers"] = layers
         psi = body.get("psi")
         view["psi"] = None if psi is None else _float(psi, "psi", *PSI_RANGE)
+        view["transform"] = self._transform(body.get("transform"))
         return view
+
+    def _transform(self, transform):
+        """``[x, y, angle]`` of a StyleGAN3's input transform, checked (None: none)."""
+        if transform is None:
+            return None
+        if not self.explorer.transformable:
+            raise RequestError(f"transform: generator {self.explorer.generator.name!r} has no input "
+                               "transform (StyleGAN3 has); leave it out")
+        if not isinstance(transform, list) or len(transform) != 3:
+            raise RequestError(f"transform must be [x, y, angle], got {_show(transform)}")
+        return (_float(transform[0], "the x translation", *TRANSLATE_RANGE),
+                _float(transform[1], "the y translation", *TRANSLATE_RANGE),
+                _float(transform[2], "the angle", *ANGLE_RANGE))
 
     def _wanted(self, body: dict):
         """None, or a check that no newer request of the same panel has come since."""
@@ -199,12 +216,12 @@ class ExplorerApp:
 
     def _thumbs(self, body: dict):
         view = self._view({k: v for k, v in body.items() if k != "count"},
-                          {"seed", "psi", "panel", "seq"})
+                          {"seed", "psi", "transform", "panel", "seq"})
         count = _int(body.get("count", self.defaults["thumbnails"]), "count", 1, MAX_THUMBS)
         seed = view["seed"]
         start = max(0, min(seed - count // 2, MAX_SEED - count))
         seeds = [s for s in range(start, start + count + 1) if s != seed][:count]
-        return {"file": 0, "seeds": seeds, "psi": view["psi"]}, count, \
+        return {"file": 0, "seeds": seeds, "psi": view["psi"], "transform": view["transform"]}, count, \
             {"X-Seeds": ",".join(map(str, seeds))}
 
     def info(self, request: Request) -> JSONResponse:
@@ -213,7 +230,7 @@ class ExplorerApp:
             f["alpha_limit"] = ALPHA_LIMIT * f["alpha_range"]
         return JSONResponse(dict(info, **self.defaults, limits={
             "max_seed": MAX_SEED, "max_thumbnails": MAX_THUMBS, "strip_steps": list(STRIP_STEPS),
-            "psi": list(PSI_RANGE)}))
+            "psi": list(PSI_RANGE), "translate": list(TRANSLATE_RANGE), "angle": list(ANGLE_RANGE)}))
 
     def asgi(self, allowed_hosts: list[str] | None = None) -> Starlette:
         """The Starlette app; ``allowed_hosts``: the Host headers accepted (None: any)."""

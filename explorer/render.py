@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -137,7 +137,8 @@ class Explorer:
             "generator": {"name": g.name, "space": g.space, "resolution": g.resolution,
                           "num_layers": g.view_num_layers, "style_based": self.style_based,
                           "layer_groups": groups, "conditional": bool(g.num_classes),
-                          "truncation_psi": g.truncation_psi if self.style_based else None},
+                          "truncation_psi": g.truncation_psi if self.style_based else None,
+                          "input_transform": self.transformable},
             "files": [{"index": i, "name": f.name, "method": f.directions.meta.get("method"),
                        "num_directions": f.directions.num_directions,
                        "alpha_range": f.alpha_range, "labels": f.labels,
@@ -154,6 +155,17 @@ class Explorer:
             yield
         finally:
             self.generator.truncation_psi = kept
+
+    @property
+    def transformable(self) -> bool:
+        """Whether the generator has an input transform (StyleGAN3)."""
+        return callable(getattr(self.generator, "input_transform", None))
+
+    def _input_transform(self, transform: tuple[float, float, float] | None):
+        """The generator's input transform set for one render (under the lock)."""
+        if transform is None:
+            return nullcontext()
+        return self.generator.input_transform(transform[:2], transform[2])
 
     def _synthesise(self, latent, edited, y, layers: tuple[int, int] | None) -> torch.Tensor:
         """Images of ``edited``; with ``layers`` (a, b), the edited per-layer codes on layers
@@ -175,15 +187,18 @@ class Explorer:
     def render(self, file: int, seeds: Sequence[int], edits: Sequence[tuple[int, float]] = (),
                layers: tuple[int, int] | None = None, psi: float | None = None,
                strip: tuple[int, Sequence[float]] | None = None,
-               wanted: Callable[[], bool] | None = None) -> torch.Tensor | None:
+               wanted: Callable[[], bool] | None = None,
+               transform: tuple[float, float, float] | None = None) -> torch.Tensor | None:
         """Images ``N x 3 x H x W`` (on the CPU) of ``seeds`` (drawn as edit.py draws them)
         under ``edits`` ((index, alpha) pairs, combined by ``Directions.apply``). With
         ``strip=(k, alphas)``: for each seed, direction k walked over ``alphas`` from the image
         with the other edits (``N * len(alphas)`` images, seed-major). ``wanted`` is asked once
         the lock is held: when it says no (a newer request replaced this one), nothing is
-        rendered and None is returned. Arguments are assumed valid (the app checks them)."""
+        rendered and None is returned. ``transform=(x, y, angle)``: a StyleGAN3's input
+        transform for this render (translation in half-image units, rotation in degrees).
+        Arguments are assumed valid (the app checks them)."""
         directions = self.files[file].directions
-        with self.lock, self._truncation(psi):
+        with self.lock, self._truncation(psi), self._input_transform(transform):
             if wanted is not None and not wanted():
                 return None
             draws = [self.generator.draw(1, torch.Generator().manual_seed(int(s))) for s in seeds]

@@ -192,7 +192,11 @@ def _architecture_options(architecture: str) -> dict[str, Callable]:
     params = inspect.signature(ARCHITECTURES[architecture][0].__init__).parameters
 
     def option(value, where):
-        if isinstance(value, Mapping):
+        # StyleGAN3's ``geometry`` is a flat mapping of numbers (its hyperparameters); no other
+        # option takes a mapping
+        flat = isinstance(value, Mapping) and where.endswith(".geometry") and all(
+            isinstance(k, str) and (_is_number(v) or isinstance(v, bool)) for k, v in value.items())
+        if isinstance(value, Mapping) and not flat:
             raise RecordedConfigError(f"{where}: a mapping, expected a number, name or list")
 
     return {name: option for name in params if name not in ("self", "name")}

@@ -30,6 +30,7 @@ transform parameters (an "input" style layer of width 4).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import numpy as np
@@ -259,7 +260,8 @@ class StyleGAN3Generator(Generator):
         w_dim, z_dim, c_dim, n_mlp, lr_mlp: the mapping network (NVIDIA's: 512, 512, 0, 2, 0.01).
         input: the Fourier features' ``channels``, ``size``, ``sampling_rate``, ``bandwidth``.
         layers: each layer's settings (``SynthesisLayer``'s arguments, plus ``rate``: its output
-            sampling rate); ``layer_geometry`` designs them from the published hyperparameters.
+            sampling rate); without ``input`` and ``layers``, ``layer_geometry`` designs both from
+            the published hyperparameters ``geometry`` (``channel_base``, ``num_layers``, ...).
         output_scale: the images' scale (0.25).
         design_filters: design the Kaiser filters (a fresh network; a file brings its own).
         space, truncation_psi, truncation_cutoff, name: the view (see ``Generator``).
@@ -272,10 +274,11 @@ class StyleGAN3Generator(Generator):
                  n_mlp: int = 2, lr_mlp: float = 0.01, input: dict | None = None,
                  layers: Sequence[dict] | None = None, output_scale: float = 0.25,
                  design_filters: bool = True, space: str = "w", truncation_psi: float = 1.0,
-                 truncation_cutoff: int | None = None, name: str = "stylegan3", **geometry: Any) -> None:
+                 truncation_cutoff: int | None = None, name: str = "stylegan3",
+                 geometry: dict | None = None) -> None:
         super().__init__()
         if input is None or layers is None:
-            designed = layer_geometry(resolution, **geometry)
+            designed = layer_geometry(resolution, **dict(geometry or {}))
             input, layers = designed["input"], designed["layers"]
         elif geometry:
             raise UserError(f"StyleGAN3Generator: give input and layers, or the hyperparameters "
@@ -384,6 +387,17 @@ class StyleGAN3Generator(Generator):
         by the Fourier features' user transform (the published edit: the inverse of
         ``make_transform``). ``(0, 0), 0`` restores the identity."""
         self.input.transform.copy_(torch.linalg.inv(make_transform(translate, angle)).to(self.input.transform))
+
+    @contextmanager
+    def input_transform(self, translate: Sequence[float] = (0.0, 0.0), angle: float = 0.0):
+        """``set_input_transform`` for the images drawn inside the block; the transform the
+        generator had is restored after."""
+        kept = self.input.transform.clone()
+        self.set_input_transform(translate, angle)
+        try:
+            yield self
+        finally:
+            self.input.transform.copy_(kept)
 
     # ---- synthesis -----------------------------------------------------------------------
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:

@@ -291,7 +291,7 @@ def test_a_fresh_stylegan3_is_a_generator():
     """StyleGAN3Generator built from the published hyperparameters: every space, and S is
     the styles of W+."""
     torch.manual_seed(0)
-    g = StyleGAN3Generator(16, w_dim=16, space="w+", **SMALL)
+    g = StyleGAN3Generator(16, w_dim=16, space="w+", geometry=SMALL)
     g.estimate_w_avg()
     g.freeze()
     ws = g.sample(2, torch.Generator().manual_seed(0))
@@ -342,3 +342,62 @@ def test_a_file_that_mixes_stylegan2_and_stylegan3_is_refused(tmp_path):
     write_snapshot(path, snapshot(g))
     with pytest.raises(NvidiaPickleError, match="tensors this loader does not know: .*synthesis.b4"):
         load_nvidia_pickle(path)
+
+
+# ---- the input transform as an edit: the explorer and edit.py -------------------------------
+@pytest.fixture(scope="module")
+def sg3_directions(tmp_path_factory):
+    """A directions file for a random StyleGAN3 (rebuilt from the file's record)."""
+    from directions import Directions, LinearDirections
+    from generators import random_generator
+
+    g = random_generator("stylegan3", resolution=16, w_dim=16, space="w", geometry=SMALL)
+    path = tmp_path_factory.mktemp("sg3run") / "directions.pt"
+    Directions(LinearDirections(16, 2, init_seed=0), {"method": "voynov", "alpha_range": 3.0},
+               generator=g).save(path)
+    return path
+
+
+def test_the_explorer_translates_and_rotates_a_stylegan3(sg3_directions):
+    from starlette.testclient import TestClient
+    from test_explore import draw, png_bytes
+
+    from explorer.app import ExplorerApp
+    from explorer.render import Explorer
+
+    explorer = Explorer.open([sg3_directions], generator_cfg=None)
+    client = TestClient(ExplorerApp(explorer).asgi())
+    assert client.get("/api/info").json()["generator"]["input_transform"] is True
+    g, d = explorer.generator, explorer.files[0].directions
+    body = {"seed": 1, "edits": [[0, 2.0]], "transform": [0.25, -0.1, 30]}
+    moved = client.post("/api/render", json=body)
+    assert moved.status_code == 200
+    with torch.no_grad(), g.input_transform((0.25, -0.1), 30):
+        assert moved.content == png_bytes(g(d.apply(draw(g, 1), [(0, 2.0)])), nrow=1)
+    plain = client.post("/api/render", json={"seed": 1, "edits": [[0, 2.0]]}).content
+    assert plain != moved.content and torch.equal(g.input.transform, torch.eye(3))  # for one render
+    for bad, message in (([0.1, 0.2], "transform must be \\[x, y, angle\\]"),
+                         ([2.0, 0, 0], "x translation"), ([0, 0, 400], "angle")):
+        refused = client.post("/api/render", json={"seed": 1, "transform": bad})
+        assert refused.status_code == 400 and __import__("re").search(message, refused.json()["error"])
+
+
+def test_edit_py_applies_the_input_transform(sg3_directions, tmp_path):
+    from conftest import CONFIGS
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from edit import edit
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        plain = compose("edit", overrides=[f"directions={sg3_directions}", "seeds=[0]",
+                                           f"out={tmp_path / 'plain.png'}"])
+        moved = compose("edit", overrides=[f"directions={sg3_directions}", "seeds=[0]",
+                                           f"out={tmp_path / 'moved.png'}",
+                                           "input_transform={translate: [0.3, 0], angle: 20}"])
+        bad = compose("edit", overrides=[f"directions={sg3_directions}", "seeds=[0]",
+                                         "input_transform={translate: [0.3], angle: 20}"])
+    assert edit(plain).read_bytes() != edit(moved).read_bytes()
+    with pytest.raises(ValueError, match="translate must be \\[x, y\\]"):
+        edit(bad)

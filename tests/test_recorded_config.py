@@ -145,10 +145,12 @@ def test_a_plain_record_rebuilds_the_same_generator(good):
     ({**RANDOM, "surprise": 1}, "unknown options ['surprise']"),
     ({**RANDOM, "architecture": "vit"}, "architecture='vit'"),
     ({**RANDOM, "width": {"a": 1}}, "a mapping"),
+    ({k: v for k, v in {**RANDOM, "architecture": "stylegan3", "geometry": {"a": {"b": 1}}}.items()
+      if k not in ("latent_dim", "width")}, "generator.geometry: a mapping"),
     ([1, 2], "not a mapping"),
     ({"_target_": "generators.load_generator", "path": 5}, "generator.path=5"),
     ({**RANDOM, "name": [[[[[[[[[["deep"]]]]]]]]]]}, "nested too deep"),
-], ids=["space", "psi", "seed-bool", "regressor", "unknown", "architecture", "kwarg-map",
+], ids=["space", "psi", "seed-bool", "regressor", "unknown", "architecture", "kwarg-map", "geometry-nested",
         "list", "path", "deep"])
 def test_a_malformed_record_is_one_line_naming_the_entry(record, message):
     with pytest.raises(RecordedConfigError, match=None) as err:
