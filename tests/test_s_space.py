@@ -147,3 +147,22 @@ def test_stylespace_ranks_the_channels_its_positives_move(tmp_path):
 def test_stylespace_refuses_bad_settings_before_work(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         run(tmp_path, "stylespace", "method.samples=200", "data.batch_size=50", *overrides)
+
+
+def test_stylespace_takes_user_labelled_positives(tmp_path):
+    """positive_seeds={attr: [seeds]}: the seeds' styles are the positives (no regressor); a
+    channel that the labelled seeds share far from the population ranks first."""
+    g = random_generator("stylegan2", space="s", **TINY_GENERATOR)
+    seeds = [3, 17, 42, 7]
+    made, metrics = run(tmp_path, "stylespace", "method.samples=200", "data.batch_size=50",
+                        "method.per_factor=2", "method.regressor=none_needed.pt",
+                        f"method.positive_seeds={{mine: {seeds}}}".replace(" ", ""))
+    assert made.num_directions == 2 and "mine/channel_0" in metrics
+    positives = torch.cat([g.draw(1, torch.Generator().manual_seed(s))[0] for s in seeds])
+    population = g.sample(200, torch.Generator().manual_seed(123))
+    relevance = (positives.mean(0) - population.mean(0)).abs() / positives.std(0)
+    top = int(made.directions.basis[0].abs().argmax())
+    assert relevance[top] >= relevance.quantile(0.95)  # the population differs (another draw)
+    with pytest.raises(ValueError, match="at least two different seeds"):
+        run(tmp_path / "bad", "stylespace", "method.samples=200", "data.batch_size=50",
+            "method.positive_seeds={mine:[3,3]}")

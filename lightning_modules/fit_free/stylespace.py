@@ -8,9 +8,11 @@ positives themselves:
 
     relevance_u = |mean_pos(s_u) - mean(s_u)| / std_pos(s_u)
 
-Here the positives are the ``positives`` samples of the stream that score highest on a factor of
-the generator's regressor (any scalar read: ``x``, ``shape=1``, ``hue.cos``), so the procedure
-runs on any generator whose world a regressor reads. Each factor keeps its ``per_factor`` most
+Here the positives are either the ``positives`` samples of the stream that score highest on a
+factor of the generator's regressor (any scalar read: ``x``, ``shape=1``, ``hue.cos``), or a
+handful of samples a person picked (``positive_seeds={smile: [3, 17, 42]}``: the seeds whose
+images show the attribute, drawn as edit.py and the explorer draw a seed), which needs no
+regressor. Each factor keeps its ``per_factor`` most
 relevant channels, ranked; a direction is one channel's unit vector, signed toward the
 positives, with alpha counted in that channel's population standard deviations (StyleSpace's
 edit: s_u + alpha sigma_u). The paper's other procedure (gradient maps of a semantic
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 
+from common.checks import integers
 from common.errors import UserError
 from directions import BasisDirections
 from generators.base import Generator
@@ -34,6 +37,7 @@ from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes,
 from regressors.attributes import AttributeAssessor, load_regressor
 
 log = logging.getLogger(__name__)
+MAX_SEED = 2 ** 63 - 1  # what torch.Generator.manual_seed takes (edit.py's bound)
 
 
 def channel_relevance(positives: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
@@ -52,6 +56,8 @@ class StyleSpace(FitFreeMethod):
         factors: the attributes, each a scalar read of the regressor (see AttributeAssessor).
         per_factor: channels kept per factor (the most relevant first).
         positives: the samples with the highest score of a factor taken as its positives.
+        positive_seeds: ``{attribute: [seeds]}``, user-labelled positives instead of a
+            regressor's (``factors`` is then not used); two seeds at least an attribute.
         regressor: ``auto`` (the generator's) or a regressor file.
         samples: styles drawn (the population).
         alpha_range: |alpha| of grids and the evaluation, in population standard deviations.
@@ -61,15 +67,24 @@ class StyleSpace(FitFreeMethod):
     value_name = "relevance (positives' mean shift / their std)"
 
     def __init__(self, factors: list[str] | str = ("x",), per_factor: int = 2, positives: int = 100,
-                 regressor: str = "auto", samples: int = 10_000, alpha_range: float | None = 3.0) -> None:
+                 positive_seeds: dict[str, list[int]] | None = None, regressor: str = "auto",
+                 samples: int = 10_000, alpha_range: float | None = 3.0) -> None:
         super().__init__(samples=samples, alpha_range=alpha_range)
+        if positive_seeds is not None and not hasattr(positive_seeds, "items"):
+            raise UserError(f"method.positive_seeds must map an attribute to its seeds, such as "
+                            f"{{smile: [3, 17, 42]}}; got {positive_seeds!r}")
+        self.positive_seeds = {str(k): v if isinstance(v, (str, int, float)) or v is None else list(v)
+                               for k, v in (positive_seeds or {}).items()}
+        if self.positive_seeds:  # user-labelled attributes replace the regressor's factors
+            factors = list(self.positive_seeds)
         self.factors = [factors] if isinstance(factors, str) else list(factors)
         self.per_factor, self.positives, self.regressor_choice = per_factor, positives, regressor
         self.assessors: list[AttributeAssessor] = []
 
     def describe(self) -> dict[str, Any]:
         return dict(super().describe(), factors=self.factors, per_factor=self.per_factor,
-                    positives=self.positives, regressor=self.regressor_choice)
+                    positives=self.positives, positive_seeds=self.positive_seeds or None,
+                    regressor=self.regressor_choice)
 
     def check(self, generator: Generator) -> None:
         if generator.space != "s":
@@ -79,6 +94,13 @@ class StyleSpace(FitFreeMethod):
             raise UserError("stylespace needs at least one factor: method.factors=[x]")
         if not 1 <= self.per_factor <= generator.latent_dim:
             raise UserError(f"per_factor={self.per_factor}: keep 1..{generator.latent_dim} channels a factor")
+        if self.positive_seeds:
+            for name, seeds in self.positive_seeds.items():
+                integers(seeds, f"method.positive_seeds.{name}", low=0, high=MAX_SEED, single=False,
+                         what="expected a list of at least two seeds (the samples showing the attribute)")
+                if len(set(seeds)) < 2:
+                    raise UserError(f"method.positive_seeds.{name}: give at least two different seeds")
+            return
         if not 2 <= self.positives <= self.samples // 2:
             raise UserError(f"positives={self.positives}: take 2..{self.samples // 2} (half of "
                             f"method.samples={self.samples}) positive examples")
@@ -99,14 +121,22 @@ class StyleSpace(FitFreeMethod):
 
     def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
         styles = batch["latent"]
-        images = generator(styles, batch.get("y"))
-        scores = torch.stack([a(images) for a in self.assessors])  # F x N
-        stats["top_scores"], stats["top_latents"] = keep_extremes(
-            stats["top_scores"], stats["top_latents"], scores,
-            styles[None].expand(len(self.factors), -1, -1), largest=True)
+        if not self.positive_seeds:  # the regressor's positives: the highest scores seen
+            images = generator(styles, batch.get("y"))
+            scores = torch.stack([a(images) for a in self.assessors])  # F x N
+            stats["top_scores"], stats["top_latents"] = keep_extremes(
+                stats["top_scores"], stats["top_latents"], scores,
+                styles[None].expand(len(self.factors), -1, -1), largest=True)
         stats["sum"] += styles.double().sum(0)
         stats["sum2"] += styles.double().pow(2).sum(0)
         stats["count"] += styles.shape[0]
+
+    def positive_styles(self, generator: Generator, stats: Stats, i: int) -> torch.Tensor:
+        """The positives of factor ``i``: its labelled seeds' styles, or the buffer's."""
+        if not self.positive_seeds:
+            return stats["top_latents"][i].cpu()
+        seeds = self.positive_seeds[self.factors[i]]
+        return torch.cat([generator.draw(1, torch.Generator().manual_seed(int(s)))[0] for s in seeds]).cpu()
 
     def reduced_stats(self, strategy) -> Stats:
         return merged_extremes(strategy, self.stats, (("top", True),))
@@ -119,7 +149,7 @@ class StyleSpace(FitFreeMethod):
         owner = torch.cat([torch.full((s.stop - s.start,), i) for i, s in enumerate(generator.style_slices())])
         rows, scales, values, metrics = [], [], [], {}
         for i, name in enumerate(self.factors):
-            relevance, sign = channel_relevance(stats["top_latents"][i].cpu(), mean, std)
+            relevance, sign = channel_relevance(self.positive_styles(generator, stats, i), mean, std)
             top = relevance.argsort(descending=True, stable=True)[: self.per_factor]
             for rank, u in enumerate(top.tolist()):
                 rows.append(torch.zeros(generator.latent_dim).index_fill_(0, torch.tensor(u), float(sign[u])))
