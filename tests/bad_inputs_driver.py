@@ -123,6 +123,9 @@ def _cases() -> list[Case]:
            "generator.truncation_psi"),
         _c("train-truncation-psi-nan", "train",
            "generator=stylegan2_random generator.truncation_psi=nan", "generator.truncation_psi"),
+        _c("train-space-s-on-a-dcgan", "train", "generator.space=s", "generator.space"),
+        _c("train-stylegan3-mixed-pickle", "train", "generator=stylegan3 generator.path=files/mixed-sg3.pkl",
+           ("mixed-sg3.pkl", "Supported")),
         _c("train-option-not-in-generator", "train", "generator.truncation_psi=5",
            "generator.truncation_psi", note="dcgan_random has no truncation"),
         _c("train-lr-negative", "train", "method.optimizer.lr=-1",
@@ -384,6 +387,7 @@ def make_workspace(root: Path) -> dict:
     (files / "truncated_latents.pt").write_bytes(raw[: len(raw) // 2])
     torch.save(torch.full((2, 8), float("nan")), files / "nan_latents.pt")
     torch.save(torch.zeros(2, 5), files / "wrong_shape.pt")
+    _mixed_stylegan3(files / "mixed-sg3.pkl")
     Image.new("RGB", (32, 32), (120, 30, 200)).save(files / "face.png")
     Image.new("RGB", (16, 16), (120, 30, 200)).save(files / "small.png")
     (files / "huge.png").write_bytes(_png_header_only(30000, 30000))
@@ -414,6 +418,19 @@ def make_workspace(root: Path) -> dict:
         (root / "lb" / name).mkdir(parents=True)
         (root / "lb" / name / "evaluation.json").write_text(text)
     return {"payload_live": live, "setup_seconds": run["seconds"]}
+
+
+def _mixed_stylegan3(path: Path) -> None:
+    """A StyleGAN3 network pickle in NVIDIA's layout that also holds a StyleGAN2 block."""
+    import torch
+    from test_formats_nvidia import SynthesisBlock, snapshot, write_snapshot
+    from test_formats_stylegan3 import SMALL, Generator
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        g = Generator(16, **SMALL)
+        g.synthesis.b4 = SynthesisBlock(0, 8, 16, 4, 256)
+    write_snapshot(path, snapshot(g))
 
 
 def _png_header_only(width: int, height: int) -> bytes:

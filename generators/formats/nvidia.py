@@ -350,11 +350,12 @@ def _tensor(obj: PersistentObject, key: str, where: str, path: str) -> torch.Ten
 
 class _StateMap:
     """A network's tensors taken one by one under the project's names (``state``); loading
-    refuses tensors left over (the file holds something this mapping does not know) and
-    project parameters left missing. ``fail(why)`` makes the exception to raise."""
+    refuses tensors left over (the file holds something this mapping does not know, the message
+    ending with ``supported``) and project parameters left missing. ``fail(why)`` makes the
+    exception to raise."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], fail) -> None:
-        self.tensors, self.fail = tensors, fail
+    def __init__(self, tensors: dict[str, torch.Tensor], fail, supported: str | None = SUPPORTED) -> None:
+        self.tensors, self.fail, self.supported = tensors, fail, supported
         self.state: dict[str, torch.Tensor] = {}
         self.used: set[str] = set()
 
@@ -368,7 +369,8 @@ class _StateMap:
         leftover = sorted(k for k in self.tensors if k not in self.used and k not in also_known
                           and not k.endswith("resample_filter"))
         if leftover:
-            raise self.fail(f"tensors this loader does not know: {leftover[:8]}. Supported: {SUPPORTED}")
+            raise self.fail(f"tensors this loader does not know: {leftover[:8]}"
+                            + (f". Supported: {self.supported}" if self.supported else ""))
         try:
             result = module.load_state_dict(self.state, strict=False)
         except RuntimeError as err:

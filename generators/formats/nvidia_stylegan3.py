@@ -117,7 +117,7 @@ def convert_stylegan3(g: PersistentObject, name: str = "stylegan3-nvidia", where
                                  output_scale=float(synthesis.get("output_scale", 0.25)),
                                  design_filters=False, name=name)
     tensors = g.named_tensors()
-    mapped = _StateMap(tensors, fail)
+    mapped = _StateMap(tensors, fail, supported=None)  # (fail names what is supported)
     take = mapped.take
     mapped.state.update(mapping_state(take, m["fcs"], m["c_dim"]))
     for key in ("weight", "affine.weight", "affine.bias", "transform", "freqs", "phases"):
