@@ -253,7 +253,40 @@ def _log2(resolution: int) -> int:
     return int(log)
 
 
-class StyleGAN2Generator(Generator):
+class StyleMapping:
+    """The mapping network StyleGAN2 and StyleGAN3 share, for a ``Generator`` subclass: pixel
+    norm, ``n_mlp`` equalised-lr linear layers (``style``), a class embedding for a conditional
+    network (``embed``), the mean w (``w_avg``, truncation's centre)."""
+
+    def build_mapping(self, z_dim: int, w_dim: int, c_dim: int, n_mlp: int, lr_mlp: float) -> None:
+        in_dim = z_dim + (w_dim if c_dim else 0)
+        self.style = nn.Sequential(PixelNorm(), *[
+            EqualLinear(in_dim if i == 0 else w_dim, w_dim, lr_mul=lr_mlp, activation="lrelu")
+            for i in range(n_mlp)])
+        if c_dim:
+            self.embed = EqualLinear(c_dim, w_dim)
+
+    def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """w = M(z) (with the class embedding for a conditional network); no truncation."""
+        x = self.style[0](z)
+        if self.c_dim:
+            if y is None:
+                raise UserError(f"{self.name} is conditional ({self.c_dim} classes): pass y")
+            onehot = F.one_hot(y.long(), self.c_dim).to(z.dtype)
+            x = torch.cat([x, self.style[0](self.embed(onehot))], dim=1)
+        return self.style[1:](x)
+
+    @torch.no_grad()
+    def estimate_w_avg(self, n: int = 4096, seed: int = W_AVG_SEED) -> torch.Tensor:
+        """Set ``w_avg`` to the mean of ``n`` mapped samples (rosinality's ``mean_latent``)."""
+        rng = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=rng).to(self.device)
+        y = torch.randint(self.c_dim, (n,), generator=rng).to(self.device) if self.c_dim else None
+        self.w_avg.copy_(self.mapping(z, y).mean(0))
+        return self.w_avg
+
+
+class StyleGAN2Generator(StyleMapping, Generator):
     """StyleGAN2 generator; its editing space is ``z``, ``w`` or ``w+`` (see generators/base.py).
 
     Args:
@@ -294,12 +327,7 @@ class StyleGAN2Generator(Generator):
         self.num_classes = c_dim or None
         self.name = name
 
-        in_dim = self.z_dim + (style_dim if c_dim else 0)
-        self.style = nn.Sequential(PixelNorm(), *[
-            EqualLinear(in_dim if i == 0 else style_dim, style_dim, lr_mul=lr_mlp, activation="lrelu")
-            for i in range(n_mlp)])
-        if c_dim:
-            self.embed = EqualLinear(c_dim, style_dim)
+        self.build_mapping(self.z_dim, style_dim, c_dim, n_mlp, lr_mlp)
         self.input = ConstantInput(channels[0])
         self.input_from_w = input_from_w
         if input_from_w:  # zero at the start: the same network as without it, until it learns
@@ -337,26 +365,6 @@ class StyleGAN2Generator(Generator):
     def layer_resolutions(self) -> list[int]:
         """The resolution each per-layer code drives (its convolution's output side)."""
         return [min(self.resolution, 4 * 2 ** ((i + 1) // 2)) for i in range(self.num_layers)]
-
-    # ---- the mapping network and truncation ----------------------------------------------
-    def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """w = M(z) (with the class embedding for a conditional network); no truncation."""
-        x = self.style[0](z)
-        if self.c_dim:
-            if y is None:
-                raise UserError(f"{self.name} is conditional ({self.c_dim} classes): pass y")
-            onehot = F.one_hot(y.long(), self.c_dim).to(z.dtype)
-            x = torch.cat([x, self.style[0](self.embed(onehot))], dim=1)
-        return self.style[1:](x)
-
-    @torch.no_grad()
-    def estimate_w_avg(self, n: int = 4096, seed: int = W_AVG_SEED) -> torch.Tensor:
-        """Set ``w_avg`` to the mean of ``n`` mapped samples (rosinality's ``mean_latent``)."""
-        rng = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.z_dim, generator=rng).to(self.device)
-        y = torch.randint(self.c_dim, (n,), generator=rng).to(self.device) if self.c_dim else None
-        self.w_avg.copy_(self.mapping(z, y).mean(0))
-        return self.w_avg
 
     # ---- S space: the per-channel styles --------------------------------------------------
     def style_modules(self) -> list[ModulatedConv2d]:

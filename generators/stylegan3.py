@@ -39,9 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
-from common.seeds import W_AVG_SEED
 from generators.base import Generator, StyleLayer
-from generators.stylegan2 import EqualLinear, PixelNorm
+from generators.stylegan2 import EqualLinear, StyleMapping
 
 SQRT2 = math.sqrt(2.0)
 
@@ -251,7 +250,7 @@ def layer_geometry(resolution: int, channel_base: int = 32768, channel_max: int 
                           bandwidth=float(cutoffs[0])), "layers": layers}
 
 
-class StyleGAN3Generator(Generator):
+class StyleGAN3Generator(StyleMapping, Generator):
     """StyleGAN3 (-T or -R); spaces z, w, w+ and s (see generators/base.py).
 
     Args:
@@ -287,11 +286,7 @@ class StyleGAN3Generator(Generator):
         self.num_classes = c_dim or None
         self.input_config = {k: input[k] for k in ("channels", "size", "sampling_rate", "bandwidth")}
         self.layer_configs = [dict(layer) for layer in layers]
-        in_dim = self.z_dim + (w_dim if c_dim else 0)
-        self.style = nn.Sequential(PixelNorm(), *[
-            EqualLinear(in_dim if i == 0 else w_dim, w_dim, lr_mul=lr_mlp, activation="lrelu") for i in range(n_mlp)])
-        if c_dim:
-            self.embed = EqualLinear(c_dim, w_dim)
+        self.build_mapping(self.z_dim, w_dim, c_dim, n_mlp, lr_mlp)  # as StyleGAN2's
         self.input = SynthesisInput(w_dim, **self.input_config)
         keys = ("in_channels", "out_channels", "in_size", "out_size", "kernel", "is_torgb", "up", "down",
                 "padding", "up_taps", "down_taps", "radial", "conv_clamp")
@@ -316,23 +311,6 @@ class StyleGAN3Generator(Generator):
         """The sampling rate each per-layer code drives (the input's, then each layer's output)."""
         return [int(self.input_config["sampling_rate"])] + [int(layer.get("rate", layer["out_size"]))
                                                              for layer in self.layer_configs]
-
-    # ---- mapping (as StyleGAN2's) ----------------------------------------------------------
-    def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.style[0](z)
-        if self.c_dim:
-            if y is None:
-                raise UserError(f"{self.name} is conditional ({self.c_dim} classes): pass y")
-            x = torch.cat([x, self.style[0](self.embed(F.one_hot(y.long(), self.c_dim).to(z.dtype)))], dim=1)
-        return self.style[1:](x)
-
-    @torch.no_grad()
-    def estimate_w_avg(self, n: int = 4096, seed: int = W_AVG_SEED) -> torch.Tensor:
-        rng = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.z_dim, generator=rng).to(self.device)
-        y = torch.randint(self.c_dim, (n,), generator=rng).to(self.device) if self.c_dim else None
-        self.w_avg.copy_(self.mapping(z, y).mean(0))
-        return self.w_avg
 
     # ---- S space -------------------------------------------------------------------------
     def style_layers(self) -> list[StyleLayer]:

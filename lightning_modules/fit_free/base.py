@@ -38,10 +38,19 @@ from common.preemption import stopped_by_signal
 from common.training import batches_done
 from directions import DirectionSet, build_set
 from generators.base import Generator
-from lightning_modules.base import FrozenGeneratorModule
+from lightning_modules.base import FrozenGeneratorModule, regressor_path
+from regressors.attributes import AttributeAssessor, load_regressor
 
 Stats = dict[str, torch.Tensor]
 log = logging.getLogger("fit_free")
+
+
+def load_assessors(generator: Generator, choice: str, purpose: str, reads: list[str]) -> list[AttributeAssessor]:
+    """The regressor ``choice`` (``auto``: the generator's) read as ``AttributeAssessor``s of
+    ``reads`` (scalar reads such as ``x``, ``shape=1``, ``hue.cos``; names checked here), for
+    the fit-free methods that score samples (InterFaceGAN, StyleSpace)."""
+    model = load_regressor(regressor_path(generator, choice, purpose, option="method.regressor"))
+    return [AttributeAssessor(model, name) for name in reads]
 
 
 def keep_extremes(scores: torch.Tensor, items: torch.Tensor, new_scores: torch.Tensor,

@@ -28,9 +28,8 @@ from common.errors import UserError
 from common.seeds import SPLIT_SEED
 from directions import BasisDirections
 from generators.base import Generator
-from lightning_modules.base import regressor_path
-from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, merged_extremes
-from regressors.attributes import AttributeAssessor, load_regressor
+from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, load_assessors, merged_extremes
+from regressors.attributes import AttributeAssessor
 
 
 def linear_svm(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, max_iter: int = 500
@@ -126,10 +125,7 @@ class InterFaceGAN(FitFreeMethod):
                 f"too few samples for the split: {self.samples} samples x ratio {self.ratio} = "
                 f"{self.per_end} a side, {per_split} of them for validation; raise "
                 f"samples to at least {math.ceil(4 / (self.ratio * min(self.val_share, 1 - self.val_share)))}")
-        path = regressor_path(generator, self.regressor_choice, "InterFaceGAN's scores",
-                              option="method.regressor")
-        model = load_regressor(path)
-        self.assessors = [AttributeAssessor(model, f) for f in self.fitted]  # names checked here
+        self.assessors = load_assessors(generator, self.regressor_choice, "InterFaceGAN's scores", self.fitted)
 
     # ---- statistics: the extremes of each factor's scores -------------------------------
     def init_stats(self, generator: Generator) -> Stats:

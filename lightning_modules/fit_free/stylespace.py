@@ -32,9 +32,8 @@ from common.checks import integers
 from common.errors import UserError
 from directions import BasisDirections
 from generators.base import Generator
-from lightning_modules.base import regressor_path
-from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, merged_extremes
-from regressors.attributes import AttributeAssessor, load_regressor
+from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, load_assessors, merged_extremes
+from regressors.attributes import AttributeAssessor
 
 log = logging.getLogger(__name__)
 MAX_SEED = 2 ** 63 - 1  # what torch.Generator.manual_seed takes (edit.py's bound)
@@ -104,10 +103,8 @@ class StyleSpace(FitFreeMethod):
         if not 2 <= self.positives <= self.samples // 2:
             raise UserError(f"positives={self.positives}: take 2..{self.samples // 2} (half of "
                             f"method.samples={self.samples}) positive examples")
-        path = regressor_path(generator, self.regressor_choice, "StyleSpace's positive examples",
-                              option="method.regressor")
-        model = load_regressor(path)
-        self.assessors = [AttributeAssessor(model, f) for f in self.factors]  # names checked here
+        self.assessors = load_assessors(generator, self.regressor_choice, "StyleSpace's positive examples",
+                                        self.factors)
 
     def init_stats(self, generator: Generator) -> Stats:
         f, d, dev = len(self.factors), generator.latent_dim, generator.device
