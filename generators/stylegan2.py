@@ -254,9 +254,10 @@ def _log2(resolution: int) -> int:
 
 
 class StyleMapping:
-    """The mapping network StyleGAN2 and StyleGAN3 share, for a ``Generator`` subclass: pixel
-    norm, ``n_mlp`` equalised-lr linear layers (``style``), a class embedding for a conditional
-    network (``embed``), the mean w (``w_avg``, truncation's centre)."""
+    """What StyleGAN2 and StyleGAN3 share, for a ``Generator`` subclass: the mapping network
+    (pixel norm, ``n_mlp`` equalised-lr linear layers ``style``, a class embedding ``embed`` for
+    a conditional network, the mean w ``w_avg``) and the forward pass over ``synthesis(ws)`` and
+    ``synthesis_styles(styles)``."""
 
     def build_mapping(self, z_dim: int, w_dim: int, c_dim: int, n_mlp: int, lr_mlp: float) -> None:
         in_dim = z_dim + (w_dim if c_dim else 0)
@@ -284,6 +285,15 @@ class StyleMapping:
         y = torch.randint(self.c_dim, (n,), generator=rng).to(self.device) if self.c_dim else None
         self.w_avg.copy_(self.mapping(z, y).mean(0))
         return self.w_avg
+
+    def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from editing-space latents: mapped (Z), broadcast (W) or per-layer (W+) codes
+        through ``synthesis``, or the styles themselves (S) through ``synthesis_styles``."""
+        self.check_classes(y, latent.shape[0])
+        if self.space == "s":
+            self.check_latent(latent)
+            return self.synthesis_styles(self.split_styles(latent))
+        return self.synthesis(self.to_layers(latent, y))
 
 
 class StyleGAN2Generator(StyleMapping, Generator):
@@ -484,13 +494,6 @@ class StyleGAN2Generator(StyleMapping, Generator):
             skip = to_rgb(x, styles[4 + 3 * j], skip)
             i += 2
         return skip
-
-    def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_classes(y, latent.shape[0])
-        if self.space == "s":
-            self.check_latent(latent)
-            return self.synthesis_styles(self.split_styles(latent))
-        return self.synthesis(self.to_layers(latent, y))
 
 
 class ConvLayer(nn.Sequential):

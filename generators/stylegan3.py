@@ -391,10 +391,3 @@ class StyleGAN3Generator(StyleMapping, Generator):
             if stop_after == i + 1:
                 return x
         return x * self.output_scale
-
-    def forward(self, latent: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_classes(y, latent.shape[0])
-        if self.space == "s":
-            self.check_latent(latent)
-            return self.synthesis_styles(self.split_styles(latent))
-        return self.synthesis(self.to_layers(latent, y))
