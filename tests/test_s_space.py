@@ -166,3 +166,24 @@ def test_stylespace_takes_user_labelled_positives(tmp_path):
     with pytest.raises(ValueError, match="at least two different seeds"):
         run(tmp_path / "bad", "stylespace", "method.samples=200", "data.batch_size=50",
             "method.positive_seeds={mine:[3,3]}")
+
+
+def test_stylespace_gradient_maps_rank_the_channels_acting_on_a_region(tmp_path):
+    """procedure=gradient: each channel's share of |d image / d s_u| inside the region, averaged
+    over the first gradient_samples styles; the top channels are the region's."""
+    from lightning_modules.fit_free.lowrankgan import image_jacobian, region_mask
+
+    region = [0.0, 0.5, 0.0, 0.5]
+    made, metrics = run(tmp_path, "stylespace", "method.procedure=gradient", "method.per_factor=3",
+                        f"method.region=[{','.join(map(str, region))}]", "method.jacobian_size=8",
+                        "method.gradient_samples=2", "method.samples=100", "data.batch_size=50")
+    assert made.num_directions == 3 and metrics["region/channel_0"] == int(made.directions.basis[0].abs().argmax())
+    g = random_generator("stylegan2", space="s", **TINY_GENERATOR)
+    mask = region_mask(region, g.resolution, 8).flatten()
+    style = g.sample(1, torch.Generator().manual_seed(0))[0]  # another style than the run's
+    jac = image_jacobian(g, style, 8, mode="forward").abs().double()
+    share = jac[mask].sum(0) / jac.sum(0)
+    top = made.directions.basis.abs().argmax(1)
+    # the chosen channels act mostly inside the region on another style too
+    assert share[top].mean() > share.mean()
+    assert float(made.directions.values[0]) >= float(made.directions.values[-1]) > 0.25

@@ -96,6 +96,40 @@ def numerical_rank(a: torch.Tensor, rel_tol: float = 1e-3) -> int:
     return int((s > rel_tol * s[0]).sum()) if s.numel() and s[0] > 0 else 0
 
 
+def region_mask(region: Sequence[float] | str, resolution: int, size: int) -> torch.Tensor:
+    """The region of interest on the ``size`` x ``size`` Jacobian grid (bool): a box ``[top,
+    bottom, left, right]`` in fractions of the image, or the path of a mask image (white =
+    region) of ``resolution`` or ``size`` px. Refused when it covers every pixel or none."""
+    if isinstance(region, str):
+        from torchvision.io import ImageReadMode, read_image
+
+        path = Path(region)
+        if not path.is_file():
+            raise UserError(f"region mask {path} does not exist: pass a PNG of "
+                             f"{resolution} x {resolution} (white = region) or a box "
+                             "[top, bottom, left, right] in fractions of the image")
+        mask = read_image(str(path), ImageReadMode.GRAY)[0].float() / 255
+        if tuple(mask.shape) not in ((resolution, resolution), (size, size)):
+            raise UserError(f"region mask {path} is {mask.shape[1]} x {mask.shape[0]} px; it "
+                             f"must be {resolution} x {resolution} (the generator's images) or "
+                             f"{size} x {size} (method.jacobian_size)")
+        mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0] > 0.5
+    else:
+        box = [float(v) for v in region]
+        if len(box) != 4 or not (0 <= box[0] < box[1] <= 1 and 0 <= box[2] < box[3] <= 1):
+            raise UserError(f"region={region!r}: a box is [top, bottom, left, right] "
+                             "in fractions of the image, with top < bottom and left < right")
+        edges = (torch.arange(size) + 0.5) / size
+        rows = (edges >= box[0]) & (edges < box[1])
+        cols = (edges >= box[2]) & (edges < box[3])
+        mask = rows[:, None] & cols[None, :]
+    if mask.all() or not mask.any():
+        raise UserError(f"region {region!r} covers {'every' if mask.all() else 'no'} "
+                         f"pixel of the {size} x {size} Jacobian grid: it needs both a region "
+                         "and a rest")
+    return mask
+
+
 class LowRankGAN(FitFreeMethod):
     """Directions that edit a region of the image and leave the rest.
 
@@ -137,35 +171,7 @@ class LowRankGAN(FitFreeMethod):
 
     # ---- the region ---------------------------------------------------------------------
     def make_mask(self, resolution: int) -> torch.Tensor:
-        size = self.jacobian_size
-        if isinstance(self.region, str):
-            from torchvision.io import ImageReadMode, read_image
-
-            path = Path(self.region)
-            if not path.is_file():
-                raise UserError(f"region mask {path} does not exist: pass a PNG of "
-                                 f"{resolution} x {resolution} (white = region) or a box "
-                                 "[top, bottom, left, right] in fractions of the image")
-            mask = read_image(str(path), ImageReadMode.GRAY)[0].float() / 255
-            if tuple(mask.shape) not in ((resolution, resolution), (size, size)):
-                raise UserError(f"region mask {path} is {mask.shape[1]} x {mask.shape[0]} px; it "
-                                 f"must be {resolution} x {resolution} (the generator's images) or "
-                                 f"{size} x {size} (method.jacobian_size)")
-            mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0] > 0.5
-        else:
-            box = [float(v) for v in self.region]
-            if len(box) != 4 or not (0 <= box[0] < box[1] <= 1 and 0 <= box[2] < box[3] <= 1):
-                raise UserError(f"region={self.region!r}: a box is [top, bottom, left, right] "
-                                 "in fractions of the image, with top < bottom and left < right")
-            edges = (torch.arange(size) + 0.5) / size
-            rows = (edges >= box[0]) & (edges < box[1])
-            cols = (edges >= box[2]) & (edges < box[3])
-            mask = rows[:, None] & cols[None, :]
-        if mask.all() or not mask.any():
-            raise UserError(f"region {self.region!r} covers {'every' if mask.all() else 'no'} "
-                             f"pixel of the {size} x {size} Jacobian grid: it needs both a region "
-                             "and a rest")
-        return mask
+        return region_mask(self.region, resolution, self.jacobian_size)
 
     def check(self, generator: Generator) -> None:
         if generator.space == "w+":

@@ -15,8 +15,14 @@ images show the attribute, drawn as edit.py and the explorer draw a seed), which
 regressor. Each factor keeps its ``per_factor`` most
 relevant channels, ranked; a direction is one channel's unit vector, signed toward the
 positives, with alpha counted in that channel's population standard deviations (StyleSpace's
-edit: s_u + alpha sigma_u). The paper's other procedure (gradient maps of a semantic
-segmentation) needs a segmentation network this project does not have.
+edit: s_u + alpha sigma_u).
+
+The paper's other procedure, gradient maps (``procedure=gradient``), finds the channels that act
+on a region of the image: for ``gradient_samples`` styles, the Jacobian of the (channel-averaged,
+``jacobian_size``-px) image with respect to every channel, and each channel's share of its
+gradient magnitude inside the region; the channels with the largest share, averaged over the
+samples, are the region's. The paper takes the regions from a semantic segmentation network;
+here the region is a box or a mask image, as LowRankGAN's (``method.region``).
 
 Streaming: the population's per-channel sums (summed over processes) and, per factor, a
 fixed-size buffer of the highest scores with their styles (merged over processes).
@@ -33,6 +39,7 @@ from common.errors import UserError
 from directions import BasisDirections
 from generators.base import Generator
 from lightning_modules.fit_free.base import FitFreeMethod, Stats, keep_extremes, load_assessors, merged_extremes
+from lightning_modules.fit_free.lowrankgan import image_jacobian, region_mask
 from regressors.attributes import AttributeAssessor
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,11 @@ class StyleSpace(FitFreeMethod):
         positive_seeds: ``{attribute: [seeds]}``, user-labelled positives instead of a
             regressor's (``factors`` is then not used); two seeds at least an attribute.
         regressor: ``auto`` (the generator's) or a regressor file.
+        procedure: ``positives`` (the default) or ``gradient`` (gradient maps over ``region``;
+            ``per_factor`` channels are kept, factors and positives are not used).
+        region, jacobian_size, gradient_samples, chunk_size: the gradient maps' region (a box
+            ``[top, bottom, left, right]`` in fractions or a mask image), the grid side, the
+            styles they are averaged over, the vmap chunk (None: all at once).
         samples: styles drawn (the population).
         alpha_range: |alpha| of grids and the evaluation, in population standard deviations.
     """
@@ -67,8 +79,13 @@ class StyleSpace(FitFreeMethod):
 
     def __init__(self, factors: list[str] | str = ("x",), per_factor: int = 2, positives: int = 100,
                  positive_seeds: dict[str, list[int]] | None = None, regressor: str = "auto",
+                 procedure: str = "positives", region: Any = (0.25, 0.75, 0.25, 0.75),
+                 jacobian_size: int = 16, gradient_samples: int = 8, chunk_size: int | None = None,
                  samples: int = 10_000, alpha_range: float | None = 3.0) -> None:
         super().__init__(samples=samples, alpha_range=alpha_range)
+        self.procedure, self.region, self.jacobian_size = procedure, region, jacobian_size
+        self.gradient_samples, self.chunk_size = gradient_samples, chunk_size
+        self.mask: torch.Tensor | None = None
         if positive_seeds is not None and not hasattr(positive_seeds, "items"):
             raise UserError(f"method.positive_seeds must map an attribute to its seeds, such as "
                             f"{{smile: [3, 17, 42]}}; got {positive_seeds!r}")
@@ -83,7 +100,9 @@ class StyleSpace(FitFreeMethod):
     def describe(self) -> dict[str, Any]:
         return dict(super().describe(), factors=self.factors, per_factor=self.per_factor,
                     positives=self.positives, positive_seeds=self.positive_seeds or None,
-                    regressor=self.regressor_choice)
+                    regressor=self.regressor_choice, procedure=self.procedure,
+                    region=self.region if isinstance(self.region, str) else list(self.region),
+                    jacobian_size=self.jacobian_size, gradient_samples=self.gradient_samples)
 
     def check(self, generator: Generator) -> None:
         if generator.space != "s":
@@ -93,6 +112,15 @@ class StyleSpace(FitFreeMethod):
             raise UserError("stylespace needs at least one factor: method.factors=[x]")
         if not 1 <= self.per_factor <= generator.latent_dim:
             raise UserError(f"per_factor={self.per_factor}: keep 1..{generator.latent_dim} channels a factor")
+        if self.procedure not in ("positives", "gradient"):
+            raise UserError(f"procedure={self.procedure!r}: use positives or gradient")
+        if self.procedure == "gradient":
+            self.mask = region_mask(self.region, generator.resolution, self.jacobian_size)
+            if not 1 <= self.gradient_samples <= self.samples:
+                raise UserError(f"gradient_samples={self.gradient_samples}: use 1..{self.samples} "
+                                "(method.samples)")
+            self.factors = ["region"]
+            return
         if self.positive_seeds:
             for name, seeds in self.positive_seeds.items():
                 integers(seeds, f"method.positive_seeds.{name}", low=0, high=MAX_SEED, single=False,
@@ -110,6 +138,12 @@ class StyleSpace(FitFreeMethod):
         f, d, dev = len(self.factors), generator.latent_dim, generator.device
         for a in self.assessors:
             a.to(dev)
+        if self.procedure == "gradient":
+            return {"inside": torch.zeros(d, device=dev, dtype=torch.float64),
+                    "maps": torch.zeros((), device=dev, dtype=torch.float64),
+                    "sum": torch.zeros(d, device=dev, dtype=torch.float64),
+                    "sum2": torch.zeros(d, device=dev, dtype=torch.float64),
+                    "count": torch.zeros((), device=dev, dtype=torch.float64)}
         return {"top_scores": torch.full((f, self.positives), -float("inf"), device=dev),
                 "top_latents": torch.zeros(f, self.positives, d, device=dev),
                 "sum": torch.zeros(d, device=dev, dtype=torch.float64),
@@ -118,7 +152,9 @@ class StyleSpace(FitFreeMethod):
 
     def accumulate(self, generator: Generator, batch: dict, stats: Stats) -> None:
         styles = batch["latent"]
-        if not self.positive_seeds:  # the regressor's positives: the highest scores seen
+        if self.procedure == "gradient":
+            self.accumulate_maps(generator, batch, stats)
+        elif not self.positive_seeds:  # the regressor's positives: the highest scores seen
             images = generator(styles, batch.get("y"))
             scores = torch.stack([a(images) for a in self.assessors])  # F x N
             stats["top_scores"], stats["top_latents"] = keep_extremes(
@@ -128,6 +164,20 @@ class StyleSpace(FitFreeMethod):
         stats["sum2"] += styles.double().pow(2).sum(0)
         stats["count"] += styles.shape[0]
 
+    def accumulate_maps(self, generator: Generator, batch: dict, stats: Stats) -> None:
+        """Gradient maps of this batch's first styles until ``gradient_samples`` are summed (on
+        this process): each channel's share of its |d image / d s_u| inside the region."""
+        mask = self.mask.flatten().to(generator.device)
+        classes = batch.get("y")
+        for i, style in enumerate(batch["latent"]):
+            if stats["maps"] >= self.gradient_samples:
+                return
+            with torch.enable_grad():
+                jac = image_jacobian(generator, style, self.jacobian_size, self.chunk_size, "forward",
+                                     None if classes is None else classes[i]).abs().double()  # pixels x D
+            stats["inside"] += jac[mask].sum(0) / jac.sum(0).clamp_min(1e-30)
+            stats["maps"] += 1
+
     def positive_styles(self, generator: Generator, stats: Stats, i: int) -> torch.Tensor:
         """The positives of factor ``i``: its labelled seeds' styles, or the buffer's."""
         if not self.positive_seeds:
@@ -136,6 +186,8 @@ class StyleSpace(FitFreeMethod):
         return torch.cat([generator.draw(1, torch.Generator().manual_seed(int(s)))[0] for s in seeds]).cpu()
 
     def reduced_stats(self, strategy) -> Stats:
+        if self.procedure == "gradient":  # sums only
+            return super().reduced_stats(strategy)
         return merged_extremes(strategy, self.stats, (("top", True),))
 
     def solve(self, generator: Generator, stats: Stats) -> tuple[BasisDirections, dict[str, float]]:
@@ -146,7 +198,11 @@ class StyleSpace(FitFreeMethod):
         owner = torch.cat([torch.full((s.stop - s.start,), i) for i, s in enumerate(generator.style_slices())])
         rows, scales, values, metrics = [], [], [], {}
         for i, name in enumerate(self.factors):
-            relevance, sign = channel_relevance(self.positive_styles(generator, stats, i), mean, std)
+            if self.procedure == "gradient":  # the share of each channel's gradient in the region
+                relevance = (stats["inside"].cpu() / stats["maps"].cpu().clamp_min(1)).float()
+                sign = torch.ones_like(relevance)
+            else:
+                relevance, sign = channel_relevance(self.positive_styles(generator, stats, i), mean, std)
             top = relevance.argsort(descending=True, stable=True)[: self.per_factor]
             for rank, u in enumerate(top.tolist()):
                 rows.append(torch.zeros(generator.latent_dim).index_fill_(0, torch.tensor(u), float(sign[u])))
