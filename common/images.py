@@ -69,10 +69,10 @@ def read_image(path: str | Path, resolution: int) -> torch.Tensor:
 
 def log_image(loggers, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
     """Send a saved PNG to every W&B logger among ``loggers`` (others keep the file only)."""
+    extra = {"caption": [caption]} if caption else {}  # (Lightning's log_image takes no caption=None)
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.log_image(key=key, images=[str(path)], step=step,
-                             caption=[caption] if caption else None)
+            logger.log_image(key=key, images=[str(path)], step=step, **extra)
 
 
 def pyplot():

@@ -66,6 +66,15 @@ def test_ganalyze_run_learns_theta_and_reports_its_response(tiny_cfg):
     assert __import__("pathlib").Path(f"{out}/assessor_response.png").is_file()
 
 
+def test_ganalyze_logs_its_response_plot_to_a_real_wandb_logger(tiny_cfg):
+    """The plots without a caption reach W&B (offline): Lightning's log_image refuses
+    caption=None, which once failed every GANalyze run under logger=wandb at its end."""
+    cfg = tiny_cfg("logger=wandb", method="ganalyze")
+    train(cfg)
+    out = __import__("pathlib").Path(f"{cfg.paths.output_dir}/{cfg.run_name}")
+    assert (out / "assessor_response.png").is_file() and (out / "directions.pt").is_file()
+
+
 def test_class_dependent_needs_a_conditional_generator():
     with pytest.raises(ValueError, match="needs a conditional generator"):
         GANalyze(random_generator(latent_dim=8, width=8), class_dependent=True)
