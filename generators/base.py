@@ -109,6 +109,7 @@ class Generator(nn.Module):
         # ({"path": ..., "factors": ...}), named by its config; None: factor metrics are skipped.
         self.regressor_spec: dict[str, Any] | None = None
         self.space, self.truncation_psi, self.truncation_cutoff = "z", 1.0, None
+        self._style_widths: list[int] | None = None
 
     def _apply(self, fn, recurse: bool = True):
         # The discriminator stays out of the module tree (no part of the generator's state, and
@@ -141,8 +142,9 @@ class Generator(nn.Module):
         if truncation_cutoff is not None and space == "w" and truncation_cutoff < self.num_layers:
             raise UserError("a truncation cutoff gives different codes per layer: use "
                              "space w+ (or z) with truncation_cutoff, or drop the cutoff")
-        if space == "s":
-            self.style_layers()  # a layout S cannot describe is refused here
+        # S's layer widths, read once (a layout S cannot describe is refused here): every
+        # forward checks and splits its latents by them
+        self._style_widths = [layer.channels for layer in self.style_layers()] if space == "s" else None
         self.space, self.truncation_psi = space, truncation_psi
         self.truncation_cutoff = truncation_cutoff
         return self
@@ -157,7 +159,7 @@ class Generator(nn.Module):
         """Size of one latent code in the editing space (one layer's code in W+; every style
         layer's channels together in S)."""
         if self.space == "s":
-            return sum(layer.channels for layer in self.style_layers())
+            return sum(self._style_widths)
         return self.z_dim if self.space == "z" else self.w_dim
 
     @property
@@ -207,7 +209,7 @@ class Generator(nn.Module):
 
     def split_styles(self, latent: torch.Tensor) -> list[torch.Tensor]:
         """An S latent ``N x D`` as the styles of each layer (views, ``N x channels`` each)."""
-        return list(latent.split([layer.channels for layer in self.style_layers()], dim=1))
+        return list(latent.split(self._style_widths, dim=1))
 
     def layers(self, spec: Any = None) -> list[int]:
         """Layer indices from a spec: None / "all", a group name, ``"a-b"`` (inclusive), an

@@ -402,7 +402,6 @@ class StyleGAN2Generator(StyleMapping, Generator):
     def styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
         """The styles ``s = A(w)`` of every layer of S (``N x channels`` each) from per-layer
         codes ``N x num_layers x style_dim``."""
-        self.style_layers()  # refuses a layout S does not describe
         return [mod.modulation(ws[:, code]) for mod, code in zip(self.style_modules(), self._codes())]
 
     # ---- hooks of the closed-form methods -------------------------------------------------
