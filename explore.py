@@ -8,7 +8,8 @@ direction, for one directions file or two side by side (made for the same genera
 Prints the page's address and serves until Ctrl+C. It needs the files and the generator they
 record (rebuilt as edit.py rebuilds it), and the optional ``explore`` extra
 (``pip install -e '.[explore]'``: Starlette and uvicorn). It listens on 127.0.0.1 unless
-``host=`` says otherwise, and writes nothing. The page and its API: ``explorer/app.py``.
+``host=`` says otherwise, and writes nothing but the text box's relevance cache (files in S
+space: a slider for any typed prompt, ``text.*``). The page and its API: ``explorer/app.py``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,50 @@ def check_numbers(cfg: DictConfig) -> None:
            none=True)
 
 
+def setup_text(explorer: Explorer, cfg: DictConfig) -> None:
+    """The text box (``text.*``): StyleCLIP's global directions of the files' generator in S,
+    the channel relevance read from the cache or computed now (with a progress bar)."""
+    text = cfg.text
+    if text.enabled not in (True, False, "auto"):
+        raise UserError(f"text.enabled={text.enabled!r}: use auto, true or false")
+    if text.enabled is False:
+        return
+    if explorer.generator.space != "s":
+        reason = (f"the text box needs files in S space (these are in {explorer.generator.space!r}): "
+                  "StyleCLIP's global directions move styles; explore a run made with "
+                  "generator.space=s")
+        if text.enabled is True:
+            raise UserError(f"text.enabled=true: {reason}")
+        explorer.text_reason = reason
+        return
+    number(text.beta, "text.beta", low=0, high=1, high_open=True)
+    number(text.alpha_range, "text.alpha_range", low=0, low_open=True)
+    number(text.step, "text.step", low=0, low_open=True)
+    integer(text.images, "text.images", low=1)
+    integer(text.std_samples, "text.std_samples", low=2)
+    if not str(text.neutral).strip():
+        raise UserError("text.neutral: give the text of the unedited image, such as 'a shape'")
+    from tqdm.auto import tqdm
+
+    from clip_models import load_clip
+    from clip_models.base import check_words
+    from editing.styleclip import GlobalDirections, ProbeSettings, probed_channels
+
+    clip = load_clip(str(cfg.clip.path), cfg.clip.get("arch"))
+    check_words(clip, [str(text.neutral)])
+    settings = ProbeSettings(int(text.images), float(text.step), int(text.std_samples),
+                             bool(text.torgb), int(text.seed))
+    total = 2 * settings.images * len(probed_channels(explorer.generator, settings.torgb))
+    bar = tqdm(total=total, desc="text box: channel relevance (once per generator and CLIP)",
+               unit="render", disable=None)
+    directions = GlobalDirections(explorer.generator, clip, settings, text.cache_dir or None,
+                                  progress=bar.update)
+    bar.close()
+    log.info("text box: channel relevance %s (%.0f s to compute)",
+             "read from the cache" if directions.from_cache else "computed", directions.seconds)
+    explorer.enable_text(directions, str(text.neutral), float(text.beta), float(text.alpha_range))
+
+
 def explore(cfg: DictConfig) -> None:
     """Check everything, then serve the page until interrupted."""
     try:
@@ -56,6 +101,7 @@ def explore(cfg: DictConfig) -> None:
     check_numbers(cfg)
     explorer = Explorer.open(paths, cfg.generator, cfg.generator_from_run, cfg.default_alpha_range,
                              cfg.get("device"), trusted_modules=cfg.get("trusted_modules"))
+    setup_text(explorer, cfg)
     # the web stack after the files: a mistake in them is reported without loading it
     from explorer.app import ExplorerApp, RequestError, make_server
 

@@ -75,6 +75,17 @@ def read_weights_file(path: str | Path, folder: Path, what: str, how_to_make: st
         raise UserError(f"{err}; expected a {what} weights file") from None
 
 
+def check_weights_blob(blob: Any, path: str | Path, file_format: str, what: str) -> dict:
+    """A project weights file's contents, refused unless it holds exactly ``format`` (equal to
+    ``file_format``), ``config``, ``state_dict`` and ``info`` (``what``: e.g. "regressor")."""
+    expected = {"format", "config", "state_dict", "info"}
+    keys = set(blob) if isinstance(blob, dict) else set()
+    if keys != expected or blob.get("format") != file_format:
+        raise UserError(f"{path} is not a {what} weights file ({file_format}): missing keys "
+                        f"{sorted(expected - keys)}, unexpected keys {sorted(keys - expected)}")
+    return blob
+
+
 def file_sha256(path: str | Path) -> str:
     """Hash of a file's bytes: the identity of weights read from it."""
     digest = hashlib.sha256()

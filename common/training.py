@@ -45,3 +45,26 @@ def averaged_backward(module, loss: torch.Tensor, params: Iterable[torch.nn.Para
     flat /= dist.get_world_size()
     for grad, mean in zip(grads, flat.split([g.numel() for g in grads])):
         grad.copy_(mean.view(grad.shape))
+
+
+def pixel_noise(images: torch.Tensor, std: float, batch: dict) -> torch.Tensor:
+    """Images plus Gaussian noise of ``std`` drawn from the batch's own seed (a resumed run adds
+    the same noise), the augmentation of the world's image readers (regressor, CLIP): robustness
+    to the small artefacts of generated images."""
+    if not std:
+        return images
+    rng = (torch.Generator().manual_seed(int(batch["seed"]) % (2**63 - 1)) if "seed" in batch
+           else None)
+    return images + std * torch.randn(images.shape, generator=rng).to(images)
+
+
+def cosine_optimizer(factory, params, cosine_steps: int):
+    """``factory(params=...)`` (Adam 1e-3 when None) with a cosine decay of the learning rate
+    over ``cosine_steps`` batches (0: constant): what ``configure_optimizers`` returns for the
+    world's image readers (regressor, CLIP)."""
+    factory = factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
+    optimizer = factory(params=params)
+    if not cosine_steps:
+        return optimizer
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cosine_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

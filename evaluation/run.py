@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from clip_models import load_clip
+from clip_models.base import check_words
 from common.checks import integer, number
 from common.errors import UserError
 from common.io import atomic_write, atomic_write_json, file_sha256
@@ -35,6 +37,7 @@ from directions import Directions, baseline_set
 from generators.base import Generator
 from metrics.distances import LPIPSUnavailable, make_lpips
 from metrics.evaluation import EvaluationSettings, evaluate_sets
+from metrics.naming import agreement, name_directions, name_label, world_prompts  # noqa: F401 - name_label: the explorer's
 from metrics.report import (  # noqa: F401 - report_describes: the explorer's
     annotated_traversal,
     effect_heatmap,
@@ -146,10 +149,47 @@ def check_evaluation(cfg: DictConfig) -> EvaluationSettings:
     return settings
 
 
+def prepare_naming(cfg: DictConfig, regressor: AttributeRegressor | None) -> dict[str, Any] | None:
+    """The CLIP and the vocabulary of the directions' names (``evaluation.naming``), or None
+    when naming is off. ``auto``: on with your own CLIP (``clip.arch``), or with the world CLIP
+    when the generator is of the world (its regressor reads the world's factors)."""
+    naming = cfg.get("naming")
+    if naming is None or naming.enabled is False:
+        return None
+    clip_cfg = naming.clip
+    own_clip = bool(clip_cfg.get("arch"))
+    world = regressor is not None and list(regressor.factor_names) == list(FACTORS)
+    if naming.enabled == "auto" and not (own_clip or world):
+        return None
+    if naming.enabled not in (True, "auto"):
+        raise UserError(f"evaluation.naming.enabled={naming.enabled!r}: use auto, true or false")
+    integer(naming.samples, "evaluation.naming.samples", low=1)
+    integer(naming.steps, "evaluation.naming.steps", low=2)
+    integer(naming.top, "evaluation.naming.top", low=1)
+    template = str(naming.template)
+    if "{}" not in template:
+        raise UserError(f"evaluation.naming.template={template!r}: it needs a {{}} for the word")
+    if naming.prompts == "world":
+        factors = world_prompts()
+        prompts = list(factors)
+    elif isinstance(naming.prompts, ListConfig) and len(naming.prompts) >= 2:
+        prompts = [template.format(str(w)) for w in naming.prompts]
+        factors = {}
+    else:
+        raise UserError(f"evaluation.naming.prompts={naming.prompts!r}: world, or a list of at "
+                        "least two words for your generator (with evaluation.naming.template)")
+    clip = load_clip(str(clip_cfg.path), clip_cfg.get("arch"))
+    check_words(clip, prompts)
+    return {"clip": clip, "prompts": prompts, "factors": factors, "samples": int(naming.samples),
+            "steps": int(naming.steps), "top": int(naming.top),
+            "vocabulary": "world" if naming.prompts == "world" else "yours"}
+
+
 def prepare_evaluation(cfg: DictConfig, generator: Generator
-                       ) -> tuple[AttributeRegressor | None, EvaluationSettings, torch.nn.Module | None]:
-    """Loads and checks what an evaluation needs (regressor, settings, LPIPS), so that a
-    mistake stops a run before training rather than after."""
+                       ) -> tuple[AttributeRegressor | None, EvaluationSettings, torch.nn.Module | None,
+                                  dict[str, Any] | None]:
+    """Loads and checks what an evaluation needs (regressor, settings, LPIPS, the CLIP of the
+    names), so that a mistake stops a run before training rather than after."""
     settings = check_evaluation(cfg)
     regressor = load_evaluation_regressor(cfg, generator)
     lpips = None
@@ -158,7 +198,21 @@ def prepare_evaluation(cfg: DictConfig, generator: Generator
             lpips = make_lpips(settings.lpips)
         except (LPIPSUnavailable, UserError) as err:
             raise UserError(f"{err} (or set evaluation.settings.lpips=null)") from err
-    return regressor, settings, lpips
+    return regressor, settings, lpips, prepare_naming(cfg, regressor)
+
+
+def direction_names(naming: dict[str, Any], directions: Directions, generator: Generator,
+                    alpha: float, seed: int, dominant: list[str] | None) -> dict[str, Any]:
+    """The ``names`` section of evaluation.json (metrics/naming.py)."""
+    started = time.perf_counter()
+    clip = naming["clip"].to(generator.device)
+    names = name_directions(directions, generator, clip, naming["prompts"], alpha,
+                            naming["samples"], naming["steps"], seed, naming["top"])
+    section = {"clip": clip.identity(), "vocabulary": naming["vocabulary"], "alpha": alpha,
+               "directions": names, "seconds": round(time.perf_counter() - started, 1)}
+    if naming["factors"] and dominant is not None:
+        section["agreement"] = agreement(names, naming["factors"], dominant)
+    return section
 
 
 def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Generator,
@@ -176,7 +230,7 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     run_dir = directions_path.parent
     directions = Directions.load(directions_path, generator=generator)
     directions.to(generator.device)
-    regressor, settings, lpips = prepared or prepare_evaluation(cfg, generator)
+    regressor, settings, lpips, naming = prepared or prepare_evaluation(cfg, generator)
     # "auto" steps follow the range the directions were trained on (their own units).
     try:
         alpha_range, alpha_source = directions.alpha_range(default=cfg.get("default_alpha_range"))
@@ -240,6 +294,12 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
               "seconds": dict(scored["seconds"], computed=list(sets), cached=list(cached))}
     if per_class is not None:
         report["per_class"] = per_class
+    if naming is not None and rank == 0:
+        ours = results[label]
+        dominant = ([ours["factors"][int(f)] for f in ours["dominant_factor"]]
+                    if "dominant_factor" in ours and "factors" in ours else None)
+        report["names"] = direction_names(naming, directions, generator, 2 * settings.alpha,
+                                          settings.seed, dominant)
     reports_start = time.perf_counter()
     figures = _figures(report, run_dir, directions, generator, cfg) if rank == 0 else None
 

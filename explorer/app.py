@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from common.errors import UserError
 from common.images import png_bytes
 from explorer.render import Explorer
 from generators.base import TRUNCATION_PSI_RANGE
@@ -47,7 +48,9 @@ ALPHA_LIMIT = 10  # |alpha| <= ALPHA_LIMIT x the file's alpha range
 TRANSLATE_RANGE = (-1.0, 1.0)  # StyleGAN3's input translation, in half-image units
 ANGLE_RANGE = (-180.0, 180.0)  # and rotation, in degrees
 MAX_BODY = 16 * 1024
-VIEW = {"file", "seed", "edits", "layers", "psi", "transform", "panel", "seq"}
+VIEW = {"file", "seed", "edits", "layers", "psi", "transform", "panel", "seq", "text"}
+MAX_PROMPT = 200  # characters of a typed prompt
+MAX_TEXT_SLIDERS = 16
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; base-uri 'none'")
 
@@ -119,6 +122,7 @@ class ExplorerApp:
                                   _float(edit[1], "alpha", -limit, limit)))
         if len({k for k, _ in view["edits"]}) < len(view["edits"]):
             raise RequestError("edits name a direction twice: one [index, alpha] pair a direction")
+        view["text"] = self._text_edits(body.get("text", []))
         g, style_based = self.explorer.generator, self.explorer.style_based
         for key in ("layers", "psi"):
             if body.get(key) is not None and not style_based:
@@ -135,6 +139,25 @@ class ExplorerApp:
         view["psi"] = None if psi is None else _float(psi, "psi", *PSI_RANGE)
         view["transform"] = self._transform(body.get("transform"))
         return view
+
+    def _text_edits(self, text) -> list[tuple[int, float]]:
+        """The text sliders' ``[[index, alpha], ...]``, checked."""
+        sliders = self.explorer.text_sliders
+        if not text:
+            return []
+        if not isinstance(text, list) or len(text) > len(sliders):
+            raise RequestError(f"text must be a list of at most {len(sliders)} [index, alpha] pairs "
+                               "(one a slider added with the text box)")
+        limit = ALPHA_LIMIT * self.explorer.text_settings["alpha_range"]
+        out = []
+        for edit in text:
+            if not isinstance(edit, list) or len(edit) != 2:
+                raise RequestError(f"a text edit is an [index, alpha] pair, got {_show(edit)}")
+            out.append((_int(edit[0], "a text slider index", 0, len(sliders) - 1),
+                        _float(edit[1], "alpha", -limit, limit)))
+        if len({k for k, _ in out}) < len(out):
+            raise RequestError("text names a slider twice: one [index, alpha] pair a slider")
+        return out
 
     def _transform(self, transform):
         """``[x, y, angle]`` of a StyleGAN3's input transform, checked (None: none)."""
@@ -224,6 +247,30 @@ class ExplorerApp:
         return {"file": 0, "seeds": seeds, "psi": view["psi"], "transform": view["transform"]}, count, \
             {"X-Seeds": ",".join(map(str, seeds))}
 
+    async def add_text(self, request: Request) -> JSONResponse:
+        """``{"prompt": str, "neutral": str (optional)}`` -> the new text slider."""
+        try:
+            body = await self._body(request)
+            unknown = sorted(set(body) - {"prompt", "neutral"})
+            if unknown:
+                raise RequestError(f"unknown fields {unknown}; this endpoint takes ['neutral', 'prompt']")
+            texts = [body.get("prompt"), body.get("neutral", "")]
+            if not all(isinstance(t, str) and len(t) <= MAX_PROMPT for t in texts) or not texts[0].strip():
+                raise RequestError(f"prompt must be a text of 1..{MAX_PROMPT} characters (neutral "
+                                   "too, or left out)")
+            if len(self.explorer.text_sliders) >= MAX_TEXT_SLIDERS:
+                raise RequestError(f"at most {MAX_TEXT_SLIDERS} text sliders; reload the explorer "
+                                   "for a fresh set")
+        except RequestError as err:
+            return JSONResponse({"error": str(err)}, status_code=err.status)
+        try:
+            slider = await run_in_threadpool(self.explorer.add_text, texts[0].strip(),
+                                             texts[1].strip() or None)
+        except UserError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
+        slider["alpha_limit"] = ALPHA_LIMIT * slider["alpha_range"]
+        return JSONResponse(slider)
+
     def info(self, request: Request) -> JSONResponse:
         info = self.explorer.info()
         for f in info["files"]:
@@ -261,6 +308,7 @@ class ExplorerApp:
             Route("/api/render", render, methods=["POST"]),
             Route("/api/strip", strip, methods=["POST"]),
             Route("/api/thumbs", thumbs, methods=["POST"]),
+            Route("/api/text", self.add_text, methods=["POST"]),
         ], middleware=middleware)
 
 

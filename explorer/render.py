@@ -14,13 +14,14 @@ import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from clip_models.base import check_words
 from common.errors import UserError
 from directions import Directions
-from evaluation.run import report_describes
+from evaluation.run import name_label, report_describes
 from generators.recorded import load_run_generator
 
 log = logging.getLogger("explore")
@@ -59,8 +60,8 @@ def direction_labels(path: Path, count: int) -> list[str]:
                         "directions are unlabelled: run evaluate.py again", report_path, path.name)
             return labels
         result = report["results"][report["label"]]
-        if "effect_matrix" not in result:  # evaluated without a regressor: no factors
-            return labels
+        if "effect_matrix" not in result:  # evaluated without a regressor: the CLIP's names
+            return named_labels(report.get("names"), labels)
         effects = torch.tensor(result["effect_matrix"], dtype=torch.float64)
         factors = list(result["factors"])
         if effects.shape != (count, len(factors)):
@@ -82,6 +83,19 @@ def direction_labels(path: Path, count: int) -> list[str]:
             for k, f in enumerate(top)]
 
 
+def named_labels(names: Any, labels: list[str]) -> list[str]:
+    """Labels from the CLIP's names of an evaluation (metrics/naming.py), where they fit."""
+    entries = names.get("directions") if isinstance(names, dict) else None
+    if not isinstance(entries, list) or len(entries) != len(labels):
+        return labels
+    out = []
+    for k, entry in enumerate(entries):
+        ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+              and entry.get("sign") in (1, -1))
+        out.append(f"direction {k}: {name_label(entry)}" if ok else labels[k])
+    return out
+
+
 class Explorer:
     """The renderer behind the page.
 
@@ -94,6 +108,31 @@ class Explorer:
         self.generator = generator
         self.files = list(files)
         self.lock = threading.Lock()
+        # The text box (StyleCLIP's global directions, editing/styleclip.py): set by
+        # ``enable_text``; each typed prompt adds an S vector ``ds`` (edit: s + alpha ds).
+        self.text = None
+        self.text_settings: dict = {}
+        self.text_reason = "the text box is off (text.enabled=false)"
+        self.text_sliders: list[dict] = []
+
+    def enable_text(self, directions, neutral: str, beta: float, alpha_range: float) -> None:
+        """Turn the text box on with a ``GlobalDirections`` of this generator."""
+        self.text, self.text_reason = directions, None
+        self.text_settings = {"neutral": neutral, "beta": beta, "alpha_range": alpha_range}
+
+    def add_text(self, prompt: str, neutral: str | None = None) -> dict:
+        """A slider for ``prompt`` (from ``neutral``, the configured one by default): its index,
+        label and the channels it moves. A ``UserError`` says why a prompt gives none."""
+        if self.text is None:
+            raise UserError(self.text_reason)
+        neutral = neutral or self.text_settings["neutral"]
+        with self.lock:
+            check_words(self.text.clip, [prompt, neutral])
+            ds, kept = self.text.direction(prompt, neutral, self.text_settings["beta"])
+            self.text_sliders.append({"prompt": prompt, "neutral": neutral,
+                                      "ds": ds.to(self.generator.device)})
+        return {"index": len(self.text_sliders) - 1, "label": f"{prompt} (from {neutral})",
+                "channels": kept["channels"], "alpha_range": self.text_settings["alpha_range"]}
 
     @classmethod
     def open(cls, paths: Sequence[str | Path], generator_cfg, from_run: bool = True,
@@ -139,6 +178,11 @@ class Explorer:
                           "layer_groups": groups, "conditional": bool(g.num_classes),
                           "truncation_psi": g.truncation_psi if self.style_based else None,
                           "input_transform": self.transformable},
+            "text": {"enabled": self.text is not None, "reason": self.text_reason,
+                     "neutral": self.text_settings.get("neutral"),
+                     "alpha_range": self.text_settings.get("alpha_range"),
+                     "sliders": [{"index": i, "label": f"{t['prompt']} (from {t['neutral']})"}
+                                 for i, t in enumerate(self.text_sliders)]},
             "files": [{"index": i, "name": f.name, "method": f.directions.meta.get("method"),
                        "num_directions": f.directions.num_directions,
                        "alpha_range": f.alpha_range, "labels": f.labels,
@@ -188,7 +232,8 @@ class Explorer:
                layers: tuple[int, int] | None = None, psi: float | None = None,
                strip: tuple[int, Sequence[float]] | None = None,
                wanted: Callable[[], bool] | None = None,
-               transform: tuple[float, float, float] | None = None) -> torch.Tensor | None:
+               transform: tuple[float, float, float] | None = None,
+               text: Sequence[tuple[int, float]] = ()) -> torch.Tensor | None:
         """Images ``N x 3 x H x W`` (on the CPU) of ``seeds`` (drawn as edit.py draws them)
         under ``edits`` ((index, alpha) pairs, combined by ``Directions.apply``). With
         ``strip=(k, alphas)``: for each seed, direction k walked over ``alphas`` from the image
@@ -196,6 +241,7 @@ class Explorer:
         the lock is held: when it says no (a newer request replaced this one), nothing is
         rendered and None is returned. ``transform=(x, y, angle)``: a StyleGAN3's input
         transform for this render (translation in half-image units, rotation in degrees).
+        ``text``: (index, alpha) pairs of the text box's sliders, added after the file's edits.
         Arguments are assumed valid (the app checks them)."""
         directions = self.files[file].directions
         with self.lock, self._truncation(psi), self._input_transform(transform):
@@ -207,6 +253,8 @@ class Explorer:
             if strip is not None:
                 edits = [e for e in edits if e[0] != strip[0]]
             edited = directions.apply(latent, [(k, float(a)) for k, a in edits if a != 0], y=y)
+            for k, a in text:
+                edited = edited + float(a) * self.text_sliders[k]["ds"]
             if strip is not None:
                 k, alphas = strip
                 edited = directions.traverse(edited, k, alphas, y=y).flatten(0, 1)

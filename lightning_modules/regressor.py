@@ -18,7 +18,7 @@ import torch
 from common.errors import UserError
 from common.io import atomic_write_json
 from common.preemption import stopped_by_signal
-from common.training import batches_done
+from common.training import batches_done, cosine_optimizer, pixel_noise
 from metrics.attributes import AttributeScores
 from regressors.attributes import AttributeRegressor, Target
 
@@ -62,19 +62,10 @@ class RegressorTraining(pl.LightningModule):
             self._build(datamodule.targets)
 
     def configure_optimizers(self):
-        factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
-        optimizer = factory(params=self.model.parameters())
-        if not self.hparams.cosine_steps:
-            return optimizer
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.hparams.cosine_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return cosine_optimizer(self.optimizer_factory, self.model.parameters(), self.hparams.cosine_steps)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        images = batch["images"]
-        if self.hparams.augment_noise:
-            noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(
-                int(batch["seed"]) % (2**63 - 1)) if "seed" in batch else None)
-            images = images + self.hparams.augment_noise * noise.to(images)
+        images = pixel_noise(batch["images"], self.hparams.augment_noise, batch)
         loss, parts = self.model.loss(self.model(images), batch["factors"])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"regressor loss is not finite at batch {batches_done(self.trainer)}"

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
-from common.io import atomic_torch_save, file_sha256, read_weights_file
+from common.io import atomic_torch_save, check_weights_blob, file_sha256, read_weights_file
 
 REGRESSOR_FORMAT = "latent-directions/regressor/v1"
 KINDS = ("categorical", "continuous", "circular", "binary")
@@ -309,11 +309,7 @@ def load_regressor(path: str | Path, map_location: str = "cpu") -> AttributeRegr
     path, blob = read_weights_file(
         path, WEIGHTS_DIR, "regressor", "train one with `python train.py "
         "experiment=regressor_shapes` and pass <run>/regressor.pt", map_location)
-    expected = {"format", "config", "state_dict", "info"}
-    keys = set(blob) if isinstance(blob, dict) else set()
-    if keys != expected or blob.get("format") != REGRESSOR_FORMAT:
-        raise UserError(f"{path} is not a regressor weights file ({REGRESSOR_FORMAT}): missing keys "
-                         f"{sorted(expected - keys)}, unexpected keys {sorted(keys - expected)}")
+    check_weights_blob(blob, path, REGRESSOR_FORMAT, "regressor")
     model = AttributeRegressor(**blob["config"])
     result = model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                     for k, v in blob["state_dict"].items()}, strict=False)

@@ -69,3 +69,19 @@ def run_script(args: list[str], cwd: Path, timeout: int = 300, env: dict | None 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# A world CLIP small enough to build in a blink (clip_models/world.py), random weights.
+TINY_CLIP = {"embed_dim": 16, "width": 16, "layers": 1, "heads": 2, "context": 16,
+             "backbone_kwargs": {"channels": [8, 8, 16, 16], "stem_width": 8}}
+
+
+def tiny_world_clip(folder: Path) -> Path:
+    """A random tiny world CLIP written to ``folder/clip.pt`` (its path, for clip.path=)."""
+    import torch
+
+    from clip_models.world import WorldClip
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return WorldClip(**TINY_CLIP).save(Path(folder) / "clip.pt")

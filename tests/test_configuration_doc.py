@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from common.runs import moved_option, register_resolvers
 
 DOC = ROOT / "docs" / "configuration.md"
-GROUPS = ("method", "generator", "data", "trainer", "logger", "callbacks", "evaluation", "paths",
+GROUPS = ("method", "generator", "clip", "data", "trainer", "logger", "callbacks", "evaluation", "paths",
           "hydra")
 SCRIPTS = {"train.py": "train", "evaluate.py": "evaluate", "edit.py": "edit",
            "explore.py": "explore"}

@@ -27,7 +27,8 @@ from common.runs import check_command_line, register_resolvers
 
 README = ROOT / "README.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md")),
-        ROOT / "generators" / "weights" / "README.md", ROOT / "regressors" / "weights" / "README.md"]
+        ROOT / "generators" / "weights" / "README.md", ROOT / "regressors" / "weights" / "README.md",
+        ROOT / "clip_models" / "weights" / "README.md"]
 README_MAX_LINES = 260
 # docs/bad_inputs.md is generated from the bad-input suite: its commands are meant to be refused,
 # and its paths are the suite's fixture folder ($PWD there), so only its links are checked.
@@ -38,10 +39,11 @@ PYTHON = re.compile(r"^(?:\S*/)?python3?$")          # python, python3, .venv/bi
 PATH_EXTENSIONS = (".py", ".yaml", ".pt", ".md", ".json")
 # Where generator.path= and regressor names are looked up (generators.load_generator and
 # regressors.attributes): a bare file name there is a shipped file.
-WEIGHTS = (ROOT / "generators" / "weights", ROOT / "regressors" / "weights")
+WEIGHTS = (ROOT / "generators" / "weights", ROOT / "regressors" / "weights", ROOT / "clip_models" / "weights")
 # Names of the files a run writes (in outputs/<run>/): file names, not repository paths.
 WRITTEN = {"directions.pt", "metrics.json", "evaluation.json", "evaluation.md", "config.yaml",
-           "generator.pt", "regressor.pt", "regressor_scores.json", "groundtruth.json"}
+           "generator.pt", "regressor.pt", "regressor_scores.json", "groundtruth.json", "clip.pt",
+           "clip_scores.json"}
 # Folders inside a run folder (outputs/<run>/...): what the pages list a run writes.
 RUN_FOLDERS = {"checkpoints", "traversals", "edits", "reconstructions", "samples", "wandb"}
 # Made by the install command, not shipped.

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -337,77 +338,98 @@ def browser_missing() -> str | None:
     return None
 
 
+def wait(page, predicate: str, arg=None, timeout: float = 20.0):
+    """Poll ``predicate`` (a JS function) until true: the page's Content-Security-Policy
+    forbids the eval behind Playwright's wait_for_function."""
+    end = time.monotonic() + timeout
+    while not page.evaluate(predicate, arg):
+        assert time.monotonic() < end, f"timed out waiting for {predicate}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def serve(app):
+    """The app on a live server (a free port) for the test's duration: its address."""
+    server, sock, url = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def browser(playwright):
+    """Headless Debian Chromium, with nothing that reaches the network."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+def open_page(chromium, url: str):
+    """A new page at ``url``: ``(page, its JS errors, the bodies of its render requests)``."""
+    page = chromium.new_page()
+    errors, bodies = [], []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("request", lambda r: bodies.append(r.post_data_json)
+            if r.url.endswith("/api/render") else None)
+    page.goto(url)
+    return page, errors, bodies
+
+
+RENDERS = "([id, n]) => Number(document.getElementById(id)?.dataset.renders || 0) > n"
+
+
+def shown(page, id: str = "image-0") -> tuple[int, list[int]]:
+    """How many images the page has shown in ``id`` and the RGBA pixels of the last one."""
+    wait(page, "(id) => document.getElementById(id).complete", id)
+    return tuple(page.evaluate("""(id) => { const img = document.getElementById(id);
+        const canvas = Object.assign(document.createElement('canvas'),
+                                     {width: img.naturalWidth, height: img.naturalHeight});
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        return [Number(img.dataset.renders),
+                Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)]; }""",
+                               id))
+
+
+def pixels(png: bytes) -> list[int]:
+    from PIL import Image
+
+    return list(Image.open(io.BytesIO(png)).convert("RGBA").tobytes())
+
+
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_the_page_in_a_real_browser(files):
     """Headless Chromium on the live server: labels, a slider that changes the image, a seed
     switched from a thumbnail, the second panel beside the first."""
     from playwright.sync_api import sync_playwright
 
-    def wait(page, predicate: str, arg=None, timeout: float = 20.0):
-        """Poll ``predicate`` (a JS function) until true: the page's Content-Security-Policy
-        forbids the eval behind Playwright's wait_for_function."""
-        end = time.monotonic() + timeout
-        while not page.evaluate(predicate, arg):
-            assert time.monotonic() < end, f"timed out waiting for {predicate}"
-            time.sleep(0.05)
-
-    renders = "([id, n]) => Number(document.getElementById(id)?.dataset.renders || 0) > n"
-
-    def shown(page, id: str = "image-0") -> tuple[int, list[int]]:
-        """How many images the page has shown in ``id`` and the RGBA pixels of the last one."""
-        wait(page, "(id) => document.getElementById(id).complete", id)
-        return tuple(page.evaluate("""(id) => { const img = document.getElementById(id);
-            const canvas = Object.assign(document.createElement('canvas'),
-                                         {width: img.naturalWidth, height: img.naturalHeight});
-            const context = canvas.getContext('2d');
-            context.drawImage(img, 0, 0);
-            return [Number(img.dataset.renders),
-                    Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)]; }""",
-                                   id))
-
-    def pixels(png: bytes) -> list[int]:
-        from PIL import Image
-
-        return list(Image.open(io.BytesIO(png)).convert("RGBA").tobytes())
-
     explorer = Explorer.open([files["linear"], files["warped"]], generator_cfg=None)
-    server, sock, url = make_server(ExplorerApp(explorer, seed=3, thumbnails=4), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page()
-            errors, bodies = [], []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.on("request", lambda r: bodies.append(r.post_data_json)
-                    if r.url.endswith("/api/render") else None)
-            page.goto(url)
-            wait(page, renders, ["strip-1", 0])
-            assert page.text_content("#label-0-0") == "direction 0: x, purity 0.75"
-            assert page.text_content("#label-1-1") == "direction 1"
-            count, before = shown(page)
-            page.eval_on_selector("#slider-0-1", """(el) => { el.value = 2.4;
-                el.dispatchEvent(new Event('input', {bubbles: true})); }""")
-            wait(page, renders, ["image-0", count])
-            count, after = shown(page)
-            alpha = page.eval_on_selector("#slider-0-1", "(el) => Number(el.value)")
-            assert bodies[-1]["edits"] == [[1, alpha]] and after != before
-            assert after == pixels(expected(explorer.generator, explorer.files[0].directions, 3,
-                                            [(1, alpha)]))
-            wait(page, "() => document.getElementById('thumbs').dataset.seeds === '1,2,4,5'")
-            box = page.locator("#thumbs").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 3 / 8, box["y"] + box["height"] / 2)
-            wait(page, renders, ["image-0", count])
-            assert page.input_value("#seed") == "2" and bodies[-1]["seed"] == 2
-            assert shown(page)[1] not in (before, after)
-            assert page.text_content("#status") == "" and not errors
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(ExplorerApp(explorer, seed=3, thumbnails=4)) as url, sync_playwright() as p:
+        chromium = browser(p)
+        page, errors, bodies = open_page(chromium, url)
+        wait(page, RENDERS, ["strip-1", 0])
+        assert page.text_content("#label-0-0") == "direction 0: x, purity 0.75"
+        assert page.text_content("#label-1-1") == "direction 1"
+        count, before = shown(page)
+        page.eval_on_selector("#slider-0-1", """(el) => { el.value = 2.4;
+            el.dispatchEvent(new Event('input', {bubbles: true})); }""")
+        wait(page, RENDERS, ["image-0", count])
+        count, after = shown(page)
+        alpha = page.eval_on_selector("#slider-0-1", "(el) => Number(el.value)")
+        assert bodies[-1]["edits"] == [[1, alpha]] and after != before
+        assert after == pixels(expected(explorer.generator, explorer.files[0].directions, 3,
+                                        [(1, alpha)]))
+        wait(page, "() => document.getElementById('thumbs').dataset.seeds === '1,2,4,5'")
+        box = page.locator("#thumbs").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 3 / 8, box["y"] + box["height"] / 2)
+        wait(page, RENDERS, ["image-0", count])
+        assert page.input_value("#seed") == "2" and bodies[-1]["seed"] == 2
+        assert shown(page)[1] not in (before, after)
+        assert page.text_content("#status") == "" and not errors
+        chromium.close()
 
 
 def test_labels_of_a_bad_evaluation_are_absent_not_nan(tmp_path):

@@ -1,5 +1,5 @@
 """Imports flow one way (docs/architecture.md): scripts -> lightning_modules -> evaluation ->
-(editing, directions, metrics) -> (generators, regressors) -> datamodules -> common; no package
+(editing, directions, metrics) -> (generators, regressors, clip_models) -> datamodules -> common; no package
 imports a script, no script imports another, and no two packages import each other. Read from the
 source, not from sys.modules."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {"train", "evaluate", "edit", "explore", "leaderboard", "benchmark"}
-PACKAGES = ["common", "datamodules", "generators", "regressors", "metrics", "directions", "editing",
+PACKAGES = ["common", "datamodules", "generators", "regressors", "clip_models", "metrics", "directions", "editing",
             "evaluation", "lightning_modules", "explorer"]
 # What each package may import from the project (besides itself).
 ALLOWED = {
@@ -18,13 +18,15 @@ ALLOWED = {
     "datamodules": {"common"},
     "generators": {"common", "datamodules"},  # the world: pretraining data, sample assessment
     "regressors": {"common", "datamodules"},  # the world's factors as regression targets
-    "metrics": {"common", "datamodules", "regressors"},
+    "clip_models": {"common", "datamodules"},  # the world's captions from its factors
+    "metrics": {"common", "datamodules", "regressors", "clip_models"},
     "directions": {"common", "generators"},  # the artifact checks the generator's identity
     "editing": {"common", "generators", "metrics"},  # inversion's image distance
-    "evaluation": {"common", "datamodules", "generators", "regressors", "metrics", "directions"},
-    "lightning_modules": {"common", "datamodules", "generators", "regressors", "metrics", "directions",
+    "evaluation": {"common", "datamodules", "generators", "regressors", "clip_models", "metrics",
+                   "directions"},
+    "lightning_modules": {"common", "datamodules", "generators", "regressors", "clip_models", "metrics", "directions",
                           "editing", "evaluation"},
-    "explorer": {"common", "generators", "directions", "editing", "evaluation"},  # the page of explore.py
+    "explorer": {"common", "generators", "clip_models", "directions", "editing", "evaluation"},  # explore.py
 }
 
 
