@@ -81,7 +81,7 @@ class OpenClipModel(ClipModel):
         super().__init__()
         open_clip = _import_open_clip()
         if arch not in open_clip.list_models():
-            near = [m for m in open_clip.list_models() if m.lower().startswith(str(arch).lower()[:5])]
+            near = [m for m in open_clip.list_models() if m.lower().startswith(str(arch).lower()[:3])]
             raise UserError(f"clip.arch={arch} is not an open_clip architecture; close names: "
                             f"{near[:12] or 'none'} (open_clip.list_models() has them all)")
         text_cfg = open_clip.get_model_config(arch).get("text_cfg", {})

@@ -151,7 +151,8 @@ class TextGuided(DirectionModule):
 
     @torch.no_grad()
     def final_evaluation(self) -> dict[str, float]:
-        """On the held-out latents: each prompt's CLIP terms at the top of the range."""
+        """The loss terms on the held-out latents (alphas drawn as in training, every prompt in
+        turn), and the mean length of the learned vectors."""
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "val_dataloader"):
             return {}

@@ -22,6 +22,7 @@ import torch
 
 from clip_models.captions import COLOURS, SIZES
 from datamodules.world import SHAPES
+from metrics.rca import shifted
 
 
 def world_prompts() -> dict[str, str]:
@@ -57,7 +58,7 @@ def name_directions(directions, generator, clip, prompts: Sequence[str], alpha: 
     centred = alphas - alphas.mean()
     out = []
     for k in range(directions.num_directions):
-        moved = torch.cat([directions.shift(latents, k, float(a)) for a in alphas])  # (T N) x ...
+        moved = torch.cat([shifted(directions, latents, k, float(a), classes) for a in alphas])  # (T N) x ...
         y = None if classes is None else classes.repeat(steps)
         embeddings = torch.cat([clip.encode_image(generator(moved[i:i + batch_size],
                                                             None if y is None else y[i:i + batch_size]))

@@ -152,6 +152,17 @@ def _cases() -> list[Case]:
            ("ckpt_path", "last.ckpt"), note="a new run started from a voynov run's checkpoint"),
         _c("train-resume-other-num-directions", "train", f"{resume} method.num_directions=4",
            "num_directions"),
+        _c("train-clip-missing", "train", "method=text_guided clip.path=files/missing.pt",
+           ("clip", "missing.pt")),
+        _c("train-clip-unsafe-pickle", "train", "method=text_guided clip.path=files/unsafe.pt", "unsafe.pt"),
+        _c("train-clip-arch-unknown", "train", "method=text_guided clip.path=files/missing.bin "
+           "clip.arch=ViT-Q-99", "clip.arch"),
+        _c("train-text-unknown-word", "train", ["method=text_guided", "method.prompts=[a zebra]"], "zebra",
+           note="the world CLIP reads the world's words only"),
+        _c("train-text-guided-bad-loss", "train", "method=text_guided method.loss=nope", "method.loss"),
+        _c("train-naming-bad-template", "train", "evaluation.enabled=true evaluation.naming.enabled=true "
+           "evaluation.naming.prompts=[red,blue] evaluation.naming.template=shape",
+           "evaluation.naming.template"),
         # ---- edit.py ---------------------------------------------------------------------
         _c("edit-alphas-nan", "edit", f"{d} alphas=[nan]", "alphas"),
         _c("edit-alphas-inf", "edit", f"{d} alphas=[inf]", "alphas"),
@@ -224,6 +235,8 @@ def _cases() -> list[Case]:
         _c("explore-port-abc", "explore", f"{d} port=abc", "port"),
         _c("explore-thumbnails-0", "explore", f"{d} thumbnails=0", "thumbnails"),
         _c("explore-strip-steps-1", "explore", f"{d} strip_steps=1", "strip_steps"),
+        _c("explore-text-on-a-dcgan", "explore", f"{d} text.enabled=true", "text.enabled",
+           note="the text box moves S styles; the file is a DCGAN's"),
         _c("explore-seed-abc", "explore", f"{d} seed=abc", "seed"),
         _c("explore-three-files", "explore", f"directions=[{GOOD},{GOOD},{GOOD}]", "directions"),
         _c("explore-no-files", "explore", "directions=[]", "directions"),
