@@ -64,7 +64,7 @@ class TextGuided(DirectionModule):
 
     def __init__(self, generator: Generator, clip: ClipModel, prompts: Sequence[str] = ("a large shape",),
                  neutral: str = "a shape", loss: str = "directional", templates: Sequence[str] = ("{}",),
-                 alpha_range: float = 3.0, min_alpha: float = 0.5, lambda_content: float = 1.0,
+                 alpha_range: float = 3.0, min_alpha: float = 1.5, lambda_content: float = 1.0,
                  content: dict | None = None, lambda_latent: float = 0.1,
                  layers: str | list[int] | None = None, init_scale: float = 0.1,
                  init_seed: int | None = 0, std_samples: int = 2000,
