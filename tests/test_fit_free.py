@@ -349,11 +349,14 @@ LRG_TINY = ["generator=dcgan_random", "method.samples=2", "data.val_batches=1",
     ("lowrankgan", LRG_TINY),
     ("stylespace", ["generator=stylegan2_random", "generator.space=s", "method.samples=200",
                     "data.batch_size=50", "method.positives=20", "method.factors=[x,scale]"]),
+    ("styleclip_global", ["generator=stylegan2_random", "method.images=4", "data.batch_size=2",
+                          "method.std_samples=100", "method.cache_dir=null", "clip.path=CLIP"]),
 ])
 @pytest.mark.slow
 def test_two_ddp_processes_give_the_one_process_result(tmp_path, method, overrides):
-    from conftest import run_script
+    from conftest import run_script, tiny_world_clip
 
+    overrides = [o.replace("CLIP", str(tiny_world_clip(tmp_path))) for o in overrides]
     one, _ = run_fit_free(tmp_path, method, *overrides, run_name="one")
     args = [f"method={method}", "trainer=ddp_cpu", "run_name=two", *FIT_FREE_TINY, *overrides]
     result = run_script(args, cwd=tmp_path, timeout=600)
