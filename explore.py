@@ -8,8 +8,8 @@ direction, for one directions file or two side by side (made for the same genera
 Prints the page's address and serves until Ctrl+C. It needs the files and the generator they
 record (rebuilt as edit.py rebuilds it), and the optional ``explore`` extra
 (``pip install -e '.[explore]'``: Starlette and uvicorn). It listens on 127.0.0.1 unless
-``host=`` says otherwise, and writes nothing but the text box's relevance cache (files in S
-space: a slider for any typed prompt, ``text.*``). The page and its API: ``explorer/app.py``.
+``host=`` says otherwise, and writes nothing but the text box's relevance cache (a StyleGAN2 or
+StyleGAN3 in any space: a slider for any typed prompt, ``text.*``). The page and its API: ``explorer/app.py``.
 """
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def setup_text(explorer: Explorer, cfg: DictConfig) -> None:
         raise UserError(f"text.enabled={text.enabled!r}: use auto, true or false")
     if text.enabled is False:
         return
-    if explorer.generator.space != "s":
-        reason = (f"the text box needs files in S space (these are in {explorer.generator.space!r}): "
-                  "StyleCLIP's global directions move styles; explore a run made with "
-                  "generator.space=s")
+    g = explorer.generator
+    if not (getattr(g, "style_based", False) and g.has_styles):
+        reason = (f"the text box needs a generator with S space (StyleGAN2 or StyleGAN3), and "
+                  f"{g.name!r} has none: StyleCLIP's global directions move styles")
         if text.enabled is True:
             raise UserError(f"text.enabled=true: {reason}")
         explorer.text_reason = reason
@@ -74,12 +74,13 @@ def setup_text(explorer: Explorer, cfg: DictConfig) -> None:
     check_words(clip, [str(text.neutral)])
     settings = ProbeSettings(int(text.images), float(text.step), int(text.std_samples),
                              bool(text.torgb), int(text.seed))
-    total = 2 * settings.images * len(probed_channels(explorer.generator, settings.torgb))
-    bar = tqdm(total=total, desc="text box: channel relevance (once per generator and CLIP)",
-               unit="render", disable=None)
-    directions = GlobalDirections(explorer.generator, clip, settings, text.cache_dir or None,
-                                  progress=bar.update)
-    bar.close()
+    with explorer.styles_view() as styled:  # the relevance lives in S, whatever the files' view
+        total = 2 * settings.images * len(probed_channels(styled, settings.torgb))
+        bar = tqdm(total=total, desc="text box: channel relevance (once per generator and CLIP)",
+                   unit="render", disable=None)
+        directions = GlobalDirections(styled, clip, settings, text.cache_dir or None,
+                                      progress=bar.update)
+        bar.close()
     log.info("text box: channel relevance %s (%.0f s to compute)",
              "read from the cache" if directions.from_cache else "computed", directions.seconds)
     explorer.enable_text(directions, str(text.neutral), float(text.beta), float(text.alpha_range))

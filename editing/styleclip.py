@@ -227,15 +227,10 @@ class GlobalDirections:
                 save_relevance(path, cached["relevance"], std, channels, key, cached["seconds"])
         self.relevance, self.std = cached["relevance"], cached["std"]
         self.channels, self.seconds = cached["channels"], float(cached["seconds"])
-
-    @property
-    def renders(self) -> int:
-        """Renders the relevance takes to compute (for a progress bar)."""
-        return 2 * self.settings.images * len(probed_channels(self.generator, self.settings.torgb))
+        self.latent_dim = generator.latent_dim  # of S: the generator may go back to another view
 
     def direction(self, target: str, neutral: str, beta: float,
                   templates: Sequence[str] = ("{}",)) -> tuple[torch.Tensor, dict]:
         """``ds`` for a text pair (milliseconds) and what it kept (``global_direction``)."""
         dt = text_direction(self.clip, target, neutral, templates)
-        return global_direction(self.relevance, self.std, self.channels, dt, beta,
-                                self.generator.latent_dim)
+        return global_direction(self.relevance, self.std, self.channels, dt, beta, self.latent_dim)

@@ -211,21 +211,44 @@ class Explorer:
             return nullcontext()
         return self.generator.input_transform(transform[:2], transform[2])
 
-    def _synthesise(self, latent, edited, y, layers: tuple[int, int] | None) -> torch.Tensor:
+    @contextmanager
+    def styles_view(self):
+        """The generator in S for a while (the text box's directions live there), then back in
+        the files' view, truncation unchanged."""
+        g = self.generator
+        kept = (g.space, g.truncation_psi, g.truncation_cutoff)
+        g.set_view("s", g.truncation_psi, g.truncation_cutoff)
+        try:
+            yield g
+        finally:
+            g.set_view(*kept)
+
+    def _synthesise(self, latent, edited, y, layers: tuple[int, int] | None,
+                    styles_delta: torch.Tensor | None = None) -> torch.Tensor:
         """Images of ``edited``; with ``layers`` (a, b), the edited per-layer codes on layers
         a..b only and the unedited codes elsewhere (style mixing of the edit); in S the edited
-        styles of style layers a..b."""
+        styles of style layers a..b. ``styles_delta``: the text box's edit, added to the styles
+        of the (mixed) codes of a file in Z, W or W+, rendered from S."""
         g = self.generator
-        if layers is None or (layers[0] == 0 and layers[1] == g.view_num_layers - 1):
-            return g(edited, y)
+        whole = layers is None or (layers[0] == 0 and layers[1] == g.view_num_layers - 1)
         if g.space == "s":
+            if whole:
+                return g(edited, y)
             mask = torch.zeros(g.latent_dim, dtype=torch.bool, device=edited.device)
             mask[g.style_channels(range(layers[0], layers[1] + 1))] = True
             return g(torch.where(mask, edited, latent), y)
-        chosen = torch.zeros(g.num_layers, dtype=torch.bool, device=edited.device)
-        chosen[layers[0]:layers[1] + 1] = True
-        codes = torch.where(chosen[None, :, None], g.to_layers(edited, y), g.to_layers(latent, y))
-        return g.synthesis(codes)
+        if whole and styles_delta is None:
+            return g(edited, y)
+        if whole:
+            codes = g.to_layers(edited, y)
+        else:
+            chosen = torch.zeros(g.num_layers, dtype=torch.bool, device=edited.device)
+            chosen[layers[0]:layers[1] + 1] = True
+            codes = torch.where(chosen[None, :, None], g.to_layers(edited, y), g.to_layers(latent, y))
+        if styles_delta is None:
+            return g.synthesis(codes)
+        with self.styles_view():
+            return g(torch.cat(g.styles(codes), dim=1) + styles_delta, y)
 
     @torch.no_grad()
     def render(self, file: int, seeds: Sequence[int], edits: Sequence[tuple[int, float]] = (),
@@ -241,7 +264,8 @@ class Explorer:
         the lock is held: when it says no (a newer request replaced this one), nothing is
         rendered and None is returned. ``transform=(x, y, angle)``: a StyleGAN3's input
         transform for this render (translation in half-image units, rotation in degrees).
-        ``text``: (index, alpha) pairs of the text box's sliders, added after the file's edits.
+        ``text``: (index, alpha) pairs of the text box's sliders, added after the file's edits
+        (to the styles of its latents: in S directly, from Z, W or W+ through their codes).
         Arguments are assumed valid (the app checks them)."""
         directions = self.files[file].directions
         with self.lock, self._truncation(psi), self._input_transform(transform):
@@ -253,11 +277,15 @@ class Explorer:
             if strip is not None:
                 edits = [e for e in edits if e[0] != strip[0]]
             edited = directions.apply(latent, [(k, float(a)) for k, a in edits if a != 0], y=y)
+            delta = None  # the text sliders' edit of the styles
             for k, a in text:
-                edited = edited + float(a) * self.text_sliders[k]["ds"]
+                step = float(a) * self.text_sliders[k]["ds"]
+                delta = step if delta is None else delta + step
+            if delta is not None and self.generator.space == "s":
+                edited, delta = edited + delta, None
             if strip is not None:
                 k, alphas = strip
                 edited = directions.traverse(edited, k, alphas, y=y).flatten(0, 1)
                 latent = latent.repeat_interleave(len(alphas), 0)
                 y = None if y is None else y.repeat_interleave(len(alphas))
-            return self._synthesise(latent, edited, y, layers).cpu()
+            return self._synthesise(latent, edited, y, layers, delta).cpu()

@@ -89,17 +89,49 @@ def test_bad_text_requests_get_a_clear_4xx(s_file, route, body, message):
     assert response.status_code == 400 and message in response.json()["error"]
 
 
-def test_no_text_box_outside_s_space(tmp_path):
+def test_text_sliders_on_a_w_plus_file_move_the_styles_of_its_codes(tmp_path):
+    """A file in W+ (or W, Z) of a StyleGAN2: the text edit is added to the styles of the
+    edited codes and rendered from S; a layer range mixes the codes first."""
     g = random_generator("stylegan2", space="w+", **TINY_STYLEGAN)
     (tmp_path / "w").mkdir()
     path = save(tmp_path / "w" / "directions.pt", LinearDirections(8, 2, init_seed=1), g, "sefa")
     explorer = Explorer.open([path], generator_cfg=None)
+    with explorer.styles_view() as styled:
+        explorer.enable_text(GlobalDirections(styled, ColourClip(), SETTINGS), "a shape", 0.1, 3.0)
+    assert explorer.generator.space == "w+"  # back in the files' view
+    client = TestClient(ExplorerApp(explorer).asgi())
+    assert client.post("/api/text", json={"prompt": "a red shape"}).status_code == 200
+    g, d, ds = explorer.generator, explorer.files[0].directions, explorer.text_sliders[0]["ds"]
+    w = draw(g, 1)
+    edited = d.apply(w, [(0, 1.0)])
+    with torch.no_grad():
+        styles = torch.cat(g.styles(g.to_layers(edited)), dim=1)
+        with explorer.styles_view():
+            want = png_bytes(g(styles + 2.0 * ds), nrow=1)
+            plain = png_bytes(g(styles), nrow=1)
+    assert post(client, "render", seed=1, edits=[[0, 1.0]], text=[[0, 2.0]]).content == want
+    assert post(client, "render", seed=1, edits=[[0, 1.0]]).content == plain  # S renders W+ exactly
+    mixed = post(client, "render", seed=1, edits=[[0, 1.0]], text=[[0, 2.0]], layers=[0, 1]).content
+    assert mixed not in (want, plain)
+
+
+def test_no_text_box_without_s_space(tmp_path):
+    import explore
+
+    g = random_generator("dcgan", latent_dim=8, resolution=16, width=4)
+    (tmp_path / "z").mkdir()
+    path = save(tmp_path / "z" / "directions.pt", LinearDirections(8, 2, init_seed=1), g, "voynov")
+    explorer = Explorer.open([path], generator_cfg=None)
     with pytest.raises(Exception, match="S space"):
         GlobalDirections(explorer.generator, ColourClip(), SETTINGS)
+    explore.setup_text(explorer, explore_cfg())
     client = TestClient(ExplorerApp(explorer).asgi())
-    assert client.get("/api/info").json()["text"]["enabled"] is False
+    info = client.get("/api/info").json()["text"]
+    assert info["enabled"] is False and "StyleGAN2 or StyleGAN3" in info["reason"]
     response = client.post("/api/text", json={"prompt": "a red shape"})
-    assert response.status_code == 400 and "text.enabled" in response.json()["error"]
+    assert response.status_code == 400 and "S space" in response.json()["error"]
+    with pytest.raises(Exception, match="text.enabled=true"):
+        explore.setup_text(explorer, explore_cfg("text.enabled=true"))
 
 
 def explore_cfg(*overrides):
