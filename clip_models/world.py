@@ -99,11 +99,19 @@ class WorldClip(ClipModel):
     def _text(self, texts: Sequence[str]) -> torch.Tensor:
         return self.text_encoder(self.tokenize(texts))
 
-    def loss(self, images: torch.Tensor, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The symmetric InfoNCE loss of a batch of pairs, and the logits ``N x N``."""
+    def loss(self, images: torch.Tensor, texts: Sequence[str], gather=None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The symmetric InfoNCE loss of a batch of pairs, and the logits ``M x M``.
+
+        ``gather``: under DDP, ``gather(image, text) -> (all images, all texts)``: the
+        embeddings of every process's batch (M pairs), this process's own in place with their
+        gradients (the others' are constants), so that each pair is contrasted with the whole
+        global batch, as one process with M pairs would (open_clip's default)."""
         image, text = self.encode_image(images), self.encode_text(texts)
+        if gather is not None:
+            image, text = gather(image, text)
         logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * image @ text.T
-        target = torch.arange(len(texts), device=logits.device)
+        target = torch.arange(len(image), device=logits.device)
         loss = (nn.functional.cross_entropy(logits, target)
                 + nn.functional.cross_entropy(logits.T, target)) / 2
         return loss, logits

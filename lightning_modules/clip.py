@@ -5,7 +5,8 @@ ICML 2021; the model and its loss in ``clip_models/world.py``, the captions in
 
     L = (CE(s * I T^T, diag) + CE(s * T I^T, diag)) / 2   over the pairs of a batch
 
-Under DDP each process contrasts its own batch (the negatives are not gathered across processes).
+Under DDP the pairs of every process's batch are the negatives of each (the embeddings gathered,
+each process's own keeping its gradients): W processes of N pairs contrast like one batch of W N.
 At the end of fit the model is scored on the held-out batches (``metrics/clip.py``: zero-shot
 accuracy per attribute, text-to-image retrieval) and written as ``clip.pt`` in the run
 directory, the format ``clip_models.world.load_world_clip`` reads.
@@ -55,16 +56,27 @@ class ClipTraining(pl.LightningModule):
         images = pixel_noise(batch["images"], self.hparams.augment_noise, batch)
         rng = torch.Generator().manual_seed((int(batch["seed"]) + 1) % (2**63 - 1))
         captions = describe(batch["factors"].cpu(), rng, keep=self.hparams.keep)
-        loss, logits = self.model.loss(images, captions)
+        gather = self.gather_batch if self.trainer.world_size > 1 else None
+        loss, logits = self.model.loss(images, captions, gather)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"CLIP loss is not finite at batch {batches_done(self.trainer)}"
                                      ": lower the learning rate and resume with ckpt_path=last")
         n = images.shape[0]
-        accuracy = (logits.argmax(1) == torch.arange(n, device=logits.device)).float().mean()
+        accuracy = (logits.argmax(1) == torch.arange(len(logits), device=logits.device)).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/accuracy", accuracy, batch_size=n)
         self.log("train/temperature", 1 / self.model.logit_scale.exp(), batch_size=n)
         return loss
+
+    def gather_batch(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every process's embeddings (process order), this one's own with their gradients."""
+        rank, n = self.global_rank, image.shape[0]
+
+        def everyone(local: torch.Tensor) -> torch.Tensor:
+            others = self.all_gather(local.detach()).flatten(0, 1)
+            return torch.cat([others[:rank * n], local, others[(rank + 1) * n:]])
+
+        return everyone(image), everyone(text)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._val.append((batch["images"], batch["factors"]))

@@ -147,6 +147,39 @@ def test_world_clip_trains_through_train_py(tmp_path):
     assert load_world_clip(run / "clip.pt").embed_dim == 16
 
 
+def test_gathered_negatives_give_the_loss_of_the_global_batch():
+    """Under DDP a process's loss is the one of the whole global batch: its own embeddings with
+    their gradients, the other processes' as constants (simulated here for 2 processes)."""
+    torch.manual_seed(0)
+    model = WorldClip(**TINY).eval()  # (in training, batch norm reads each process's batch)
+    world = ShapesWorld(32)
+    factors = world.sample_factors(12, torch.Generator().manual_seed(0))
+    images, captions = world.render(factors), describe(factors, full=True)
+    whole, _ = model.loss(images, captions)
+    with torch.no_grad():  # what the other process (rank 1) sends: its embeddings
+        other_image, other_text = model.encode_image(images[6:]), model.encode_text(captions[6:])
+
+    def gather(image, text):
+        return torch.cat([image, other_image]), torch.cat([text, other_text])
+
+    mine, logits = model.loss(images[:6], captions[:6], gather)
+    assert logits.shape == (12, 12) and torch.allclose(mine, whole, atol=1e-5)
+    mine.backward()
+    assert model.logit_scale.grad is not None
+
+
+@pytest.mark.slow
+def test_world_clip_trains_on_two_ddp_processes(tmp_path):
+    from conftest import run_script
+
+    args = ["experiment=clip_shapes", "run_name=two", "trainer=ddp_cpu", "logger=none",
+            "trainer.max_steps=2", "trainer.val_check_interval=2", *TINY_OVERRIDES,
+            "data.batch_size=8", "data.val_batches=1", "trainer.enable_progress_bar=false"]
+    result = run_script(args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_world_clip(tmp_path / "outputs/two/clip.pt").embed_dim == 16
+
+
 def test_the_shipped_world_clip_reads_the_world():
     """The shipped weights' figures (clip_models/weights/README.md), again on fresh renders."""
     from metrics.clip import clip_scores
