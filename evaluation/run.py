@@ -53,7 +53,7 @@ log = logging.getLogger("evaluate")
 
 BASELINES = {"random": "random", "coordinate": "id"}  # baseline name -> baseline_set kind
 # Part of every cached baseline's key: raise it when what an evaluation reports changes.
-REPORT_VERSION = 4  # 4: the RCA reconstructors stop early (rca.patience)
+REPORT_VERSION = 5  # 5: effects in units of each factor's spread (4: RCA stops early)
 NO_REGRESSOR = ("factor metrics (coverage, purity, gap, focus, FID on regressor features) need an "
                 "attribute regressor for this generator's images, and its config names none: "
                 "train one on labelled images with `python train.py experiment=regressor_folder "
@@ -269,8 +269,7 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     order = [label] + [n for n in (cfg.baselines or []) if n in results]
     results = {name: results[name] for name in order}
     num_factors = results[label].get("num_factors")
-    table = markdown_table([(name if name == label else f"{name} (baseline)", r["metrics"])
-                            for name, r in results.items()], num_factors)
+    table = results_table(results, label)
     per_class = results[label].pop("per_class", None)
     if per_class is not None:
         table += per_class_table(per_class, label, num_factors, directions.meta.get("direction_classes"))
@@ -318,6 +317,19 @@ def run_evaluation(cfg: DictConfig, directions_path: str | Path, generator: Gene
     return report
 
 
+def results_table(results: dict[str, dict], label: str) -> str:
+    """The report's main table (markdown): the run's set, then its baselines."""
+    return markdown_table([(name if name == label else f"{name} (baseline)", r["metrics"])
+                           for name, r in results.items()], results[label].get("num_factors"))
+
+
+def report_text(report: dict) -> str:
+    """evaluation.md: the table, the notes, the time."""
+    text = report["table"] + "".join(f"\n{note}\n" for note in report["notes"])
+    text += f"\nEvaluation time: {timing_note(report['seconds'])}.\n"
+    return text + ("" if report["regressor"]["path"] else f"\n{NO_REGRESSOR}.\n")
+
+
 def per_class_table(per_class: dict, label: str, num_factors: int | None,
                     direction_classes: list[int] | None) -> str:
     """The report's per-class section (markdown) of ``evaluate_directions``' ``per_class``."""
@@ -340,7 +352,7 @@ def _figures(report: dict, run_dir: Path, directions: Directions, generator: Gen
     if "effect_matrix" in result:
         heatmap = effect_heatmap(result["effect_matrix"], result["factors"],
                                  run_dir / "effect_matrix.png",
-                                 title=f"{report['label']}: change per unit step")
+                                 title=f"{report['label']}: change per unit step, in factor spreads")
         # Rows: directions by their total effect; each labelled with the factor it moves most.
         effects = torch.tensor(result["effect_matrix"])
         order = effects.sum(1).argsort(descending=True)[: trav.max_directions].tolist()
@@ -364,9 +376,7 @@ def _figures(report: dict, run_dir: Path, directions: Directions, generator: Gen
 def _write_reports(report: dict, run_dir: Path, figures: tuple[Path | None, Path], loggers) -> None:
     """evaluation.json, evaluation.md (the table, the notes, the time) and the W&B logs."""
     atomic_write_json(report, run_dir / "evaluation.json")
-    text = report["table"] + "".join(f"\n{note}\n" for note in report["notes"])
-    text += f"\nEvaluation time: {timing_note(report['seconds'])}.\n"
-    text += "" if report["regressor"]["path"] else f"\n{NO_REGRESSOR}.\n"
+    text = report_text(report)
     atomic_write(run_dir / "evaluation.md", lambda handle: handle.write(text.encode()))
     heatmap, traversal = figures
     for logger in loggers:

@@ -1,11 +1,17 @@
 """What each direction does to each factor: the effect matrix and the scores read from it.
 
-    E[k, f] = E_{z, s = +-1} | f(G(shift(z, k, s * alpha))) - f(G(z)) | / alpha
+    E[k, f] = E_{z, s = +-1} | f(G(shift(z, k, s * alpha))) - f(G(z)) | / (alpha * spread_f)
 
-with f measured by an attribute regressor, in units of the factor's range: the value for
-continuous factors in [0, 1], the distance on the circle for angles (period 1), the total
-variation between class probabilities for categorical ones, the probability for binary ones.
-A factor that is undefined in either image (the rotation of a circle) does not count there.
+with f measured by an attribute regressor. The change of one factor is measured in the factor's
+own terms (the value for continuous factors in [0, 1], the distance on the circle for angles
+(period 1), the total variation between class probabilities for categorical ones, the
+probability for binary ones), then divided by the factor's spread: the mean change between two
+independent samples of the generator, read by the same regressor (``observe``). Without it the
+factors' units differ by a factor of about 2.6 on the shapes world (two random samples differ by
+0.67 in shape, 0.25 in hue), and a direction that turns only the hue lost its purity to the
+small shape flips every edit causes (docs/results.md, "Coverage against MIG"). An effect of 1
+per unit step moves a factor as much as drawing a new sample does. A factor that is undefined in
+either image (the rotation of a circle) does not count there.
 
 From E, with purity P[k, f] = E[k, f] / sum_f' E[k, f']:
 - coverage: the number of factors f that some direction controls alone: P[k, f] >= threshold
@@ -51,8 +57,13 @@ def mean_factor_changes(targets: Sequence[Any], before: dict[str, Any],
     return out
 
 
+SPREAD_FLOOR = 1e-3  # a factor the generator never varies: its effects are read against this
+
+
 class EffectMatrix(Metric):
     """Accumulates E[k, f] over batches (and processes: the sums reduce across DDP ranks).
+    The spread of each factor comes from ``observe`` on the unedited images; without any
+    (one sample per batch) the effects stay in the factors' own units.
 
     Args:
         num_directions: K.
@@ -71,6 +82,22 @@ class EffectMatrix(Metric):
         shape = (num_directions, len(self.names))
         self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("spread_total", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("spread_count", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def observe(self, before: dict[str, Any]) -> None:
+        """The spread: each unedited sample against the next one of its batch (independent
+        draws), in the factors' own units."""
+        if before["values"].shape[0] < 2:
+            return
+        after = {"values": before["values"].roll(1, 0), "valid": before["valid"].roll(1, 0),
+                 "probs": {k: v.roll(1, 0) for k, v in before["probs"].items()}}
+        for f, (name, kind) in enumerate(zip(self.names, self.kinds)):
+            change = factor_change(kind, before["values"][:, f], after["values"][:, f],
+                                   before["probs"].get(name), after["probs"].get(name))
+            valid = before["valid"][:, f] & after["valid"][:, f]
+            self.spread_total[f] += change[valid].double().sum()
+            self.spread_count[f] += valid.sum()
 
     def update(self, index: int, before: dict[str, Any], after: dict[str, Any], alpha: float) -> None:
         """``before`` / ``after``: the regressor's decoded predictions (``values``, ``valid``,
@@ -82,8 +109,19 @@ class EffectMatrix(Metric):
             self.total[index, f] += (change[valid].double() / abs(alpha)).sum()
             self.count[index, f] += valid.sum()
 
-    def matrix(self) -> torch.Tensor:
+    def spread(self) -> torch.Tensor:
+        """Each factor's mean change between independent samples (1 where none was observed)."""
+        measured = self.spread_total / self.spread_count.clamp_min(1)
+        return torch.where(self.spread_count > 0, measured.clamp_min(SPREAD_FLOOR),
+                           torch.ones_like(measured)).float()
+
+    def raw_matrix(self) -> torch.Tensor:
+        """E[k, f] per unit step in the factors' own units."""
         return (self.total / self.count.clamp_min(1)).float()
+
+    def matrix(self) -> torch.Tensor:
+        """E[k, f] per unit step in units of each factor's spread."""
+        return self.raw_matrix() / self.spread()
 
     def compute(self) -> dict[str, Any]:
         return summarise(self.matrix(), self.threshold, self.min_effect)

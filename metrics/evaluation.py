@@ -51,6 +51,24 @@ def _rows(value, rows: torch.Tensor | None):
     return value[rows]
 
 
+def summary_metrics(summary: dict[str, Any], num_directions: int) -> dict[str, float]:
+    """The table's numbers of an effect-matrix summary (``metrics.effects.summarise``)."""
+    # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
+    shown = ("coverage", "purity", "gap", "focus") if num_directions > 1 else ("coverage", "focus")
+    return {k: summary[k] for k in shown}
+
+
+def effect_details(summary: dict[str, Any], factors: Sequence[str], matrix: torch.Tensor,
+                   spread: torch.Tensor) -> dict[str, Any]:
+    """What evaluation.json keeps of an effect matrix besides the table's numbers."""
+    return {"factors": list(factors), "effect_matrix": matrix.tolist(),
+            "factor_spread": spread.tolist(), "num_factors": summary["num_factors"],
+            "best_direction": summary["best_direction"],
+            "per_factor_purity": summary["per_factor_purity"],
+            "per_factor_gap": summary["per_factor_gap"],
+            "dominant_factor": summary["dominant_factor"]}
+
+
 class _Scores:
     """The metrics that average over samples, for one group of them (all, or one class)."""
 
@@ -62,7 +80,9 @@ class _Scores:
             settings.threshold, settings.min_effect).to(device)
         self.d_score = DiscriminatorScore().to(device) if with_d else None
 
-    def original(self, d0: torch.Tensor | None) -> None:
+    def original(self, d0: torch.Tensor | None, before) -> None:
+        if self.effect is not None:
+            self.effect.observe(before)
         if self.d_score is not None:
             self.d_score.update(d0, real=True)
 
@@ -78,9 +98,7 @@ class _Scores:
         summary: dict[str, Any] = {}
         if self.effect is not None:
             summary = self.effect.compute()
-            # Purity and gap compare directions: with one they are 1/F and 1 whatever it does.
-            shown = ("coverage", "purity", "gap", "focus") if num_directions > 1 else ("coverage", "focus")
-            metrics.update({k: summary[k] for k in shown})
+            metrics.update(summary_metrics(summary, num_directions))
         metrics.update(self.content.compute())
         # Counted by the reduced metric: every process's share is in.
         metrics["samples"] = metrics.pop("edits") // (2 * num_directions)
@@ -99,7 +117,7 @@ class EvaluationSettings:
             units; ``"auto"``: half the range r they were trained on (see ``resolve``).
         batch_size: latents per generator pass.
         threshold: purity for a direction to control a factor alone (coverage).
-        min_effect: least change per unit step (in units of the factor's range) that counts.
+        min_effect: least change per unit step (in units of the factor's spread) that counts.
         seed: seeds the latents (and, through ``rca.seed``, the reconstructor).
         lpips: ``None`` or the LPIPS network (``alex``, ``vgg``) when its weights are on disk.
         fid: compute the Frechet distance on regressor features (needs ``samples`` above the
@@ -235,7 +253,7 @@ def evaluate_sets(sets: Mapping[str, Any], generator, regressor, settings: Evalu
                 if state["fid"] is not None:
                     state["fid"].update(features0, real=True)
                 for rows, scores in groups:
-                    scores.original(_rows(d0, rows))
+                    scores.original(_rows(d0, rows), _rows(before, rows))
                 for k in range(directions.num_directions):
                     for sign in (1.0, -1.0):
                         x1 = generator(shifted(directions, z, k, sign * alpha, y), y)
@@ -257,13 +275,8 @@ def evaluate_sets(sets: Mapping[str, Any], generator, regressor, settings: Evalu
         if name in per_class and getattr(generator, "num_classes", None):
             out["per_class"] = _per_class(state["by_class"], k_count, generator)
         if summary:
-            out.update({"factors": regressor.factor_names,
-                        "effect_matrix": state["overall"].effect.matrix().tolist(),
-                        "num_factors": summary["num_factors"],
-                        "best_direction": summary["best_direction"],
-                        "per_factor_purity": summary["per_factor_purity"],
-                        "per_factor_gap": summary["per_factor_gap"],
-                        "dominant_factor": summary["dominant_factor"]})
+            effect = state["overall"].effect
+            out.update(effect_details(summary, regressor.factor_names, effect.matrix(), effect.spread()))
         results[name] = out
     # RCA: one direction has nothing to tell apart
     rca_sets = {name: d for name, d in sets.items() if d.num_directions >= 2}

@@ -57,6 +57,8 @@ def test_a_run_ends_with_its_evaluation(voynov_run):
         assert "d_score_edited" not in m  # the random generator brings no discriminator
         assert m["samples"] == 8 and 0 <= m["rca"] <= 1
         assert len(result["effect_matrix"]) == counts[name] and len(result["effect_matrix"][0]) == 6
+        # the unit of each factor's column: its mean change between two of the 8 samples
+        assert len(result["factor_spread"]) == 6 and all(v > 0 for v in result["factor_spread"])
     for name in ("evaluation.md", "effect_matrix.png", "traversal_annotated.png"):
         assert (run / name).stat().st_size > 0
     assert "eval/rca" in metrics and "| voynov |" in (run / "evaluation.md").read_text()

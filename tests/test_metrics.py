@@ -13,7 +13,7 @@ from generators.base import Generator
 from metrics.attributes import AttributeScores
 from metrics.curves import bounded_response
 from metrics.distances import LPIPSUnavailable, lap1, make_lpips
-from metrics.effects import summarise
+from metrics.effects import EffectMatrix, summarise
 from metrics.evaluation import EvaluationSettings, evaluate_directions
 from metrics.rca import RCASettings, reconstructor_accuracy
 from regressors.attributes import load_regressor
@@ -66,6 +66,55 @@ def test_summary_of_a_known_effect_matrix():
     assert s["per_factor_gap"] == pytest.approx([1.0, 0.6, 1.0])
     assert s["focus"] == pytest.approx((1.0 + 0.5 + 1.0) / 3)  # each direction's top share
     assert summarise(torch.tensor([[0.3, 0.1, 0.0]]))["focus"] == pytest.approx(0.75)
+
+
+def _readings(value: torch.Tensor, cls: torch.Tensor) -> dict:
+    """A regressor's decoded predictions of a continuous factor and a 3-class one."""
+    return {"values": torch.stack([value, cls.float()], 1),
+            "valid": torch.ones(len(value), 2, dtype=torch.bool),
+            "probs": {"kind": torch.nn.functional.one_hot(cls, 3).float()}}
+
+
+def test_effects_are_read_in_units_of_each_factors_spread():
+    """Two independent samples differ by 1/3 in a uniform value and by 2/3 in a balanced
+    3-class factor. A direction that moves the value by half its spread (1/6) and flips the
+    class in a sixth of the samples (as much in the factors' own units) turns the value mostly
+    (purity 2/3 in spreads); in the factors' own units it read as a tie (1/2), no coverage."""
+    rng = torch.Generator().manual_seed(0)
+    n = 40000
+    value, cls = torch.rand(n, generator=rng), torch.randint(3, (n,), generator=rng)
+    effect = EffectMatrix(3, ["value", "kind"], ["continuous", "categorical"])
+    before = _readings(value, cls)
+    for chunk in range(4):  # batches, as the evaluation feeds them
+        effect.observe({"values": before["values"][chunk::4], "valid": before["valid"][chunk::4],
+                        "probs": {"kind": before["probs"]["kind"][chunk::4]}})
+    assert effect.spread().tolist() == pytest.approx([1 / 3, 2 / 3], abs=0.01)
+    # direction 0 draws the value anew, direction 1 the class
+    effect.update(0, before, _readings(torch.rand(n, generator=rng), cls), alpha=1.0)
+    effect.update(1, before, _readings(value, torch.randint(3, (n,), generator=rng)), alpha=1.0)
+    flip = torch.rand(n, generator=rng) < 1 / 6
+    moved = value + torch.where(value < 0.5, 1 / 6, -1 / 6)
+    effect.update(2, before, _readings(moved, torch.where(flip, (cls + 1) % 3, cls)), alpha=2.0)
+    raw, scaled = effect.raw_matrix(), effect.matrix()
+    assert raw[2].tolist() == pytest.approx([1 / 12, 1 / 12], abs=0.005)  # per unit step
+    assert scaled[0].tolist() == pytest.approx([1.0, 0.0], abs=0.03)  # a new draw: 1 spread
+    assert scaled[1].tolist() == pytest.approx([0.0, 1.0], abs=0.03)
+    assert scaled[2].tolist() == pytest.approx([0.25, 0.125], abs=0.01)
+    summary = effect.compute()
+    assert summary["coverage"] == 2 and summary["best_direction"] == [0, 1]
+    assert summarise(scaled[2:])["per_factor_purity"][0] == pytest.approx(2 / 3, abs=0.02)
+    assert summarise(scaled[2:])["coverage"] == 1
+    assert summarise(raw[2:])["per_factor_purity"][0] == pytest.approx(0.5, abs=0.03)
+    assert summarise(raw[2:])["coverage"] == 0
+
+
+def test_effect_matrix_without_pairs_keeps_the_factors_units():
+    effect = EffectMatrix(1, ["value", "kind"], ["continuous", "categorical"])
+    one = _readings(torch.tensor([0.2]), torch.tensor([1]))
+    effect.observe(one)  # a batch of one sample: no pair to read a spread from
+    effect.update(0, one, _readings(torch.tensor([0.5]), torch.tensor([1])), alpha=1.0)
+    assert effect.spread().tolist() == [1.0, 1.0]
+    assert effect.matrix()[0].tolist() == pytest.approx([0.3, 0.0])
 
 
 def test_coordinate_directions_of_a_factor_generator_are_pure(regressor):
