@@ -8,7 +8,8 @@ Version 5 (metrics/effects.py) divides by each factor's spread on the generator'
 This script measures the spread of each run's generator (``--samples`` draws, read by its
 regressor through ``EffectMatrix.observe``, as an evaluation does) and prints, for every
 evaluation.json under the folders given that is still in the factors' own units, coverage and
-purity both ways. ``--rewrite`` re-summarises those files in place (evaluation.json and
+purity both ways (version 4's least effect, 0.01 per unit step in own units, against version
+5's, 0.1 spreads at the measured step). ``--rewrite`` re-summarises those files in place (evaluation.json and
 evaluation.md; the figures are left as they were) from their stored effect matrices: what a new
 evaluation would report, up to the spread's sampling noise (the evaluation reads it from its own
 512 samples).
@@ -35,11 +36,12 @@ from common.io import atomic_write, atomic_write_json  # noqa: E402
 from evaluation.run import report_text, results_table  # noqa: E402
 from generators.recorded import load_run_generator  # noqa: E402
 from metrics.effects import EffectMatrix, summarise  # noqa: E402
-from metrics.evaluation import effect_details, summary_metrics  # noqa: E402
+from metrics.evaluation import EvaluationSettings, effect_details, summary_metrics  # noqa: E402
 from regressors.attributes import load_regressor  # noqa: E402
 
 NOTE = ("Effects re-summarised in units of each factor's spread by bench/effect_units.py "
-        "(spread from {samples} samples of the generator, seed 0); the figures "
+        "(spread from {samples} samples of the generator, seed 0; least effect 0.1 spreads at "
+        "the step); the figures "
         "(effect_matrix.png, traversal_annotated.png) are still in the factors' own units.")
 
 
@@ -56,12 +58,15 @@ def spread_of(generator, regressor, samples: int, batch_size: int = 256) -> torc
 
 def resummarise(report: dict, spread: torch.Tensor, samples: int) -> dict:
     """The report with every set's effects divided by ``spread`` and summarised again."""
-    threshold, min_effect = report["settings"]["threshold"], report["settings"]["min_effect"]
+    # version 5's least effect: a change at the measured step alpha, in spreads
+    report["settings"]["min_effect"] = min_effect = EvaluationSettings().min_effect
+    threshold, step = report["settings"]["threshold"], abs(report["settings"]["alpha"])
     for result in report["results"].values():
         matrix = torch.tensor(result["effect_matrix"]) / spread
-        summary = summarise(matrix, threshold, min_effect)
+        summary = summarise(matrix, threshold, min_effect, step)
         result.update(effect_details(summary, result["factors"], matrix, spread))
         result["metrics"].update(summary_metrics(summary, len(matrix)))
+    report["results"] = {name: report["results"][name] for name in report["order"]}  # the label first
     report["table"] = results_table(report["results"], report["label"])
     report["notes"] = [*report["notes"], NOTE.format(samples=samples)]
     return report

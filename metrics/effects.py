@@ -15,7 +15,9 @@ either image (the rotation of a circle) does not count there.
 
 From E, with purity P[k, f] = E[k, f] / sum_f' E[k, f']:
 - coverage: the number of factors f that some direction controls alone: P[k, f] >= threshold
-  (0.6) with an effect of at least ``min_effect`` per unit step;
+  (0.6) with a change of at least ``min_effect`` (0.1 spreads) at the measured step alpha, so
+  that a direction too weak to see (a tenth of what a new draw changes) never counts, whatever
+  the units of its steps;
 - purity: the mean over factors of the best P[k, f] (over directions with that least effect);
 - gap (MIG-like): the mean over factors of (E_(1) - E_(2)) / E_(1), the top two effects on f;
 - focus: the mean over directions (with that least effect) of max_f P[k, f], how much of what a
@@ -69,16 +71,18 @@ class EffectMatrix(Metric):
         num_directions: K.
         names, kinds: the regressor's factors (``regressors.attributes.Target`` kinds).
         threshold: purity a direction needs to count as controlling a factor alone.
-        min_effect: least effect per unit step for a direction to count at all.
+        min_effect: least change at the measured step (in factor spreads) for a direction
+            to count at all.
     """
 
     full_state_update = False
 
     def __init__(self, num_directions: int, names: Sequence[str], kinds: Sequence[str],
-                 threshold: float = 0.6, min_effect: float = 0.01, **kwargs) -> None:
+                 threshold: float = 0.6, min_effect: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.names, self.kinds = list(names), list(kinds)
         self.threshold, self.min_effect = threshold, min_effect
+        self.step = 1.0  # |alpha| of the updates: the same for every process and batch
         shape = (num_directions, len(self.names))
         self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
@@ -102,6 +106,7 @@ class EffectMatrix(Metric):
     def update(self, index: int, before: dict[str, Any], after: dict[str, Any], alpha: float) -> None:
         """``before`` / ``after``: the regressor's decoded predictions (``values``, ``valid``,
         ``probs``) for G(z) and for the shifted latents."""
+        self.step = abs(alpha)
         for f, (name, kind) in enumerate(zip(self.names, self.kinds)):
             change = factor_change(kind, before["values"][:, f], after["values"][:, f],
                                    before["probs"].get(name), after["probs"].get(name))
@@ -124,13 +129,15 @@ class EffectMatrix(Metric):
         return self.raw_matrix() / self.spread()
 
     def compute(self) -> dict[str, Any]:
-        return summarise(self.matrix(), self.threshold, self.min_effect)
+        return summarise(self.matrix(), self.threshold, self.min_effect, self.step)
 
 
-def summarise(effects: torch.Tensor, threshold: float = 0.6, min_effect: float = 0.01) -> dict[str, Any]:
-    """Coverage, purity and gap of an effect matrix ``K x F`` (see the module docstring)."""
+def summarise(effects: torch.Tensor, threshold: float = 0.6, min_effect: float = 0.1,
+              step: float = 1.0) -> dict[str, Any]:
+    """Coverage, purity and gap of an effect matrix ``K x F`` per unit step, measured at
+    ``step`` (see the module docstring)."""
     purity = effects / effects.sum(1, keepdim=True).clamp_min(1e-12)
-    strong = effects >= min_effect
+    strong = effects * step >= min_effect
     masked = torch.where(strong, purity, torch.zeros_like(purity))
     best_purity, best_direction = masked.max(0)
     controlled = best_purity >= threshold

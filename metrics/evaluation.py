@@ -117,7 +117,8 @@ class EvaluationSettings:
             units; ``"auto"``: half the range r they were trained on (see ``resolve``).
         batch_size: latents per generator pass.
         threshold: purity for a direction to control a factor alone (coverage).
-        min_effect: least change per unit step (in units of the factor's spread) that counts.
+        min_effect: least change of a factor at step ``alpha``, in factor spreads, for a
+            direction to count (0.1: a tenth of what drawing a new image changes).
         seed: seeds the latents (and, through ``rca.seed``, the reconstructor).
         lpips: ``None`` or the LPIPS network (``alex``, ``vgg``) when its weights are on disk.
         fid: compute the Frechet distance on regressor features (needs ``samples`` above the
@@ -129,7 +130,7 @@ class EvaluationSettings:
     alpha: float | str = "auto"
     batch_size: int = 128
     threshold: float = 0.6
-    min_effect: float = 0.01
+    min_effect: float = 0.1
     seed: int = 0
     lpips: str | None = None
     fid: bool = True

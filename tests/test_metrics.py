@@ -66,6 +66,9 @@ def test_summary_of_a_known_effect_matrix():
     assert s["per_factor_gap"] == pytest.approx([1.0, 0.6, 1.0])
     assert s["focus"] == pytest.approx((1.0 + 0.5 + 1.0) / 3)  # each direction's top share
     assert summarise(torch.tensor([[0.3, 0.1, 0.0]]))["focus"] == pytest.approx(0.75)
+    # pure but weak: 0.05 spreads per unit step is 0.075 at step 1.5 (too weak to see), 0.15 at 3
+    assert summarise(torch.tensor([[0.05, 0.0]]), step=1.5)["coverage"] == 0
+    assert summarise(torch.tensor([[0.05, 0.0]]), step=3.0)["coverage"] == 1
 
 
 def _readings(value: torch.Tensor, cls: torch.Tensor) -> dict:
@@ -102,10 +105,10 @@ def test_effects_are_read_in_units_of_each_factors_spread():
     assert scaled[2].tolist() == pytest.approx([0.25, 0.125], abs=0.01)
     summary = effect.compute()
     assert summary["coverage"] == 2 and summary["best_direction"] == [0, 1]
-    assert summarise(scaled[2:])["per_factor_purity"][0] == pytest.approx(2 / 3, abs=0.02)
-    assert summarise(scaled[2:])["coverage"] == 1
-    assert summarise(raw[2:])["per_factor_purity"][0] == pytest.approx(0.5, abs=0.03)
-    assert summarise(raw[2:])["coverage"] == 0
+    assert summarise(scaled[2:], step=2.0)["per_factor_purity"][0] == pytest.approx(2 / 3, abs=0.02)
+    assert summarise(scaled[2:], step=2.0)["coverage"] == 1
+    assert summarise(raw[2:], step=2.0)["per_factor_purity"][0] == pytest.approx(0.5, abs=0.03)
+    assert summarise(raw[2:], step=2.0)["coverage"] == 0
 
 
 def test_effect_matrix_without_pairs_keeps_the_factors_units():
