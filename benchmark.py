@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -338,45 +339,110 @@ def figure(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def benchmark(cfg: DictConfig) -> list[dict]:
+@dataclass
+class Job:
+    """One item of the grid: a cell (a method run, then the protocol) or a reference."""
+
+    view: dict
+    method: str  # the method, or the reference's name
+    seed: int
+    cell: Cell | None = None  # None: a reference
+
+    @property
+    def name(self) -> str:
+        return f"{self.view['name']}-{self.method}-s{self.seed}"
+
+    def folder(self, out_dir: Path) -> Path:
+        return out_dir / ("cells" if self.cell else "references") / self.name
+
+
+def jobs(cfg: DictConfig, cells: list[Cell]) -> list[Job]:
+    """The cells, then the references of every view, in the order they run."""
+    views = {str(v.name): OmegaConf.to_container(v) for v in cfg.views}
+    work = [Job(views[c.view], c.method, c.seed, c) for c in cells]
+    work += [Job(views[str(v.name)], str(ref), int(seed)) for v in cfg.views
+             for ref in cfg.references for seed in cfg.seeds]
+    return work
+
+
+def parse_shard(shard) -> tuple[int, int] | None:
+    """``"i/n"``: this process's part of the grid (the jobs i, i + n, i + 2n, ...); None: all."""
+    if shard is None:
+        return None
+    index, _, count = str(shard).partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()) or not 0 <= int(index) < int(count):
+        raise UserError(f"shard={shard}: expected i/n with 0 <= i < n (e.g. shard=0/4, or "
+                        "shard=$SLURM_ARRAY_TASK_ID/4 in an array of 4 tasks)")
+    return int(index), int(count)
+
+
+def run_shards(cfg: DictConfig, overrides: list[str], workers: int, out_dir: Path) -> None:
+    """``workers`` processes of this grid at once (``shard=i/workers`` each), the machine's
+    cores shared between them (OMP_NUM_THREADS), each one's log in ``<out_dir>/shard-i-of-n.log``."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("workers", "shard", "logger")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    running = []
+    for i in range(workers):
+        command = [sys.executable, str(ROOT / "benchmark.py"), *keep, f"shard={i}/{workers}", "workers=1",
+                   "logger=none"]
+        path = out_dir / f"shard-{i}-of-{workers}.log"
+        log.info("shard %d of %d (%d threads): %s; its log: %s", i, workers, threads, " ".join(command[1:]), path)
+        handle = path.open("w")
+        running.append((i, handle, subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle,
+                                                    stderr=subprocess.STDOUT)))
+    for i, handle, process in running:
+        status = process.wait()
+        handle.close()
+        if status != 0:
+            log.warning("shard %d of %d exited with status %d (see %s)", i, workers, status,
+                        out_dir / f"shard-{i}-of-{workers}.log")
+
+
+def benchmark(cfg: DictConfig, overrides: list[str] | None = None) -> list[dict]:
+    """The grid: run what this process is given (every job; ``shard=i/n``'s part; with
+    ``workers=n``, n processes of a part each; none with ``gather_only``), then table every job
+    scored with these settings, whoever ran it. ``overrides``: the command line, for the
+    ``workers`` processes."""
     cfg = settings_of(cfg)
     cells = plan(cfg)
     for ref in cfg.references:
         if ref not in REFERENCES:
             raise UserError(f"references: unknown {ref!r}; choose from {list(REFERENCES)}")
     protocol_settings(cfg, 0)  # every size checked before any work
+    shard = parse_shard(cfg.get("shard"))
+    workers = int(cfg.get("workers", 1) or 1)
+    if workers < 1 or (workers > 1 and shard is not None):
+        raise UserError(f"workers={workers}: expected 1 or more, and not with shard= (a shard runs in one process)")
     device = resolve_device(cfg.get("device"))
     out_dir = Path(cfg.out_dir)
-    cells_dir, refs_dir = out_dir / "cells", out_dir / "references"
-    rows: dict[tuple[str, str], list[dict]] = {}
     start = time.perf_counter()
     gather_only = bool(cfg.get("gather_only", False))
-    missing = []
-    for i, cell in enumerate(cells):
-        if gather_only:  # what earlier sittings finished, nothing run
-            report = recorded_result(cells_dir / cell.name / "groundtruth.json", cfg, cell.seed)
-            if report is None:
-                missing.append(cell.name)
-                continue
+    work = jobs(cfg, cells)
+    mine = [] if gather_only or workers > 1 else work if shard is None else work[shard[0]::shard[1]]
+    if workers > 1 and not gather_only:
+        run_shards(cfg, list(overrides or []), workers, out_dir)
+    ran: dict[str, dict] = {}
+    for i, job in enumerate(mine):
+        if job.cell is not None:
+            log.info("cell %d of %d: %s", i + 1, len(mine), job.name)
+            ran[job.name] = run_cell(job.cell, cfg, out_dir / "cells", device)
         else:
-            log.info("cell %d of %d: %s", i + 1, len(cells), cell.name)
-            report = run_cell(cell, cfg, cells_dir, device)
-        report["evaluation"] = evaluation_figures(cells_dir / cell.name)
-        rows.setdefault((cell.view, cell.method), []).append(report)
-    for view in cfg.views:
-        for ref in cfg.references:
-            for seed in cfg.seeds:
-                name = f"{view.name}-{ref}-s{seed}"
-                if gather_only:
-                    report = recorded_result(refs_dir / name / "groundtruth.json", cfg, int(seed))
-                    if report is None:
-                        missing.append(name)
-                        continue
-                else:
-                    report = run_reference(OmegaConf.to_container(view), str(ref), int(seed), cfg, refs_dir, device)
-                rows.setdefault((str(view.name), str(ref)), []).append(report)
+            ran[job.name] = run_reference(job.view, job.method, job.seed, cfg, out_dir / "references", device)
+    rows: dict[tuple[str, str], list[dict]] = {}
+    missing = []
+    for job in work:  # what this process ran (a failure included), else what is recorded
+        report = ran.get(job.name) or recorded_result(job.folder(out_dir) / "groundtruth.json", cfg, job.seed)
+        if report is None:
+            missing.append(job.name)
+            continue
+        if job.cell is not None:
+            report["evaluation"] = evaluation_figures(job.folder(out_dir))
+        rows.setdefault((job.view["name"], job.method), []).append(report)
     if missing:
-        log.info("gather_only: %d cells and references not run yet: %s", len(missing), ", ".join(missing))
+        log.info("%d cells and references not scored yet (other shards, or later sittings): %s",
+                 len(missing), ", ".join(missing))
     if not rows:
         raise UserError(f"gather_only=true: no cell or reference in {out_dir} was scored with these settings "
                         "yet; run python benchmark.py without it first")
@@ -385,7 +451,7 @@ def benchmark(cfg: DictConfig) -> list[dict]:
     atomic_write(out_dir / "benchmark.md", lambda handle: handle.write(text.encode()))
     write_csv(table, out_dir / "benchmark.csv")
     figure(table, out_dir / "benchmark.png")
-    log.info("benchmark: %d cells and references in %.0f s; %s\n\n%s", len(cells), time.perf_counter() - start,
+    log.info("benchmark: %d cells and references in %.0f s; %s\n\n%s", len(work), time.perf_counter() - start,
              out_dir / "benchmark.md", text)
     log_to_wandb(cfg, out_dir, table, text)
     return table
@@ -410,7 +476,10 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, table: list[dict], text: str) -
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="benchmark")
 def _hydra_main(cfg: DictConfig) -> None:
-    exit_on_setup_error(benchmark, cfg, log)
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task)
+    exit_on_setup_error(lambda c: benchmark(c, overrides), cfg, log)
 
 
 def main() -> None:

@@ -36,6 +36,25 @@ def test_the_grid_is_every_view_method_and_seed():
     assert [c.name for c in quick] == ["dcgan-z-sefa-s0", "dcgan-z-voynov-s0"]
 
 
+def test_shards_split_the_cells_then_the_references_without_overlap():
+    cfg = _cfg()
+    work = benchmark.jobs(cfg, benchmark.plan(cfg))
+    cells = sum(len(v.methods) for v in cfg.views) * len(cfg.seeds)
+    assert len(work) == cells + len(cfg.views) * len(cfg.references) * len(cfg.seeds)
+    assert all(j.cell is not None for j in work[:cells]) and all(j.cell is None for j in work[cells:])
+    assert work[cells].name == "dcgan-z-random-s0"
+    assert work[cells].folder(Path("/o")) == Path("/o/references/dcgan-z-random-s0")
+    parts = [work[i::3] for i in range(3)]
+    names = [j.name for part in parts for j in part]
+    assert sorted(names) == sorted(j.name for j in work) and len(set(names)) == len(work)
+    assert benchmark.parse_shard("2/3") == (2, 3) and benchmark.parse_shard(None) is None
+    for bad in ("3/3", "a/2", "1", "-1/2", "1/0"):
+        with pytest.raises(UserError, match="expected i/n"):
+            benchmark.parse_shard(bad)
+    with pytest.raises(UserError, match="not with shard"):
+        benchmark.benchmark(_cfg(workers=2, shard="0/2", gather_only=True))
+
+
 @pytest.mark.parametrize("views, message", [
     ([{"name": "a/b", "overrides": [], "methods": ["sefa"]}], "distinct folder name"),
     ([{"name": "v", "overrides": [], "methods": ["sefa"]}, {"name": "v", "overrides": [], "methods": ["sefa"]}],
@@ -168,6 +187,25 @@ def test_quick_mode_runs_the_grid_then_serves_it_from_the_cache(tmp_path):
     assert second.returncode == 0 and "training" not in second.stderr + second.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("groundtruth.json")} == before
     assert (out / "benchmark.md").read_text() == table
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_quick_grid_and_table_it_whole(tmp_path):
+    """workers=2: two shard processes (one torch thread each on 2 cores) run the quick grid's
+    two cells and two references between them; the parent tables all four."""
+    command = [sys.executable, "benchmark.py", "quick=true", "workers=2", f"paths.output_dir={tmp_path}",
+               "logger=none"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "benchmark"
+    logs = sorted(p.name for p in out.glob("shard-*.log"))
+    assert logs == ["shard-0-of-2.log", "shard-1-of-2.log"]
+    # jobs 0 and 2 (sefa, random) to shard 0; 1 and 3 (voynov, coordinate) to shard 1
+    assert "dcgan-z-sefa-s0" in (out / logs[0]).read_text() and "dcgan-z-voynov-s0" in (out / logs[1]).read_text()
+    assert "dcgan-z-voynov-s0: training" not in (out / logs[0]).read_text()
+    table = (out / "benchmark.md").read_text()
+    for method in ("sefa", "voynov", "random", "coordinate"):
+        assert f"| dcgan-z | {method} | 1 |" in table
 
 
 @pytest.mark.slow
