@@ -5,7 +5,8 @@ included once per generator and direction count.
     python leaderboard.py outputs/a outputs/b --out results.md
 
 Only evaluations made with the same settings are comparable: each distinct setting (samples,
-step, RCA budget, regressor) gets its own table.
+step, RCA budget, regressor, and the effect matrix's units: factor spreads since report version
+5, the factors' own units before) gets its own table.
 
 A file that is not a readable evaluation (not JSON, bad UTF-8, nested too deeply, a key missing
 or of the wrong type) is skipped with one line on stderr naming it and why; the others still
@@ -132,9 +133,12 @@ def read_report(path: Path) -> Entry:
         # a baseline's row names its direction count (no matrix without a regressor)
         _field(report, ["results", name, "effect_matrix"], LIST, optional=True)
     try:
+        # effect-matrix figures in factor spreads (report version 5) and in the factors' own
+        # units (before) do not compare: they make tables of their own
+        units = "spreads" if "factor_spread" in report["results"][label] else "own units"
         return Entry(report, json.dumps({"settings": report["settings"],
-                                         "regressor": report["regressor"].get("sha256")},
-                                        sort_keys=True),
+                                         "regressor": report["regressor"].get("sha256"),
+                                         "effect_units": units}, sort_keys=True),
                      json.dumps([report["generator"], layers], sort_keys=True))
     except RecursionError:  # within the parser's limit, too deep to write back
         raise BadReport("nested too deeply") from None
@@ -212,8 +216,11 @@ def tables(entries: list[Entry]) -> str:
                                           result["metrics"]))
         rows += list(baselines.values())
         settings = group[0].report["settings"]
+        units = json.loads(group[0].setting)["effect_units"]
+        units = ("" if units == "spreads" else ", effects in the factors' own units (evaluated before "
+                 "report version 5: evaluate again to compare)")
         head = (f"### Setting {i}: {settings['samples']} samples, step {settings['alpha']}, "
-                f"RCA {settings['rca']['steps']} steps\n\n") if len(groups) > 1 else ""
+                f"RCA {settings['rca']['steps']} steps{units}\n\n") if len(groups) > 1 else ""
         sections.append(head + markdown_table(rows, num_factors))
     return "\n".join(sections)
 

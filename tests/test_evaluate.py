@@ -422,6 +422,21 @@ def _report(run_name: str, **changes) -> dict:
     return dict(report, **changes)
 
 
+def test_the_leaderboard_never_mixes_effects_in_spreads_with_effects_in_own_units(tmp_path):
+    """A report from before version 5 (no factor_spread) reads coverage in other units: it makes
+    a table of its own, headed to say so."""
+    new = _report("new")
+    for name in new["results"]:
+        new["results"][name]["factor_spread"] = [0.5] * 6
+    for name, report in (("new", new), ("old", _report("old"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(report))
+    board = leaderboard.leaderboard(sorted(tmp_path.glob("*/evaluation.json")))
+    assert board.count("### Setting") == 2 and board.count("own units") == 1
+    old_table = board[board.index("own units"):]
+    assert "voynov (old" in old_table and "voynov (new" not in old_table
+
+
 def test_the_leaderboard_skips_each_bad_file_with_one_line(tmp_path, capsys):
     """One unreadable evaluation.json does not sink the table: each is skipped with one line
     on stderr naming it and why, the others make the table (exit status 0). Text from the
