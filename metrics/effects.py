@@ -73,21 +73,30 @@ class EffectMatrix(Metric):
         threshold: purity a direction needs to count as controlling a factor alone.
         min_effect: least change at the measured step (in factor spreads) for a direction
             to count at all.
+        step: the measured step |alpha| (every update's).
     """
 
     full_state_update = False
 
     def __init__(self, num_directions: int, names: Sequence[str], kinds: Sequence[str],
-                 threshold: float = 0.6, min_effect: float = 0.1, **kwargs) -> None:
+                 threshold: float = 0.6, min_effect: float = 0.1, step: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.names, self.kinds = list(names), list(kinds)
         self.threshold, self.min_effect = threshold, min_effect
-        self.step = 1.0  # |alpha| of the updates: the same for every process and batch
+        self.step = abs(step)  # the measured step alpha, which min_effect is read at
         shape = (num_directions, len(self.names))
         self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("spread_total", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("spread_count", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _changes(self, before: dict[str, Any], after: dict[str, Any]):
+        """Per factor: the changes of the samples where it is defined in both, and their count."""
+        for f, (name, kind) in enumerate(zip(self.names, self.kinds)):
+            change = factor_change(kind, before["values"][:, f], after["values"][:, f],
+                                   before["probs"].get(name), after["probs"].get(name))
+            valid = before["valid"][:, f] & after["valid"][:, f]
+            yield f, change[valid].double(), valid.sum()
 
     def observe(self, before: dict[str, Any]) -> None:
         """The spread: each unedited sample against the next one of its batch (independent
@@ -96,23 +105,16 @@ class EffectMatrix(Metric):
             return
         after = {"values": before["values"].roll(1, 0), "valid": before["valid"].roll(1, 0),
                  "probs": {k: v.roll(1, 0) for k, v in before["probs"].items()}}
-        for f, (name, kind) in enumerate(zip(self.names, self.kinds)):
-            change = factor_change(kind, before["values"][:, f], after["values"][:, f],
-                                   before["probs"].get(name), after["probs"].get(name))
-            valid = before["valid"][:, f] & after["valid"][:, f]
-            self.spread_total[f] += change[valid].double().sum()
-            self.spread_count[f] += valid.sum()
+        for f, change, count in self._changes(before, after):
+            self.spread_total[f] += change.sum()
+            self.spread_count[f] += count
 
     def update(self, index: int, before: dict[str, Any], after: dict[str, Any], alpha: float) -> None:
         """``before`` / ``after``: the regressor's decoded predictions (``values``, ``valid``,
         ``probs``) for G(z) and for the shifted latents."""
-        self.step = abs(alpha)
-        for f, (name, kind) in enumerate(zip(self.names, self.kinds)):
-            change = factor_change(kind, before["values"][:, f], after["values"][:, f],
-                                   before["probs"].get(name), after["probs"].get(name))
-            valid = before["valid"][:, f] & after["valid"][:, f]
-            self.total[index, f] += (change[valid].double() / abs(alpha)).sum()
-            self.count[index, f] += valid.sum()
+        for f, change, count in self._changes(before, after):
+            self.total[index, f] += (change / abs(alpha)).sum()
+            self.count[index, f] += count
 
     def spread(self) -> torch.Tensor:
         """Each factor's mean change between independent samples (1 where none was observed)."""

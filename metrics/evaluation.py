@@ -77,7 +77,7 @@ class _Scores:
         self.content = ContentPreservation(lpips).to(device)
         self.effect = None if regressor is None else EffectMatrix(
             num_directions, regressor.factor_names, [t.kind for t in regressor.targets],
-            settings.threshold, settings.min_effect).to(device)
+            settings.threshold, settings.min_effect, settings.alpha).to(device)
         self.d_score = DiscriminatorScore().to(device) if with_d else None
 
     def original(self, d0: torch.Tensor | None, before) -> None:

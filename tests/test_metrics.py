@@ -86,7 +86,7 @@ def test_effects_are_read_in_units_of_each_factors_spread():
     rng = torch.Generator().manual_seed(0)
     n = 40000
     value, cls = torch.rand(n, generator=rng), torch.randint(3, (n,), generator=rng)
-    effect = EffectMatrix(3, ["value", "kind"], ["continuous", "categorical"])
+    effect = EffectMatrix(3, ["value", "kind"], ["continuous", "categorical"], step=2.0)
     before = _readings(value, cls)
     for chunk in range(4):  # batches, as the evaluation feeds them
         effect.observe({"values": before["values"][chunk::4], "valid": before["valid"][chunk::4],
